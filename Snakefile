@@ -1,0 +1,35 @@
+# ditpareto: FlexDiT, DyDiT, FlexiDiT and the fewer-steps DiT baseline on one measured FID-vs-compute pareto.
+#
+# Path scheme (one scheme; logs/ and benchmarks/ mirror it under <rule>/):
+#   resources/data/dataset.npz                         prepared dataset (train / held-out splits)
+#   resources/pretrained/base.pt                       the validated pretrained DiT every method starts from
+#   resources/fid/classifier.pt                        FID feature extractor trained by the pipeline (digits)
+#   results/samples/{method}/budget~{budget}/seed~{seed}.npz        samples (uint8) + .record.json
+#   results/metrics/{method}/budget~{budget}/seed~{seed}.json       FID/KID/IS/P/R, GMACs, latency, params
+#   results/metrics/reference.json                     real-vs-real floor and pure-noise metrics
+#   results/tables/metrics.csv                         one row per grid point
+#   results/figures/pareto_fid_vs_gmacs.{png,pdf}      pareto figure
+#
+# Run: snakemake --cores 2 (config/config.yaml); other studies: --configfile config/<name>.yaml.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/tables/metrics.csv",
+        "results/figures/pareto_fid_vs_gmacs.png",
+        "results/figures/pareto_fid_vs_gmacs.pdf",

@@ -1,0 +1,403 @@
+"""The CLI commands: argument tables over the package's functions (no computation here beyond wiring)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("ditpareto")
+
+
+@dataclass
+class Command:
+    name: str
+    func: Callable
+    help: str
+    example: str
+    add_args: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    model_args: bool = False
+    aliases: list = field(default_factory=list)
+
+
+def _overrides(args) -> dict:
+    return {"in_channels": args.in_channels, "num_classes": args.num_classes}
+
+
+#################################################################################
+#                                     Data                                      #
+#################################################################################
+
+
+def _prepare_data_args(p):
+    p.add_argument("--dataset", default="digits", choices=["digits"], help="dataset to prepare (default: digits)")
+    p.add_argument("--image-size", type=int, default=16, metavar="PX", help="output image side (default: 16)")
+    p.add_argument("--heldout-fraction", type=float, default=0.3, metavar="F", help="held-out share (default: 0.3)")
+    p.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the stratified split (default: 0)")
+    p.add_argument("--out", required=True, metavar="NPZ", help="output .npz with train_/heldout_ images and labels")
+
+
+def prepare_data(args):
+    from ditpareto.data import prepare_digits, save_splits
+
+    splits = prepare_digits(args.image_size, args.heldout_fraction, args.split_seed)
+    save_splits(splits, args.out)
+    return {name: list(s.images.shape) for name, s in splits.items()}
+
+
+#################################################################################
+#                                  Pretraining                                  #
+#################################################################################
+
+
+def _train_args(p, steps_default: int = 1000):
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=steps_default, metavar="N", help="optimizer steps")
+    g.add_argument("--batch-size", type=int, default=128, metavar="B", help="batch size (default: 128)")
+    g.add_argument("--lr", type=float, default=1e-3, metavar="LR", help="AdamW learning rate (default: 1e-3)")
+    g.add_argument("--ema-decay", type=float, default=0.999, metavar="D", help="EMA decay (default: 0.999)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="training seed (default: 0)")
+    g.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="resumable state every N steps")
+    g.add_argument("--state", required=True, metavar="PT", help="resumable training state (model, EMA, optimizer, RNG)")
+    g.add_argument("--log-csv", required=True, metavar="CSV", help="loss curve output")
+
+
+def train_config(args):
+    from ditpareto.train import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
+                       seed=args.seed, checkpoint_every=args.checkpoint_every)
+
+
+def _pretrain_args(p):
+    p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data")
+    p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG (default: 0.1)")
+    _train_args(p, steps_default=8000)
+    p.add_argument("--out", required=True, metavar="PT", help="EMA weights as a bare state dict (official DiT layout)")
+
+
+def pretrain(args):
+    from ditpareto.data import load_split
+    from ditpareto.models import build_dit
+    from ditpareto.models.checkpoint import atomic_save
+    from ditpareto.train import run_training
+
+    data = load_split(args.data, "train")
+    model = build_dit(args.model, args.image_size, class_dropout_prob=args.class_dropout, **_overrides(args))
+    config = train_config(args)
+    ema = run_training(model, data.as_model_input(), __import__("torch").from_numpy(data.labels), config,
+                       args.state, args.log_csv)
+    atomic_save(ema.state_dict(), args.out)
+    return {"out": args.out, "steps": config.steps}
+
+
+#################################################################################
+#                          Base checkpoint and FID model                        #
+#################################################################################
+
+
+def _import_base_args(p):
+    p.add_argument("--checkpoint", required=True, metavar="PT", help="pretrained DiT (official layout: a state dict)")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
+    p.add_argument("--out", required=True, metavar="PT", help="validated copy for the pipeline")
+
+
+def import_base(args):
+    import shutil
+
+    from ditpareto.errors import InputError
+    from ditpareto.models import load_dit
+    from ditpareto.models.checkpoint import sha256_of
+
+    if not Path(args.checkpoint).is_file():
+        raise InputError(f"base checkpoint {args.checkpoint} does not exist (config key base.checkpoint)")
+    digest = sha256_of(args.checkpoint)
+    if args.sha256 and digest != args.sha256.lower():
+        raise InputError(f"base checkpoint {args.checkpoint} has sha256 {digest}, config says {args.sha256}")
+    load_dit(args.checkpoint, args.model, args.image_size, **_overrides(args))  # validates keys and shapes
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.checkpoint, args.out)
+    return {"out": args.out, "sha256": digest}
+
+
+def _classifier_args(p):
+    p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data")
+    p.add_argument("--steps", type=int, default=600, metavar="N", help="training steps (default: 600)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default: 0)")
+    p.add_argument("--out", required=True, metavar="PT", help="classifier weights (state dict)")
+    p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
+
+
+def train_classifier(args):
+    from ditpareto.data import load_split
+    from ditpareto.metrics import save_classifier, train_digits_classifier
+    from ditpareto.results import provenance, write_json
+
+    model, stats = train_digits_classifier(load_split(args.data, "train"), load_split(args.data, "heldout"),
+                                           steps=args.steps, seed=args.seed)
+    save_classifier(model, args.out)
+    write_json({**stats, "steps": args.steps, "seed": args.seed, **provenance()}, args.report)
+    return stats
+
+
+def _metric_args(p):
+    g = p.add_argument_group("metrics")
+    g.add_argument("--data", required=True, metavar="NPZ", help="dataset whose train split is the FID reference")
+    g.add_argument("--extractor", default="digits-classifier", choices=["digits-classifier", "inception-v3-compat"],
+                   help="torch-fidelity feature extractor (default: digits-classifier)")
+    g.add_argument("--extractor-weights", required=True, metavar="PT",
+                   help="local weights file of the extractor (never downloaded)")
+    g.add_argument("--kid-subset-size", type=int, default=500, metavar="N", help="KID subset size (default: 500)")
+
+
+def metric_settings(args):
+    from ditpareto.metrics import MetricSettings
+
+    return MetricSettings(feature_extractor=args.extractor, weights_path=args.extractor_weights,
+                          kid_subset_size=args.kid_subset_size)
+
+
+def _reference_args(p):
+    _metric_args(p)
+    p.add_argument("--out", required=True, metavar="JSON", help="floor (held-out vs train) and noise metrics")
+
+
+def reference(args):
+    from ditpareto.data import load_split
+    from ditpareto.metrics import fid_floor_and_noise
+    from ditpareto.results import provenance, write_json
+
+    result = fid_floor_and_noise(load_split(args.data, "train"), load_split(args.data, "heldout"),
+                                 metric_settings(args))
+    write_json({**result, **provenance()}, args.out)
+    return result
+
+
+#################################################################################
+#                              Sampling and metrics                             #
+#################################################################################
+
+
+def _sampling_args(p):
+    from ditpareto.diffusion import SAMPLERS
+
+    g = p.add_argument_group("sampling")
+    g.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="respaced sampler (default: ddim)")
+    g.add_argument("--steps", type=int, default=10, metavar="N",
+                   help="sampling steps of dynamic methods; the dit baseline's budget overrides it (default: 10)")
+    g.add_argument("--cfg-scale", type=float, default=1.5, metavar="S", help="guidance scale; 1 = off (default: 1.5)")
+    g.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"],
+                   help="guide DiT's first 3 noise channels (official) or all (default: dit3)")
+
+
+def sampling_settings(args):
+    from ditpareto.methods import SamplingSettings
+
+    return SamplingSettings(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+                            guidance_channels=args.guidance_channels)
+
+
+def model_spec(args):
+    from ditpareto.methods import ModelSpec
+
+    return ModelSpec(args.model, args.image_size, args.in_channels, args.num_classes)
+
+
+def _method_args(p, budget_required: bool = True):
+    from ditpareto.methods import METHODS
+
+    p.add_argument("--method", required=True, choices=sorted(METHODS), help="method (registry key)")
+    p.add_argument("--budget", required=budget_required, default=None, metavar="B",
+                   help="method budget, e.g. a step count for dit"
+                   + ("" if budget_required else " (default: full compute, i.e. --steps for dit)"))
+
+
+def _sample_args(p):
+    _method_args(p)
+    p.add_argument("--checkpoint", required=True, metavar="PT", help="the method's model checkpoint")
+    p.add_argument("--seed", type=int, required=True, metavar="S", help="seed: sample i uses generator (S<<32)+i")
+    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples to draw (default: 1000)")
+    p.add_argument("--first-index", type=int, default=0, metavar="I", help="first global sample index (default: 0)")
+    p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
+    _sampling_args(p)
+    p.add_argument("--out", required=True, metavar="NPZ", help="samples: images (N,H,W,C) uint8, labels, indices")
+    p.add_argument("--record", required=True, metavar="JSON", help="sampling record: FLOPs, latency, parameters")
+
+
+def sample(args):
+    import time
+
+    import numpy as np
+
+    from ditpareto.errors import InputError
+    from ditpareto.flops import plan_macs, summarize
+    from ditpareto.methods import get_method
+    from ditpareto.models import dit_config
+    from ditpareto.results import provenance, write_json
+    from ditpareto.sampling import generate
+
+    if args.num_samples < 1 or args.batch_size < 1:
+        raise InputError("--num-samples and --batch-size must be >= 1")
+    method = get_method(args.method)
+    budget = method.parse_budget(args.budget)
+    settings, spec = sampling_settings(args), model_spec(args)
+    model = method.load_model(args.checkpoint, spec)
+    plan = method.plan(model, budget, settings, spec)
+    config = dit_config(spec.name, spec.image_size, **spec.overrides())
+    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+    start = time.perf_counter()
+    indices = np.arange(args.first_index, args.first_index + args.num_samples)
+    batch, seconds = generate(plan, spec, settings, args.seed, indices, args.batch_size)
+    wall = time.perf_counter() - start
+    timed = np.array(seconds[1:] if len(seconds) > 1 else seconds)  # first batch is the warm-up
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(args.out) + ".tmp.npz")
+    np.savez(tmp, images=batch.images, labels=batch.labels, indices=batch.indices)
+    tmp.replace(args.out)
+    record = {
+        "method": method.name,
+        "budget": method.budget_label(budget),
+        "seed": args.seed,
+        "nominal_compute_ratio": method.nominal_compute_ratio(budget, settings),
+        **summarize(macs),
+        "latency_ms_per_image": 1000 * float(timed.mean()),
+        "latency_ms_per_image_std": 1000 * float(timed.std()),
+        "latency_batch_size": args.batch_size,
+        "wall_seconds": wall,
+        "params": {
+            "sampler": settings.sampler, "cfg_scale": settings.cfg_scale, "eta": settings.eta,
+            "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
+            "num_samples": args.num_samples, "first_index": args.first_index, "model": spec.name,
+            "image_size": spec.image_size, "threads": __import__("torch").get_num_threads(), **plan.details,
+        },
+        **provenance(),
+    }
+    write_json(record, args.record)
+    return {k: record[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
+
+
+def _evaluate_args(p):
+    p.add_argument("--samples", required=True, metavar="NPZ", help="samples from `sample`")
+    p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
+    _metric_args(p)
+    p.add_argument("--out", required=True, metavar="JSON", help="metrics of this grid point")
+
+
+def evaluate(args):
+    import numpy as np
+
+    from ditpareto.data import load_split
+    from ditpareto.metrics import compute_metrics
+    from ditpareto.results import read_json, write_json
+
+    with np.load(args.samples) as samples:
+        images = samples["images"]
+    reference_set = load_split(args.data, "train")
+    metrics = compute_metrics(images, reference_set.images, metric_settings(args))
+    record = read_json(args.record)
+    record.update(metrics)
+    record["params"]["feature_extractor"] = args.extractor
+    record["params"]["reference_images"] = int(len(reference_set.images))
+    write_json(record, args.out)
+    return metrics
+
+
+#################################################################################
+#                                FLOPs and tables                               #
+#################################################################################
+
+
+def _flops_args(p):
+    _method_args(p, budget_required=False)
+    p.add_argument("--checkpoint", default=None, metavar="PT", help="weights (default: random init)")
+    _sampling_args(p)
+
+
+def flops(args):
+    import torch
+
+    from ditpareto.flops import dit_macs_per_call, plan_macs, summarize
+    from ditpareto.methods import get_method
+    from ditpareto.models import build_dit, dit_config
+
+    method = get_method(args.method)
+    settings, spec = sampling_settings(args), model_spec(args)
+    budget = method.parse_budget(args.budget) if args.budget is not None else method.full_budget(settings)
+    config = dit_config(spec.name, spec.image_size, **spec.overrides())
+    if args.checkpoint:
+        model = method.load_model(args.checkpoint, spec)
+    else:
+        torch.manual_seed(0)
+        model = method.load_model(build_dit(spec.name, spec.image_size, **spec.overrides()).state_dict(), spec)
+    plan = method.plan(model, budget, settings, spec)
+    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+    return {"method": method.name, "budget": method.budget_label(budget), "model": spec.name,
+            "image_size": spec.image_size, **summarize(macs),
+            "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9}
+
+
+def _aggregate_args(p):
+    p.add_argument("metrics", nargs="+", metavar="JSON", help="metrics files of the grid points")
+    p.add_argument("--out", required=True, metavar="CSV", help="table, one row per grid point")
+
+
+def aggregate(args):
+    from ditpareto.results import metrics_table
+
+    table = metrics_table(args.metrics)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    return {"rows": len(table), "out": args.out}
+
+
+def _plot_args(p):
+    p.add_argument("--table", required=True, metavar="CSV", help="metrics.csv from aggregate")
+    p.add_argument("--reference", default=None, metavar="JSON", help="reference metrics (floor line)")
+    p.add_argument("--out", required=True, nargs="+", metavar="FIG", help="figure files (.png, .pdf)")
+
+
+def plot(args):
+    from ditpareto.plotting import plot_pareto
+    from ditpareto.results import read_json, read_metrics_csv
+
+    floor = read_json(args.reference)["floor"]["fid"] if args.reference else None
+    plot_pareto(read_metrics_csv(args.table), args.out, floor=floor,
+                title="FID vs compute (toy scale: tiny DiT on digits)" if floor is not None else None)
+    return {"out": args.out}
+
+
+COMMANDS = [
+    Command("prepare-data", prepare_data, "Prepare a dataset as uint8 train/held-out arrays.",
+            "python -m ditpareto prepare-data --dataset digits --image-size 16 --out resources/data/digits.npz",
+            _prepare_data_args),
+    Command("pretrain", pretrain, "Train a class-conditional DiT from scratch (the study's base model).",
+            "python -m ditpareto pretrain --model dit-tiny-2 --image-size 16 --in-channels 1 --num-classes 10 "
+            "--data resources/data/digits.npz --steps 8000 --state s.pt --log-csv loss.csv --out base.pt",
+            _pretrain_args, model_args=True),
+    Command("import-base", import_base, "Check a pretrained DiT (sha256, keys, shapes) and copy it into the study.",
+            "python -m ditpareto import-base --model dit-xl-2 --image-size 256 --checkpoint DiT-XL-2-256x256.pt "
+            "--sha256 HEX --out resources/pretrained/base.pt", _import_base_args, model_args=True),
+    Command("train-classifier", train_classifier, "Train the digits classifier used as FID feature extractor.",
+            "python -m ditpareto train-classifier --data resources/data/digits.npz --out clf.pt --report clf.json",
+            _classifier_args),
+    Command("reference", reference, "Real-vs-real FID floor (held-out vs train) and pure-noise FID.",
+            "python -m ditpareto reference --data resources/data/digits.npz --extractor-weights clf.pt --out ref.json",
+            _reference_args),
+    Command("sample", sample, "Draw a grid point's samples; record executed FLOPs and latency.",
+            "python -m ditpareto sample --method dit --budget 10 --seed 0 --checkpoint base.pt --model dit-tiny-2 "
+            "--image-size 16 --in-channels 1 --num-classes 10 --out s.npz --record s.json", _sample_args,
+            model_args=True),
+    Command("evaluate", evaluate, "FID/KID/IS/precision/recall of a grid point with torch-fidelity.",
+            "python -m ditpareto evaluate --samples s.npz --record s.json --data resources/data/digits.npz "
+            "--extractor-weights clf.pt --out metrics.json", _evaluate_args),
+    Command("flops", flops, "Executed MACs per network call and per image (DiT's GFLOPs convention).",
+            "python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256", _flops_args,
+            model_args=True),
+    Command("aggregate", aggregate, "Collect grid-point metrics into one CSV table.",
+            "python -m ditpareto aggregate results/metrics/*/*/*.json --out results/tables/metrics.csv",
+            _aggregate_args),
+    Command("plot", plot, "Pareto figure of FID vs GMACs per image with each method's frontier.",
+            "python -m ditpareto plot --table results/tables/metrics.csv --out fig.png fig.pdf", _plot_args),
+]

@@ -1,0 +1,17 @@
+"""Method registry: keys are path-safe and serve as wildcard values, CLI choices and schema enums."""
+
+from __future__ import annotations
+
+from ditpareto.errors import InputError
+from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings
+from ditpareto.methods.dit import StaticDiT
+
+METHODS: dict[str, Method] = {m.name: m for m in (StaticDiT(),)}
+
+__all__ = ["METHODS", "Method", "ModelSpec", "SamplingPlan", "SamplingSettings", "get_method"]
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

@@ -1,0 +1,110 @@
+"""What a method is to the pipeline: a budget vocabulary, a model loader and a sampling plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.models import DiT
+from ditpareto.models.dit import guided_forward
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The base DiT's shape, as given in config (``base`` section)."""
+
+    name: str
+    image_size: int
+    in_channels: int = 4
+    num_classes: int = 1000
+
+    def overrides(self) -> dict:
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes}
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Sampler settings shared by every method (the budget may change ``steps`` for step-reduction methods)."""
+
+    sampler: str = "ddim"
+    steps: int = 10
+    cfg_scale: float = 1.5
+    guidance_channels: str = "dit3"
+    eta: float = 0.0
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+
+@dataclass
+class SamplingPlan:
+    """How one (method, budget) denoises: the respaced diffusion and a per-step guided model call.
+
+    ``denoise(x, step, t, y)`` returns the model output for the conditional half (CFG applied);
+    ``step_key(step)`` is equal for steps with identical compute, so FLOPs can be counted once per key;
+    ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG).
+    """
+
+    diffusion: GaussianDiffusion
+    denoise: Callable[[torch.Tensor, int, torch.Tensor, torch.Tensor], torch.Tensor]
+    calls_per_step: int
+    step_key: Callable[[int], Hashable] = field(default=lambda step: None)
+    details: dict = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return self.diffusion.num_timesteps
+
+
+def cfg_denoiser(forward: Callable, settings: SamplingSettings, in_channels: int, num_classes: int):
+    """Standard DiT classifier-free guidance around ``forward(x, t, y)``: null label = ``num_classes``."""
+
+    def denoise(x: torch.Tensor, step: int, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not settings.guided:
+            return forward(x, t, y)
+        x_in = torch.cat([x, x])
+        y_in = torch.cat([y, torch.full_like(y, num_classes)])
+        out = guided_forward(forward, x_in, torch.cat([t, t]), y_in, settings.cfg_scale, in_channels,
+                             settings.guidance_channels)
+        return out[: len(x)]
+
+    return denoise
+
+
+class Method:
+    """Base class; one subclass per method module, registered in ``ditpareto.methods.METHODS``."""
+
+    name: str = ""
+    budget_help: str = ""
+    # "none": samples from the base checkpoint; "shared": one fine-tune for all budgets; "per_budget": one per budget.
+    finetune: str = "none"
+
+    def parse_budget(self, text: str):
+        raise NotImplementedError
+
+    def budget_label(self, value) -> str:
+        raise NotImplementedError
+
+    def load_model(self, checkpoint, spec: ModelSpec) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def plan(self, model: torch.nn.Module, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+        raise NotImplementedError
+
+    def full_budget(self, settings: SamplingSettings):
+        """The budget that spends the static DiT's compute at ``settings.steps``."""
+        raise NotImplementedError
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        """The budget's intended compute relative to the static DiT at ``settings.steps`` (for labels only)."""
+        raise NotImplementedError
+
+
+def eval_model(model: DiT) -> DiT:
+    model.eval()
+    model.requires_grad_(False)
+    return model

@@ -1,0 +1,45 @@
+"""Static DiT with fewer sampling steps: the baseline every dynamic method must beat."""
+
+from __future__ import annotations
+
+from ditpareto.diffusion import GaussianDiffusion, space_timesteps
+from ditpareto.errors import InputError
+from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.models import load_dit
+
+
+class StaticDiT(Method):
+    name = "dit"
+    budget_help = "number of sampling steps (an integer; DDIM needs an integer stride giving exactly that many)"
+    finetune = "none"
+
+    def parse_budget(self, text) -> int:
+        try:
+            steps = int(str(text))
+        except ValueError:
+            raise InputError(f"dit budget must be an integer step count, got {text!r}") from None
+        if str(steps) != str(text).strip():
+            raise InputError(f"dit budget must be an integer step count, got {text!r}")
+        if not 1 <= steps <= 1000:
+            raise InputError(f"dit budget {steps} out of range: step counts must be in [1, 1000]")
+        return steps
+
+    def budget_label(self, value) -> str:
+        return str(int(value))
+
+    def load_model(self, checkpoint, spec: ModelSpec):
+        return eval_model(load_dit(checkpoint, spec.name, spec.image_size, **spec.overrides()))
+
+    def plan(self, model, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+        steps = self.parse_budget(budget)
+        space_timesteps(1000, settings.sampler, steps)  # fails early for an unrealisable DDIM step count
+        diffusion = GaussianDiffusion.respaced(settings.sampler, steps)
+        denoise = cfg_denoiser(model.forward, settings, spec.in_channels, spec.num_classes)
+        return SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
+                            details={"steps": steps})
+
+    def full_budget(self, settings: SamplingSettings) -> int:
+        return settings.steps
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        return self.parse_budget(budget) / settings.steps

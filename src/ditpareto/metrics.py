@@ -1,0 +1,310 @@
+"""FID / KID / IS / precision / recall of generated samples, computed with torch-fidelity 0.4.0.
+
+Two feature extractors:
+
+* ``digits-classifier`` (default): a small CNN trained here on scikit-learn digits and registered with
+  torch-fidelity; FID/KID/PRC use its 64-d penultimate features, IS its logits.
+* ``inception-v3-compat``: torch-fidelity's InceptionV3 with weights from a local file (never downloaded). The
+  extractor is named explicitly, so torch-fidelity uses it for every metric: PRC uses its pool3 ("2048") features
+  instead of torch-fidelity's default (VGG16, which would download weights). Precision/recall on Inception features
+  are therefore not comparable with numbers computed with torch-fidelity's default VGG16 PRC.
+"""
+
+from __future__ import annotations
+
+import ditpareto.compat  # noqa: F401  (must precede torch_fidelity / torchvision)
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from tqdm.auto import tqdm
+
+from ditpareto.data import ImageSet
+from ditpareto.errors import InputError
+from ditpareto.models.checkpoint import atomic_save, extract_state_dict, load_into, read_checkpoint
+
+DIGITS_EXTRACTOR = "digits-classifier"
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+EXTRACTORS = (DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
+NUM_DIGIT_CLASSES = 10
+METRIC_KEYS = ("fid", "kid_mean", "kid_std", "inception_score_mean", "inception_score_std", "precision", "recall")
+_FIDELITY_KEYS = {
+    "fid": torch_fidelity.KEY_METRIC_FID,
+    "kid_mean": torch_fidelity.KEY_METRIC_KID_MEAN,
+    "kid_std": torch_fidelity.KEY_METRIC_KID_STD,
+    "inception_score_mean": torch_fidelity.KEY_METRIC_ISC_MEAN,
+    "inception_score_std": torch_fidelity.KEY_METRIC_ISC_STD,
+    "precision": torch_fidelity.KEY_METRIC_PRECISION,
+    "recall": torch_fidelity.KEY_METRIC_RECALL,
+}
+
+
+# --------------------------------------------------------------------------------------------- digits classifier
+
+
+class DigitsClassifier(nn.Module):
+    """Small CNN for grey (N, 1, H, W) images in [0, 1] (16x16 by default; other sizes via adaptive pooling).
+
+    The penultimate layer is batch-normalised (no affine) before its ReLU, so the 64 features have a fixed,
+    Inception-pool3-like scale (about 0.4 mean) and no dead units: FID/KID magnitudes do not drift with training.
+    """
+
+    feature_dim = 64
+
+    def __init__(self, num_classes: int = NUM_DIGIT_CLASSES):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(64 * 16, self.feature_dim, bias=False),
+            nn.BatchNorm1d(self.feature_dim, affine=False), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (N, 64): what FID/KID/PRC compare."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _grey_float(images: np.ndarray | torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """uint8 images -> float (N, 1, H, W) in [0, 1], averaging colour channels."""
+    x = torch.as_tensor(images)
+    if channels_last:
+        x = x.permute(0, 3, 1, 2)
+    return x.float().mean(dim=1, keepdim=True) / 255.0
+
+
+def _shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by an integer offset in [-max_shift, max_shift] (zero fill)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator)).unbind(0)
+    rows = (dy + torch.arange(h)).unsqueeze(2)  # (n, h, 1)
+    cols = (dx + torch.arange(w)).unsqueeze(1)  # (n, 1, w)
+    return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+@torch.no_grad()
+def _accuracy(model: DigitsClassifier, x: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    return float((model(x).argmax(dim=1) == labels).float().mean())
+
+
+def train_digits_classifier(
+    train: ImageSet, heldout: ImageSet, steps: int = 600, seed: int = 0, batch_size: int = 128
+) -> tuple[DigitsClassifier, dict]:
+    """Train the feature-extractor CNN (Adam, cosine LR, +-1 px random shifts); deterministic given ``seed``.
+
+    The global torch RNG is forked, so callers' RNG state is left untouched.
+    """
+    if steps < 1 or batch_size < 1:
+        raise InputError(f"classifier training needs steps >= 1 and batch_size >= 1, got {steps}, {batch_size}")
+    for name, split in (("train", train), ("heldout", heldout)):
+        if len(split.labels) == 0 or split.labels.min() < 0 or split.labels.max() >= NUM_DIGIT_CLASSES:
+            raise InputError(f"{name} split needs labels in [0, {NUM_DIGIT_CLASSES}), got an empty or other range")
+    x_train, y_train = _grey_float(train.images), torch.as_tensor(train.labels, dtype=torch.long)
+    x_held, y_held = _grey_float(heldout.images), torch.as_tensor(heldout.labels, dtype=torch.long)
+    n = len(y_train)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DigitsClassifier()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    order, cursor = torch.randperm(n, generator=generator), 0
+    for _ in tqdm(range(steps), desc="digits classifier", mininterval=5):
+        if cursor + batch_size > n:  # new epoch: reshuffle (drops the ragged tail)
+            order, cursor = torch.randperm(n, generator=generator), 0
+        idx = order[cursor : cursor + batch_size]
+        cursor += batch_size
+        model.train()
+        loss = F.cross_entropy(model(_shift(x_train[idx], 1, generator)), y_train[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval().requires_grad_(False)
+    stats = {"heldout_accuracy": _accuracy(model, x_held, y_held), "train_accuracy": _accuracy(model, x_train, y_train)}
+    return model, stats
+
+
+def save_classifier(model: DigitsClassifier, path: str | os.PathLike) -> None:
+    """Save the bare state dict atomically."""
+    atomic_save(model.state_dict(), path)
+
+
+def load_classifier(path: str | os.PathLike) -> DigitsClassifier:
+    """Load and validate (keys and shapes, weights_only) a classifier saved by :func:`save_classifier`."""
+    model = load_into(DigitsClassifier(), path, what="digits classifier")
+    return model.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------------ torch-fidelity extractor
+
+
+class DigitsFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of :class:`DigitsClassifier`: features "feat" (64-d) and "logits"."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise InputError(f"feature extractor {name!r} needs feature_extractor_weights_path (a trained classifier)")
+        self.net = load_classifier(feature_extractor_weights_path)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x):
+        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
+            raise ValueError(f"expected uint8 N x 3 x H x W images, got {getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
+        feat = self.net.features(_grey_float(x, channels_last=False))
+        out = {"feat": feat, "logits": self.net.head(feat)}
+        return tuple(out[name] for name in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "feat", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+
+
+def register_extractors() -> None:
+    """Register "digits-classifier" with torch-fidelity (idempotent)."""
+    current = FEATURE_EXTRACTORS_REGISTRY.get(DIGITS_EXTRACTOR)
+    if current is DigitsFeatureExtractor:
+        return
+    if current is not None and current.__qualname__ != DigitsFeatureExtractor.__qualname__:
+        raise RuntimeError(f"torch-fidelity already has a different feature extractor named {DIGITS_EXTRACTOR!r}")
+    FEATURE_EXTRACTORS_REGISTRY.pop(DIGITS_EXTRACTOR, None)  # a reloaded copy of this module
+    torch_fidelity.register_feature_extractor(DIGITS_EXTRACTOR, DigitsFeatureExtractor)
+
+
+# ----------------------------------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class MetricSettings:
+    """Which extractor (and weights file) and the metrics' sample settings."""
+
+    feature_extractor: str = DIGITS_EXTRACTOR
+    weights_path: str | None = None
+    kid_subset_size: int = 500
+    kid_subsets: int = 50
+    isc_splits: int = 10
+    prc_neighborhood: int = 3
+    batch_size: int = 250
+    rng_seed: int = 2020  # KID subsets and IS split shuffling
+
+    def __post_init__(self):
+        if self.feature_extractor not in EXTRACTORS:
+            raise InputError(f"unknown feature extractor {self.feature_extractor!r}; choose one of {EXTRACTORS}")
+        if self.feature_extractor == INCEPTION_EXTRACTOR and self.weights_path is None:
+            raise InputError(
+                "the inception-v3-compat extractor needs a local weights file: set metrics.inception_weights "
+                "(weights are never downloaded)"
+            )
+        if self.weights_path is not None:
+            self.weights_path = str(self.weights_path)
+            if not Path(self.weights_path).is_file():
+                raise InputError(f"feature extractor weights {self.weights_path} do not exist")
+        for name in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "kid_subset_size" else 1):
+                raise InputError(f"metric setting {name} must be a positive integer (kid_subset_size >= 2), got {value!r}")
+
+
+class _UInt8Images(torch.utils.data.Dataset):
+    """(N, H, W, C) uint8 array as a Dataset of 3 x H x W uint8 tensors (1 channel repeated to 3)."""
+
+    def __init__(self, images: np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.images = x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def _check_images(name: str, images: np.ndarray, min_count: int) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+        shape = getattr(images, "shape", None)
+        raise InputError(f"{name} images must be a uint8 array (N, H, W, C) with C in (1, 3), got {shape}")
+    if len(images) < min_count:
+        raise InputError(f"{name} has {len(images)} images; the metrics need at least {min_count}")
+
+
+def _check_inception_weights(path: str) -> None:
+    """torch-fidelity loads the file with weights_only=False: refuse anything that is not a plain state dict."""
+    extract_state_dict(read_checkpoint(path), f"inception weights {path}")
+
+
+def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: MetricSettings) -> dict:
+    """FID, KID, IS (of ``generated`` only), precision and recall of ``generated`` against ``reference``.
+
+    Both are uint8 (N, H, W, C), C in {1, 3}, of the same H, W. Deterministic: same inputs give identical outputs.
+    """
+    min_count = max(2, settings.prc_neighborhood + 1)
+    _check_images("generated", generated, min_count)
+    _check_images("reference", reference, min_count)
+    if generated.shape[1:3] != reference.shape[1:3]:
+        raise InputError(f"generated images are {generated.shape[1:3]} but reference images {reference.shape[1:3]}")
+    if settings.weights_path is None:
+        raise InputError(f"the {settings.feature_extractor} extractor needs MetricSettings.weights_path")
+    if settings.feature_extractor == INCEPTION_EXTRACTOR:
+        _check_inception_weights(settings.weights_path)
+    register_extractors()
+    raw = torch_fidelity.calculate_metrics(
+        input1=_UInt8Images(generated),
+        input2=_UInt8Images(reference),
+        cuda=False,
+        fid=True,
+        kid=True,
+        isc=True,
+        prc=True,
+        feature_extractor=settings.feature_extractor,
+        feature_extractor_weights_path=settings.weights_path,
+        kid_subset_size=min(settings.kid_subset_size, len(generated), len(reference)),
+        kid_subsets=settings.kid_subsets,
+        isc_splits=min(settings.isc_splits, len(generated)),
+        prc_neighborhood=settings.prc_neighborhood,
+        batch_size=settings.batch_size,
+        rng_seed=settings.rng_seed,
+        samples_shuffle=True,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    return {key: float(raw[_FIDELITY_KEYS[key]]) for key in METRIC_KEYS}
+
+
+def fid_floor_and_noise(train: ImageSet, heldout: ImageSet, settings: MetricSettings, noise_seed: int = 0) -> dict:
+    """Reference points: held-out vs train (the real-vs-real floor) and uniform noise (held-out's shape) vs train."""
+    noise = np.random.default_rng(noise_seed).integers(0, 256, size=heldout.images.shape, dtype=np.uint8)
+    return {
+        "floor": compute_metrics(heldout.images, train.images, settings),
+        "noise": compute_metrics(noise, train.images, settings),
+    }

@@ -1,0 +1,22 @@
+"""Model registry and loading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from ditpareto.models.checkpoint import CheckpointError, load_into
+from ditpareto.models.dit import DIT_ARCHS, DiT, DiTConfig, dit_config
+
+__all__ = ["DIT_ARCHS", "CheckpointError", "DiT", "DiTConfig", "build_dit", "dit_config", "load_dit"]
+
+
+def build_dit(name: str, image_size: int = 256, **overrides) -> DiT:
+    """A freshly initialised registered DiT (``overrides``: in_channels, num_classes, learn_sigma, ...)."""
+    return DiT(dit_config(name, image_size, **overrides))
+
+
+def load_dit(path_or_state_dict: str | os.PathLike | Mapping, name: str, image_size: int = 256, **overrides) -> DiT:
+    """Build ``name`` at ``image_size`` and load weights in the official DiT layout, checking keys and shapes."""
+    model = build_dit(name, image_size, **overrides)
+    return load_into(model, path_or_state_dict, what=f"{name} at image size {image_size}")

@@ -1,0 +1,71 @@
+"""Run records: metrics JSON per grid point -> one tidy table (rules, notebooks and tests share this)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from ditpareto import __version__
+
+# Columns that depend on the machine's speed, not on the config; excluded from determinism checks.
+TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds")
+KEY_COLUMNS = ("method", "budget", "seed")
+
+
+def git_commit() -> str:
+    """The checkout's commit (with ``-dirty`` when modified), or ``unknown`` outside a git checkout."""
+    root = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict:
+    return {"ditpareto_version": __version__, "git_commit": git_commit()}
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts -> dotted columns (``params.cfg_scale``)."""
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """One row per grid point, sorted by method, nominal compute and seed."""
+    if not paths:
+        raise ValueError("no metrics files given")
+    rows = [flatten(read_json(p)) for p in paths]
+    table = pd.DataFrame(rows)
+    order = [c for c in ("method", "budget", "seed", "nominal_compute_ratio", "gmacs_per_image", "fid") if c in table]
+    table = table[order + [c for c in table.columns if c not in order]]
+    return table.sort_values(["method", "nominal_compute_ratio", "seed"], kind="stable").reset_index(drop=True)
+
+
+def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"budget": str})

@@ -1,0 +1,134 @@
+"""Training loop shared by pretraining and the methods' fine-tunes: AdamW, EMA, loss CSV, resumable state."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.models.checkpoint import atomic_save, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one training run."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"invalid training settings: {self}")
+
+
+# loss_fn(model, x0, y, diffusion) -> dict with a scalar "loss" and optional extra scalars to log.
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, GaussianDiffusion], dict]
+
+
+def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, diffusion: GaussianDiffusion) -> dict:
+    """DiT's objective at a uniformly drawn timestep."""
+    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],))
+    terms = diffusion.training_losses(model, x0, t, {"y": y}, torch.randn_like(x0))
+    out = {"loss": terms["loss"].mean(), "mse": terms["mse"].mean().detach()}
+    if "vb" in terms:
+        out["vb"] = terms["vb"].mean().detach()
+    return out
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_params = dict(ema.named_parameters())
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
+
+
+def run_training(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    state_path: str | os.PathLike,
+    log_csv: str | os.PathLike,
+    loss_fn: LossFn = diffusion_loss,
+    diffusion: GaussianDiffusion | None = None,
+    trainable: list[torch.nn.Parameter] | None = None,
+) -> torch.nn.Module:
+    """Train ``model`` on (x0, labels) and return its EMA copy.
+
+    Resumes from ``state_path`` when it exists (model, EMA, optimizer, RNG, step), checkpoints atomically every
+    ``checkpoint_every`` steps, appends one CSV row per ``log_every`` steps.
+    """
+    diffusion = diffusion or GaussianDiffusion.base()
+    torch.manual_seed(config.seed)
+    params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    state_path, log_csv = Path(state_path), Path(log_csv)
+    start = 0
+    if state_path.exists():
+        state = read_checkpoint(state_path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["opt"])
+        torch.set_rng_state(state["rng"])
+        start = int(state["step"])
+        log.info("resumed from %s at step %d", state_path, start)
+    elif log_csv.exists():
+        log_csv.unlink()  # a fresh run starts a fresh loss curve
+
+    def save_state(step: int) -> None:
+        atomic_save(
+            {"model": model.state_dict(), "ema": ema.state_dict(), "opt": optimizer.state_dict(),
+             "rng": torch.get_rng_state(), "step": step, "config": asdict(config)},
+            state_path,
+        )
+
+    log_csv.parent.mkdir(parents=True, exist_ok=True)
+    model.train()
+    n = x0.shape[0]
+    writer_file = open(log_csv, "a", newline="")
+    writer = None
+    t0 = time.perf_counter()
+    try:
+        for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", mininterval=5):
+            idx = torch.randint(0, n, (config.batch_size,))
+            terms = loss_fn(model, x0[idx], labels[idx], diffusion)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            update_ema(ema, model, config.ema_decay)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                row = {"step": done, **{k: float(v) for k, v in terms.items()},
+                       "steps_per_s": (done - start) / (time.perf_counter() - t0)}
+                if writer is None:
+                    writer = csv.DictWriter(writer_file, fieldnames=list(row))
+                    if writer_file.tell() == 0:
+                        writer.writeheader()
+                writer.writerow(row)
+                writer_file.flush()
+                log.info("(step=%07d) loss %.4f, %.2f steps/s", done, row["loss"], row["steps_per_s"])
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                save_state(done)
+    finally:
+        writer_file.close()
+    save_state(config.steps)
+    return ema

@@ -1,0 +1,231 @@
+"""Metrics: the digits feature extractor, torch-fidelity wiring, settings validation, the Inception path offline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ditpareto.metrics as metrics
+from ditpareto.data import ImageSet, prepare_digits
+from ditpareto.errors import InputError
+from ditpareto.metrics import (
+    DigitsClassifier,
+    MetricSettings,
+    compute_metrics,
+    fid_floor_and_noise,
+    load_classifier,
+    register_extractors,
+    save_classifier,
+    train_digits_classifier,
+)
+from ditpareto.models.checkpoint import CheckpointError
+
+import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402  (after ditpareto.compat)
+import torch_fidelity.feature_extractor_vgg16 as fidelity_vgg  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return prepare_digits()
+
+
+@pytest.fixture(scope="module")
+def trained(splits, tmp_path_factory):
+    """(model, stats, weights path) of a classifier trained once for the whole module."""
+    model, stats = train_digits_classifier(splits["train"], splits["heldout"], steps=300, seed=0)
+    path = tmp_path_factory.mktemp("clf") / "digits_classifier.pt"
+    save_classifier(model, path)
+    return model, stats, path
+
+
+@pytest.fixture(scope="module")
+def settings(trained):
+    return MetricSettings(weights_path=str(trained[2]))
+
+
+@pytest.fixture(scope="module")
+def reference_points(splits, settings):
+    return fid_floor_and_noise(splits["train"], splits["heldout"], settings)
+
+
+# ------------------------------------------------------------------------------------------------ classifier
+
+
+def test_classifier_accuracy(trained):
+    _, stats, _ = trained
+    assert stats["heldout_accuracy"] >= 0.9, stats
+    assert stats["train_accuracy"] >= 0.9, stats
+
+
+def test_classifier_shapes_and_other_sizes():
+    model = DigitsClassifier().eval()
+    for size in (16, 28):
+        x = torch.rand(3, 1, size, size)
+        assert model.features(x).shape == (3, 64)
+        assert model(x).shape == (3, 10)
+
+
+def test_training_is_deterministic_and_leaves_global_rng(splits):
+    small = ImageSet(splits["train"].images[:200], splits["train"].labels[:200])
+    held = ImageSet(splits["heldout"].images[:50], splits["heldout"].labels[:50])
+    before = torch.get_rng_state()
+    a, stats_a = train_digits_classifier(small, held, steps=4, seed=3, batch_size=32)
+    assert torch.equal(torch.get_rng_state(), before)
+    b, stats_b = train_digits_classifier(small, held, steps=4, seed=3, batch_size=32)
+    c, _ = train_digits_classifier(small, held, steps=4, seed=4, batch_size=32)
+    assert stats_a == stats_b
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_save_load_roundtrip(trained, splits):
+    model, _, path = trained
+    loaded = load_classifier(path)
+    x = torch.from_numpy(splits["heldout"].images[:64]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+        assert torch.equal(model.features(x), loaded.features(x))
+
+
+def test_load_rejects_misshaped_key(trained, tmp_path):
+    state = load_classifier(trained[2]).state_dict()
+    state["head.weight"] = torch.zeros(9, 64)
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match=r"head\.weight"):
+        load_classifier(bad)
+
+
+def test_register_is_idempotent():
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    register_extractors()
+    register_extractors()
+    assert FEATURE_EXTRACTORS_REGISTRY["digits-classifier"] is metrics.DigitsFeatureExtractor
+
+
+def test_extractor_needs_weights():
+    with pytest.raises(InputError, match="feature_extractor_weights_path"):
+        metrics.DigitsFeatureExtractor("digits-classifier", ["feat"])
+
+
+# ------------------------------------------------------------------------------------------ digits metrics
+
+
+def test_same_set_gives_zero_fid_and_full_prc(splits, settings):
+    out = compute_metrics(splits["heldout"].images, splits["heldout"].images, settings)
+    assert set(out) == set(metrics.METRIC_KEYS)
+    assert all(type(v) is float for v in out.values())
+    assert abs(out["fid"]) < 1e-3
+    assert out["precision"] == 1.0 and out["recall"] == 1.0
+
+
+def test_floor_is_small_and_noise_is_far(reference_points):
+    floor, noise = reference_points["floor"], reference_points["noise"]
+    assert 0 <= floor["fid"] < 5
+    assert noise["fid"] > 10 * floor["fid"]
+    assert noise["kid_mean"] > floor["kid_mean"]
+    # the classifier is confident and balanced on real digits (IS near 10 classes), not on noise
+    assert floor["inception_score_mean"] > 5 > noise["inception_score_mean"]
+    assert floor["precision"] > noise["precision"] and floor["recall"] > noise["recall"]
+
+
+def test_deterministic_and_channel_invariant(splits, settings, reference_points):
+    heldout, train = splits["heldout"].images, splits["train"].images
+    again = compute_metrics(heldout, train, settings)
+    assert again == reference_points["floor"]  # exact, KID subsets included
+    rgb = compute_metrics(np.repeat(heldout, 3, axis=3), np.repeat(train, 3, axis=3), settings)
+    assert rgb == again
+
+
+def test_kid_subset_size_is_capped(splits, settings):
+    out = compute_metrics(splits["heldout"].images[:20], splits["train"].images[:30], settings)
+    assert all(math.isfinite(v) for v in out.values())
+
+
+def test_compute_metrics_rejects_bad_inputs(splits, settings):
+    images = splits["heldout"].images
+    with pytest.raises(InputError, match="uint8"):
+        compute_metrics(images.astype(np.float32), images, settings)
+    with pytest.raises(InputError, match="at least"):
+        compute_metrics(images[:3], images, settings)
+    with pytest.raises(InputError, match=r"\(8, 8\)"):
+        compute_metrics(images[:, :8, :8], images, settings)
+    with pytest.raises(InputError, match="weights_path"):
+        compute_metrics(images, images, MetricSettings())
+
+
+# ------------------------------------------------------------------------------------------------- settings
+
+
+def test_settings_validation(tmp_path):
+    with pytest.raises(InputError, match="unknown feature extractor 'vgg16'"):
+        MetricSettings(feature_extractor="vgg16")
+    with pytest.raises(InputError, match=r"metrics\.inception_weights"):
+        MetricSettings(feature_extractor="inception-v3-compat")
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(InputError, match="nope.pth"):
+        MetricSettings(feature_extractor="inception-v3-compat", weights_path=str(missing))
+    with pytest.raises(InputError, match="kid_subset_size"):
+        MetricSettings(kid_subset_size=1)
+    with pytest.raises(InputError, match="batch_size"):
+        MetricSettings(batch_size=0)
+
+
+class _NotAStateDict:
+    pass
+
+
+def test_inception_weights_must_be_a_plain_state_dict(tmp_path, splits):
+    """torch-fidelity loads Inception weights with weights_only=False: arbitrary pickles are refused first."""
+    images = splits["heldout"].images[:8]
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _NotAStateDict()}, evil)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        compute_metrics(images, images, MetricSettings("inception-v3-compat", str(evil)))
+    scalar = tmp_path / "scalar.pth"
+    torch.save({"x": 3}, scalar)
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        compute_metrics(images, images, MetricSettings("inception-v3-compat", str(scalar)))
+
+
+# ------------------------------------------------------------------------------------------------ inception
+
+
+def _no_download(*args, **kwargs):
+    raise AssertionError("attempted to download weights")
+
+
+def random_inception_weights(path, monkeypatch) -> None:
+    """Save a randomly initialised state dict with the exact layout of torch-fidelity's InceptionV3."""
+    with monkeypatch.context() as patch, torch.random.fork_rng(devices=[]):
+        patch.setattr(fidelity_inception, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        torch.manual_seed(0)
+        net = fidelity_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+        for module in net.modules():  # He init keeps activations O(1) through the ~95 convs (BN stats are 0/1)
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), path)
+
+
+@pytest.mark.slow  # ~30-60 s on 2 cores: FID runs numpy eigvals on a 2048 x 2048 matrix whatever the sample count
+def test_inception_path_offline(tmp_path, monkeypatch, splits):
+    weights = tmp_path / "inception_random.pth"
+    random_inception_weights(weights, monkeypatch)
+    # prove nothing is downloaded: torch-fidelity binds load_state_dict_from_url at import, so patch its copies too,
+    # and make VGG16 (torch-fidelity's default PRC extractor) unusable
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_download)
+    monkeypatch.setattr(fidelity_inception, "load_state_dict_from_url", _no_download)
+    monkeypatch.setattr(fidelity_vgg, "torchvision_load_pretrained_vgg16", _no_download)
+    settings = MetricSettings("inception-v3-compat", str(weights), kid_subset_size=4, kid_subsets=5, isc_splits=2)
+    noise = np.random.default_rng(0).integers(0, 256, size=(8, 16, 16, 1), dtype=np.uint8)
+    out = compute_metrics(noise, splits["train"].images[:8], settings)
+    assert set(out) == set(metrics.METRIC_KEYS)
+    assert all(math.isfinite(v) for v in out.values()), out
+    assert out["fid"] > 0
+    assert 0 <= out["precision"] <= 1 and 0 <= out["recall"] <= 1

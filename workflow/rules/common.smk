@@ -1,0 +1,89 @@
+# Plumbing only: config validation, wildcard constraints and input/param helpers. No rules here.
+
+import ditpareto
+from ditpareto.config import check_study, resolve_path
+from ditpareto.methods import get_method
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+check_study(config, workflow.basedir)
+
+VERSION = ditpareto.__version__
+ENV = "../../envs/ditpareto.yaml"
+
+
+wildcard_constraints:
+    method="|".join(config["methods"]),
+    budget=r"[0-9][0-9.\-]*",
+    seed=r"\d+",
+
+
+def model_flags():
+    base = config["base"]
+    return (
+        f"--model {base['model']} --image-size {config['dataset']['image_size']} "
+        f"--in-channels {base['in_channels']} --num-classes {base['num_classes']}"
+    )
+
+
+def sampling_flags():
+    s = config["sampling"]
+    return (
+        f"--sampler {s['sampler']} --steps {s['steps']} --cfg-scale {s['cfg_scale']} "
+        f"--guidance-channels {s['guidance_channels']} --num-samples {s['num_samples']} "
+        f"--batch-size {s['batch_size']}"
+    )
+
+
+def pretrain_flags():
+    p = config["base"]["pretrain"]
+    return (
+        f"--steps {p['steps']} --batch-size {p['batch_size']} --lr {p['lr']} "
+        f"--ema-decay {p['ema_decay']} --seed {p['seed']} --class-dropout {p['class_dropout']}"
+    )
+
+
+def get_base_source(wildcards):
+    if config["base"]["source"] == "pretrain":
+        return "resources/pretrained/pretrained_here.pt"
+    return str(resolve_path(config["base"]["checkpoint"], workflow.basedir))
+
+
+def sha256_flag():
+    sha = config["base"].get("sha256")
+    return f"--sha256 {sha}" if sha and config["base"]["source"] == "checkpoint" else ""
+
+
+def get_extractor_weights(wildcards):
+    if config["metrics"]["feature_extractor"] == "digits-classifier":
+        return "resources/fid/classifier.pt"
+    return str(resolve_path(config["metrics"]["inception_weights"], workflow.basedir))
+
+
+def metric_flags():
+    m = config["metrics"]
+    return f"--extractor {m['feature_extractor']} --kid-subset-size {m['kid_subset_size']}"
+
+
+def get_method_checkpoint(wildcards):
+    method = get_method(wildcards.method)
+    if method.finetune == "none":
+        return "resources/pretrained/base.pt"
+    if method.finetune == "shared":
+        return f"results/checkpoints/{wildcards.method}/finetuned.pt"
+    return f"results/checkpoints/{wildcards.method}/budget~{wildcards.budget}/finetuned.pt"
+
+
+def grid_points():
+    """(method, budget, seed) of every grid point; every method shares the seeds."""
+    return [
+        (method, budget, seed)
+        for method, entry in config["methods"].items()
+        for budget in entry["budgets"]
+        for seed in config["sampling"]["seeds"]
+    ]
+
+
+def get_all_metrics(wildcards):
+    return [f"results/metrics/{m}/budget~{b}/seed~{s}.json" for m, b, s in grid_points()]
