@@ -67,7 +67,7 @@ class GaussianDiffusion:
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         variance = self.posterior_variance
-        self.posterior_log_variance_clipped = np.log(np.append(1e-20, variance[1:]) if len(variance) > 1 else variance)
+        self.posterior_log_variance_clipped = np.log(np.append(variance[1], variance[1:]) if len(variance) > 1 else variance)
         large = np.append(variance[1], betas[1:]) if len(betas) > 1 else betas
         self.fixed_log_variance = np.log(large)
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
@@ -120,7 +120,7 @@ class GaussianDiffusion:
             frac = (model_output[:, channels:] + 1) / 2
             min_log = self._take(self.posterior_log_variance_clipped, t, x_t)
             max_log = self._take(self.log_betas, t, x_t)
-            log_variance = frac * max_log + (1 - frac) * min_log
+            log_variance = frac * min_log + (1 - frac) * max_log
         else:  # fixed large variance, as improved-DDPM for models without learn_sigma
             log_variance = self._take(self.fixed_log_variance, t, x_t).expand_as(x_t)
         pred_xstart = self.predict_xstart_from_eps(x_t, t, eps)
