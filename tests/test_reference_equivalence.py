@@ -31,7 +31,7 @@ from ditpareto.models.dit import TimestepEmbedder
 BETA_KW = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -58,10 +58,9 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch
 @pytest.fixture(scope="module")
 def dit_pair(tmp_path_factory):
     """(our dit-s-2 loaded from an official-layout file, its state dict, diffusers' model with official time proj)."""
-    torch.set_num_threads(1)
     source = randomize(build_dit("dit-s-2", image_size=64), seed=1234)
     state = {k: v.clone() for k, v in source.state_dict().items()}
-    assert not torch.equal(state["blocks.0.adaLN_modulation.1.weight"], torch.zeros_like(state["blocks.0.adaLN_modulation.1.weight"]))
+    assert state["blocks.0.adaLN_modulation.1.weight"].abs().min() > 0  # not adaLN-Zero's init
     path = tmp_path_factory.mktemp("ckpt") / "DiT-S-2-64.pt"
     torch.save(state, path)  # a bare state dict, as the official checkpoints
     ours = load_dit(path, "dit-s-2", 64).eval()
@@ -102,9 +101,13 @@ def test_time_projection_settings():
     downscale_freq_shift=1 (exponent / (half - 1)); the official DiT divides by half, i.e. shift 0."""
     t = torch.tensor([0.0, 1.0, 17.0, 500.0, 999.0])
     official = TimestepEmbedder.timestep_embedding(t, 256)
-    assert torch.allclose(get_timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0), official, atol=1e-6)
-    assert not torch.allclose(get_timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=1), official, atol=1e-3)
-    assert not torch.allclose(get_timestep_embedding(t, 256, flip_sin_to_cos=False, downscale_freq_shift=0), official, atol=1e-3)
+
+    def theirs(flip, shift):
+        return get_timestep_embedding(t, 256, flip_sin_to_cos=flip, downscale_freq_shift=shift)
+
+    assert torch.allclose(theirs(True, 0), official, atol=1e-6)
+    assert not torch.allclose(theirs(True, 1), official, atol=1e-3)  # diffusers' DiT default
+    assert not torch.allclose(theirs(False, 0), official, atol=1e-3)
 
 
 def test_dit_forward_matches_diffusers(dit_pair):
@@ -325,7 +328,8 @@ def test_seeds_give_distinct_reproducible_noise():
         b = per_sample_randn(sample_generators(other_seed, [0, 1, 2]), shape)
         assert not any(torch.equal(a[i], b[j]) for i in range(3) for j in range(3))
     assert torch.equal(a[0], torch.randn(shape, generator=torch.Generator().manual_seed(0)))  # seed 0: index
-    seeds = {generator_seed(s, i) for s in (0, 1, 7, GENERATOR_MAX_SEED) for i in (0, 1, 49_999, MAX_SAMPLES_PER_SEED - 1)}
+    indices = (0, 1, 49_999, MAX_SAMPLES_PER_SEED - 1)
+    seeds = {generator_seed(s, i) for s in (0, 1, 7, GENERATOR_MAX_SEED) for i in indices}
     assert len(seeds) == 16 and max(seeds) < 2**32
     for bad in ((-1, 0), (GENERATOR_MAX_SEED + 1, 0), (0, MAX_SAMPLES_PER_SEED), (0, -1)):
         with pytest.raises(InputError):
@@ -401,7 +405,6 @@ def _exact_discretized_nll_bits(x, mean, log_var):
 
 
 def test_training_losses_learned_sigma():
-    torch.manual_seed(0)
     diffusion = GaussianDiffusion.base()
     gen = torch.Generator().manual_seed(9)
     n, c = 4, 4
@@ -409,10 +412,9 @@ def test_training_losses_learned_sigma():
     noise = torch.randn(n, c, 8, 8, generator=gen, dtype=torch.float64)
     t = torch.tensor([0, 0, 3, 600])
     y = torch.tensor([1, 2, 3, 4])
-    output = torch.cat(
-        [torch.randn(n, c, 8, 8, generator=gen, dtype=torch.float64) * 0.5, torch.rand(n, c, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1],
-        dim=1,
-    ).requires_grad_(True)
+    eps_out = torch.randn(n, c, 8, 8, generator=gen, dtype=torch.float64) * 0.5
+    var_out = torch.rand(n, c, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1
+    output = torch.cat([eps_out, var_out], dim=1).requires_grad_(True)
     seen = {}
 
     def model(x, timesteps, y):
@@ -437,7 +439,9 @@ def test_training_losses_learned_sigma():
         assert torch.allclose(seen["x"][i], x_t)
 
         def posterior_mean(start):
-            return (betas[ti] * abar_prev[ti].sqrt() * start + (1 - abar_prev[ti]) * (1 - betas[ti]).sqrt() * x_t) / (1 - abar[ti])
+            coef1 = betas[ti] * abar_prev[ti].sqrt() / (1 - abar[ti])
+            coef2 = (1 - abar_prev[ti]) * (1 - betas[ti]).sqrt() / (1 - abar[ti])
+            return coef1 * start + coef2 * x_t
 
         pred_x0 = (x_t - (1 - abar[ti]).sqrt() * eps[i]) / abar[ti].sqrt()
         frac = (var[i] + 1) / 2
@@ -446,7 +450,7 @@ def test_training_losses_learned_sigma():
             reference = _exact_discretized_nll_bits(x0[i], posterior_mean(pred_x0), log_var).mean()
             assert torch.isfinite(terms["vb"][i]) and terms["vb"][i] > 0
             # DiT's tanh-approximated CDF vs the exact one
-            assert torch.allclose(terms["vb"][i], reference, rtol=2e-2), (terms["vb"][i], reference)
+            assert torch.allclose(terms["vb"][i], reference, rtol=1e-2), (terms["vb"][i], reference)
         else:
             true = Normal(posterior_mean(x0[i]), post_log_var[ti].mul(0.5).exp())
             model_dist = Normal(posterior_mean(pred_x0), torch.exp(0.5 * log_var))
@@ -464,6 +468,7 @@ def test_training_losses_fixed_sigma_has_no_vb():
     diffusion = GaussianDiffusion.base()
     x0 = torch.rand(2, 4, 4, 4) * 2 - 1
     noise = torch.randn(2, 4, 4, 4)
-    terms = diffusion.training_losses(lambda x, t, y: 0.5 * x, x0, torch.tensor([0, 500]), {"y": torch.tensor([0, 1])}, noise)
+    t, y = torch.tensor([0, 500]), torch.tensor([0, 1])
+    terms = diffusion.training_losses(lambda x, t, y: 0.5 * x, x0, t, {"y": y}, noise)
     assert set(terms) == {"mse", "loss"}
     assert torch.equal(terms["loss"], terms["mse"])

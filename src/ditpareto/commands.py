@@ -330,7 +330,7 @@ def flops(args):
         model = method.load_model(args.checkpoint, spec)
     else:
         torch.manual_seed(0)
-        model = method.load_model(build_dit(spec.name, spec.image_size, **spec.overrides()).state_dict(), spec)
+        model = method.convert(build_dit(spec.name, spec.image_size, **spec.overrides()))
     plan = method.plan(model, budget, settings, spec)
     macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(budget), "model": spec.name,

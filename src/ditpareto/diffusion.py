@@ -38,8 +38,6 @@ def space_timesteps(num_timesteps: int, sampler: str, steps: int) -> list[int]:
         for stride in range(1, num_timesteps):
             if len(range(0, num_timesteps, stride)) == steps:
                 return list(range(0, num_timesteps, stride))
-        if steps == num_timesteps:
-            return list(range(num_timesteps))
         raise InputError(f"cannot create exactly {steps} DDIM steps with an integer stride")
     if sampler == "ddpm":
         if steps == 1:
@@ -120,7 +118,7 @@ class GaussianDiffusion:
             frac = (model_output[:, channels:] + 1) / 2
             min_log = self._take(self.posterior_log_variance_clipped, t, x_t)
             max_log = self._take(self.log_betas, t, x_t)
-            log_variance = frac * min_log + (1 - frac) * max_log
+            log_variance = frac * max_log + (1 - frac) * min_log
         else:  # fixed large variance, as improved-DDPM for models without learn_sigma
             log_variance = self._take(self.fixed_log_variance, t, x_t).expand_as(x_t)
         pred_xstart = self.predict_xstart_from_eps(x_t, t, eps)

@@ -89,7 +89,12 @@ class Method:
     def budget_label(self, value) -> str:
         raise NotImplementedError
 
+    def convert(self, base: DiT) -> torch.nn.Module:
+        """The method's model initialised from a pretrained base DiT (before any fine-tuning)."""
+        raise NotImplementedError
+
     def load_model(self, checkpoint, spec: ModelSpec) -> torch.nn.Module:
+        """The method's model from its checkpoint (keys and shapes validated)."""
         raise NotImplementedError
 
     def plan(self, model: torch.nn.Module, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:

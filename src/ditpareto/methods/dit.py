@@ -27,6 +27,9 @@ class StaticDiT(Method):
     def budget_label(self, value) -> str:
         return str(int(value))
 
+    def convert(self, base):
+        return eval_model(base)
+
     def load_model(self, checkpoint, spec: ModelSpec):
         return eval_model(load_dit(checkpoint, spec.name, spec.image_size, **spec.overrides()))
 

@@ -1,0 +1,100 @@
+"""Bad input fails before any compute, with one message naming the problem, and writes nothing."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ditpareto.models import build_dit
+
+MODEL = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ditpareto", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    path = tmp_path / "good.pt"
+    torch.save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), path)
+    return path
+
+
+def _sample_args(tmp_path, checkpoint, method="dit", budget="4"):
+    return ["sample", "--method", method, "--budget", budget, "--seed", "0", "--checkpoint", str(checkpoint),
+            *MODEL, "--num-samples", "4", "--batch-size", "4", "--steps", "4",
+            "--out", str(tmp_path / "s.npz"), "--record", str(tmp_path / "s.json")]
+
+
+def _bad_checkpoints(tmp_path, good):
+    state = torch.load(good, weights_only=True)
+    cases = {}
+    missing = dict(state)
+    missing.pop("blocks.1.attn.qkv.weight")
+    cases["missing keys [blocks.1.attn.qkv.weight]"] = missing
+    misshaped = dict(state)
+    misshaped["final_layer.linear.weight"] = torch.zeros(3, 32)
+    cases["mis-shaped [final_layer.linear.weight"] = misshaped
+    extra = dict(state, **{"blocks.9.mlp.fc1.weight": torch.zeros(1)})
+    cases["unexpected keys [blocks.9.mlp.fc1.weight]"] = extra
+    cases["holds a list, not a state dict"] = [torch.zeros(1)]
+    paths = {}
+    for i, (message, obj) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.pt"
+        torch.save(obj, path)
+        paths[message] = path
+    truncated = tmp_path / "truncated.pt"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    paths["cannot be read"] = truncated
+    return paths
+
+
+def test_bad_checkpoints_fail_with_one_message(tmp_path, good_checkpoint):
+    for message, path in _bad_checkpoints(tmp_path, good_checkpoint).items():
+        result = run_cli(*_sample_args(tmp_path, path))
+        assert result.returncode == 2, (message, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], (message, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "method, budget, message",
+    [("dit", "0", "out of range"), ("dit", "1001", "out of range"), ("dit", "x", "integer step count"),
+     ("flexo", "4", "invalid choice: 'flexo'")],
+)
+def test_bad_method_or_budget(tmp_path, good_checkpoint, method, budget, message):
+    result = run_cli(*_sample_args(tmp_path, good_checkpoint, method, budget))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_missing_checkpoint_names_path(tmp_path):
+    result = run_cli(*_sample_args(tmp_path, tmp_path / "nope.pt"))
+    assert result.returncode == 2 and "nope.pt does not exist" in result.stderr
+
+
+def test_import_base_checks_sha256(tmp_path, good_checkpoint):
+    out = tmp_path / "base.pt"
+    result = run_cli("import-base", *MODEL, "--checkpoint", str(good_checkpoint), "--sha256", "0" * 64,
+                     "--out", str(out))
+    assert result.returncode == 2 and "has sha256" in result.stderr and not out.exists()
+    from ditpareto.models.checkpoint import sha256_of
+
+    result = run_cli("import-base", *MODEL, "--checkpoint", str(good_checkpoint), "--sha256",
+                     sha256_of(good_checkpoint), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == good_checkpoint.read_bytes()
+
+
+def test_every_command_has_help():
+    from ditpareto.commands import COMMANDS
+
+    for command in COMMANDS:
+        result = run_cli(command.name, "--help")
+        assert result.returncode == 0 and "example:" in result.stdout, command.name
