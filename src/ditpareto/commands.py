@@ -217,7 +217,7 @@ def _method_args(p, budget_required: bool = True):
 def _sample_args(p):
     _method_args(p)
     p.add_argument("--checkpoint", required=True, metavar="PT", help="the method's model checkpoint")
-    p.add_argument("--seed", type=int, required=True, metavar="S", help="seed: sample i uses generator (S<<32)+i")
+    p.add_argument("--seed", type=int, required=True, metavar="S", help="seed: sample i uses generator S*2**20+i (S < 4096)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples to draw (default: 1000)")
     p.add_argument("--first-index", type=int, default=0, metavar="I", help="first global sample index (default: 0)")
     p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")

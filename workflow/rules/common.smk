@@ -5,7 +5,6 @@ from ditpareto.config import check_study, resolve_path
 from ditpareto.methods import get_method
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 check_study(config, workflow.basedir)
 
