@@ -71,9 +71,10 @@ def test_classifier_shapes_and_other_sizes():
 def test_training_is_deterministic_and_leaves_global_rng(splits):
     small = ImageSet(splits["train"].images[:200], splits["train"].labels[:200])
     held = ImageSet(splits["heldout"].images[:50], splits["heldout"].labels[:50])
-    before = torch.get_rng_state()
+    before, threads = torch.get_rng_state(), torch.get_num_threads()
     a, stats_a = train_digits_classifier(small, held, steps=4, seed=3, batch_size=32)
     assert torch.equal(torch.get_rng_state(), before)
+    assert torch.get_num_threads() == threads
     b, stats_b = train_digits_classifier(small, held, steps=4, seed=3, batch_size=32)
     c, _ = train_digits_classifier(small, held, steps=4, seed=4, batch_size=32)
     assert stats_a == stats_b

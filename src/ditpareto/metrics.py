@@ -103,25 +103,9 @@ def _accuracy(model: DigitsClassifier, x: torch.Tensor, labels: torch.Tensor) ->
     return float((model(x).argmax(dim=1) == labels).float().mean())
 
 
-def train_digits_classifier(
-    train: ImageSet, heldout: ImageSet, steps: int = 600, seed: int = 0, batch_size: int = 128
-) -> tuple[DigitsClassifier, dict]:
-    """Train the feature-extractor CNN (Adam, cosine LR, +-1 px random shifts); deterministic given ``seed``.
-
-    The global torch RNG is forked, so callers' RNG state is left untouched.
-    """
-    if steps < 1 or batch_size < 1:
-        raise InputError(f"classifier training needs steps >= 1 and batch_size >= 1, got {steps}, {batch_size}")
-    for name, split in (("train", train), ("heldout", heldout)):
-        if len(split.labels) == 0 or split.labels.min() < 0 or split.labels.max() >= NUM_DIGIT_CLASSES:
-            raise InputError(f"{name} split needs labels in [0, {NUM_DIGIT_CLASSES}), got an empty or other range")
-    x_train, y_train = _grey_float(train.images), torch.as_tensor(train.labels, dtype=torch.long)
-    x_held, y_held = _grey_float(heldout.images), torch.as_tensor(heldout.labels, dtype=torch.long)
-    n = len(y_train)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DigitsClassifier()
-    generator = torch.Generator().manual_seed(seed)
+def _fit(model, x, y, steps: int, batch_size: int, generator: torch.Generator) -> None:
+    """Adam with a cosine learning rate; epochs of seeded permutations; +-1 px random shifts."""
+    n = len(y)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     order, cursor = torch.randperm(n, generator=generator), 0
@@ -131,12 +115,39 @@ def train_digits_classifier(
         idx = order[cursor : cursor + batch_size]
         cursor += batch_size
         model.train()
-        loss = F.cross_entropy(model(_shift(x_train[idx], 1, generator)), y_train[idx])
+        loss = F.cross_entropy(model(_shift(x[idx], 1, generator)), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
     model.eval().requires_grad_(False)
+
+
+def train_digits_classifier(
+    train: ImageSet, heldout: ImageSet, steps: int = 600, seed: int = 0, batch_size: int = 128
+) -> tuple[DigitsClassifier, dict]:
+    """Train the feature-extractor CNN (Adam, cosine LR, +-1 px random shifts); deterministic given ``seed``.
+
+    The global torch RNG is forked, so callers' RNG state is left untouched. Training runs on one thread (the
+    previous count is restored): this tiny CNN gains nothing from more, two threads competing with another job
+    were 8x slower, and a fixed count makes the weights independent of the machine's thread count.
+    """
+    if steps < 1 or batch_size < 1:
+        raise InputError(f"classifier training needs steps >= 1 and batch_size >= 1, got {steps}, {batch_size}")
+    for name, split in (("train", train), ("heldout", heldout)):
+        if len(split.labels) == 0 or split.labels.min() < 0 or split.labels.max() >= NUM_DIGIT_CLASSES:
+            raise InputError(f"{name} split needs labels in [0, {NUM_DIGIT_CLASSES}), got an empty or other range")
+    x_train, y_train = _grey_float(train.images), torch.as_tensor(train.labels, dtype=torch.long)
+    x_held, y_held = _grey_float(heldout.images), torch.as_tensor(heldout.labels, dtype=torch.long)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored below
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = DigitsClassifier()
+        _fit(model, x_train, y_train, steps, batch_size, torch.Generator().manual_seed(seed))
+    finally:
+        torch.set_num_threads(threads)
     stats = {"heldout_accuracy": _accuracy(model, x_held, y_held), "train_accuracy": _accuracy(model, x_train, y_train)}
     return model, stats
 

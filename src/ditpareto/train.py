@@ -117,7 +117,7 @@ def run_training(
             update_ema(ema, model, config.ema_decay)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
-                row = {"step": done, **{k: float(v) for k, v in terms.items()},
+                row = {"step": done, **{k: float(v.detach()) for k, v in terms.items()},
                        "steps_per_s": (done - start) / (time.perf_counter() - t0)}
                 if writer is None:
                     writer = csv.DictWriter(writer_file, fieldnames=list(row))

@@ -18,8 +18,6 @@ class StaticDiT(Method):
             steps = int(str(text))
         except ValueError:
             raise InputError(f"dit budget must be an integer step count, got {text!r}") from None
-        if str(steps) != str(text).strip():
-            raise InputError(f"dit budget must be an integer step count, got {text!r}")
         if not 1 <= steps <= 1000:
             raise InputError(f"dit budget {steps} out of range: step counts must be in [1, 1000]")
         return steps

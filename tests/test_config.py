@@ -1,0 +1,67 @@
+"""Configs: every shipped config passes the schema and the semantic checks; bad ones name the problem."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ditpareto.config import check_study
+from ditpareto.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+def load(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+def with_defaults(config):
+    """Validate and fill schema defaults the way snakemake.utils.validate does."""
+    from snakemake.utils import validate
+
+    config = copy.deepcopy(config)
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    config = with_defaults(load(path))
+    jsonschema.validate(config, SCHEMA)
+    if config["base"]["source"] == "checkpoint" and not (REPO / config["base"]["checkpoint"]).exists():
+        pytest.skip(f"{config['base']['checkpoint']} is provided by the user")
+    check_study(config, REPO)
+
+
+def _mini():
+    return with_defaults(load(REPO / "config/mini.yaml"))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["methods"].update(flexo={"budgets": ["1"]}), "unknown method 'flexo'"),
+        (lambda c: c["methods"]["dit"].update(budgets=["4", "0"]), "methods.dit.budgets: dit budget 0 out of range"),
+        (lambda c: c["methods"]["dit"].update(budgets=["04"]), "write '04' as '4'"),
+        (lambda c: c["methods"]["dit"].update(budgets=["4", "4"]), "duplicates"),
+        (lambda c: c["base"].update(model="dit-huge-2"), "unknown model 'dit-huge-2'"),
+        (lambda c: c["base"].update(source="checkpoint", checkpoint="nope/base.pt"), "base.checkpoint"),
+        (lambda c: c["metrics"].update(feature_extractor="inception-v3-compat"), "metrics.inception_weights"),
+    ],
+)
+def test_bad_configs_name_the_problem(edit, message):
+    config = _mini()
+    edit(config)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        check_study(config, REPO)
+
+
+def test_schema_rejects_unknown_keys():
+    config = load(REPO / "config/mini.yaml")
+    config["sampling"]["cfg"] = 2.0
+    with pytest.raises(Exception, match="cfg"):
+        with_defaults(config)
