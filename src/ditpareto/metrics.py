@@ -227,6 +227,7 @@ class MetricSettings:
     prc_neighborhood: int = 3
     batch_size: int = 250
     rng_seed: int = 2020  # KID subsets and IS split shuffling
+    progress: bool = True  # torch-fidelity's progress bars and messages (to stderr)
 
     def __post_init__(self):
         if self.feature_extractor not in EXTRACTORS:
@@ -307,7 +308,7 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
         samples_shuffle=True,
         cache=False,
         save_cpu_ram=True,
-        verbose=False,
+        verbose=settings.progress,
     )
     return {key: float(raw[_FIDELITY_KEYS[key]]) for key in METRIC_KEYS}
 
