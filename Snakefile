@@ -4,6 +4,9 @@
 #   resources/data/dataset.npz                         prepared dataset (train / held-out splits)
 #   resources/pretrained/base.pt                       the validated pretrained DiT every method starts from
 #   resources/fid/classifier.pt                        FID feature extractor trained by the pipeline (digits)
+#   results/checkpoints/{method}/converted.pt          base DiT converted to the method (its initialisation)
+#   results/checkpoints/{method}/finetuned.pt          shared fine-tune (or .../budget~{budget}/finetuned.pt)
+#   results/training/{method}/[budget~{budget}/]loss.csv            fine-tuning loss curves
 #   results/samples/{method}/budget~{budget}/seed~{seed}.npz        samples (uint8) + .record.json
 #   results/metrics/{method}/budget~{budget}/seed~{seed}.json       FID/KID/IS/P/R, GMACs, latency, params
 #   results/metrics/reference.json                     real-vs-real floor and pure-noise metrics
@@ -23,6 +26,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/report.smk"
 

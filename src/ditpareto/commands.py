@@ -176,6 +176,53 @@ def reference(args):
 
 
 #################################################################################
+#                           Conversion and fine-tuning                          #
+#################################################################################
+
+
+def _convert_args(p):
+    _method_args(p, budget_required=False)
+    p.add_argument("--base", required=True, metavar="PT", help="pretrained base DiT (official layout)")
+    p.add_argument("--out", required=True, metavar="PT", help="converted model (state dict)")
+
+
+def convert(args):
+    from ditpareto.models import load_dit
+    from ditpareto.models.checkpoint import atomic_save
+
+    method, options = method_and_options(args)
+    spec = model_spec(args)
+    base = load_dit(args.base, spec.name, spec.image_size, **spec.overrides())
+    model = method.convert(base, options)
+    atomic_save(method.state_to_save(model), args.out)
+    return {"method": method.name, "out": args.out, "options": options}
+
+
+def _finetune_args(p):
+    _method_args(p, budget_required=False)
+    p.add_argument("--checkpoint", required=True, metavar="PT", help="converted model from `convert`")
+    p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data (train split)")
+    _train_args(p, steps_default=300)
+    p.add_argument("--out", required=True, metavar="PT", help="fine-tuned EMA weights (state dict)")
+
+
+def finetune(args):
+    import torch
+
+    from ditpareto.data import load_split
+    from ditpareto.models.checkpoint import atomic_save
+
+    method, options = method_and_options(args)
+    budget = method.parse_budget(args.budget) if args.budget is not None else None
+    spec = model_spec(args)
+    model = method.load_model(args.checkpoint, spec, options)  # the method decides what trains
+    data = load_split(args.data, "train")
+    ema = method.finetune(model, data, options, budget, train_config(args), args.state, args.log_csv)
+    atomic_save(method.state_to_save(ema), args.out)
+    return {"method": method.name, "budget": args.budget, "steps": args.steps, "out": args.out}
+
+
+#################################################################################
 #                              Sampling and metrics                             #
 #################################################################################
 
@@ -212,6 +259,25 @@ def _method_args(p, budget_required: bool = True):
     p.add_argument("--budget", required=budget_required, default=None, metavar="B",
                    help="method budget, e.g. a step count for dit"
                    + ("" if budget_required else " (default: full compute, i.e. --steps for dit)"))
+    p.add_argument("--options", default="{}", metavar="JSON",
+                   help="method options as JSON (config methods.<name>.options; default: {})")
+
+
+def method_and_options(args):
+    """The method and its validated options (InputError on unknown method, bad JSON or bad options)."""
+    import json
+
+    from ditpareto.errors import InputError
+    from ditpareto.methods import get_method
+
+    method = get_method(args.method)
+    try:
+        raw = json.loads(args.options)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--options is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"--options must be a JSON object, got {args.options!r}")
+    return method, method.parse_options(raw)
 
 
 def _sample_args(p):
@@ -233,17 +299,16 @@ def sample(args):
 
     from ditpareto.errors import InputError
     from ditpareto.flops import plan_macs, summarize
-    from ditpareto.methods import get_method
     from ditpareto.models import dit_config
     from ditpareto.results import provenance, write_json
     from ditpareto.sampling import generate
 
     if args.num_samples < 1 or args.batch_size < 1:
         raise InputError("--num-samples and --batch-size must be >= 1")
-    method = get_method(args.method)
+    method, options = method_and_options(args)
     budget = method.parse_budget(args.budget)
     settings, spec = sampling_settings(args), model_spec(args)
-    model = method.load_model(args.checkpoint, spec)
+    model = method.load_model(args.checkpoint, spec, options)
     plan = method.plan(model, budget, settings, spec)
     config = dit_config(spec.name, spec.image_size, **spec.overrides())
     macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
@@ -271,6 +336,7 @@ def sample(args):
             "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
             "num_samples": args.num_samples, "first_index": args.first_index, "model": spec.name,
             "image_size": spec.image_size, "threads": __import__("torch").get_num_threads(), **plan.details,
+            "options": options,
         },
         **provenance(),
     }
@@ -319,18 +385,17 @@ def flops(args):
     import torch
 
     from ditpareto.flops import dit_macs_per_call, plan_macs, summarize
-    from ditpareto.methods import get_method
     from ditpareto.models import build_dit, dit_config
 
-    method = get_method(args.method)
+    method, options = method_and_options(args)
     settings, spec = sampling_settings(args), model_spec(args)
     budget = method.parse_budget(args.budget) if args.budget is not None else method.full_budget(settings)
     config = dit_config(spec.name, spec.image_size, **spec.overrides())
     if args.checkpoint:
-        model = method.load_model(args.checkpoint, spec)
+        model = method.load_model(args.checkpoint, spec, options)
     else:
         torch.manual_seed(0)
-        model = method.convert(build_dit(spec.name, spec.image_size, **spec.overrides()))
+        model = method.convert(build_dit(spec.name, spec.image_size, **spec.overrides()), options).eval()
     plan = method.plan(model, budget, settings, spec)
     macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(budget), "model": spec.name,
@@ -385,6 +450,13 @@ COMMANDS = [
     Command("reference", reference, "Real-vs-real FID floor (held-out vs train) and pure-noise FID.",
             "python -m ditpareto reference --data resources/data/digits.npz --extractor-weights clf.pt --out ref.json",
             _reference_args),
+    Command("convert", convert, "Convert a pretrained DiT into a method's model (its initialisation).",
+            "python -m ditpareto convert --method flexidit --base base.pt --model dit-tiny-2 --image-size 16 "
+            "--in-channels 1 --num-classes 10 --out converted.pt", _convert_args, model_args=True),
+    Command("finetune", finetune, "Fine-tune a converted model (once, or per budget); resumable.",
+            "python -m ditpareto finetune --method flexidit --checkpoint converted.pt --data dataset.npz "
+            "--model dit-tiny-2 --image-size 16 --in-channels 1 --num-classes 10 --steps 300 --state s.pt "
+            "--log-csv loss.csv --out finetuned.pt", _finetune_args, model_args=True),
     Command("sample", sample, "Draw a grid point's samples; record executed FLOPs and latency.",
             "python -m ditpareto sample --method dit --budget 10 --seed 0 --checkpoint base.pt --model dit-tiny-2 "
             "--image-size 16 --in-channels 1 --num-classes 10 --out s.npz --record s.json", _sample_args,

@@ -27,6 +27,10 @@ def check_study(config: dict, root: str | Path) -> None:
     settings = SamplingSettings(sampler=sampling["sampler"], steps=sampling["steps"])
     for name, entry in config["methods"].items():
         method = get_method(name)
+        try:
+            method.parse_options(entry.get("options", {}))
+        except InputError as exc:
+            raise InputError(f"config methods.{name}.options: {exc}") from None
         labels = []
         for text in entry["budgets"]:
             try:

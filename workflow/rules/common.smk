@@ -1,5 +1,8 @@
 # Plumbing only: config validation, wildcard constraints and input/param helpers. No rules here.
 
+import json
+import shlex
+
 import ditpareto
 from ditpareto.config import check_study, resolve_path
 from ditpareto.methods import get_method
@@ -66,12 +69,26 @@ def metric_flags():
 
 
 def get_method_checkpoint(wildcards):
-    method = get_method(wildcards.method)
-    if method.finetune == "none":
+    mode = get_method(wildcards.method).finetune_mode
+    if mode == "none":
         return "resources/pretrained/base.pt"
-    if method.finetune == "shared":
+    if mode == "shared":
         return f"results/checkpoints/{wildcards.method}/finetuned.pt"
     return f"results/checkpoints/{wildcards.method}/budget~{wildcards.budget}/finetuned.pt"
+
+
+def options_flag(wildcards):
+    """Method options as one shell-quoted JSON argument."""
+    options = config["methods"][wildcards.method].get("options", {})
+    return f"--options {shlex.quote(json.dumps(options, sort_keys=True))}"
+
+
+def finetune_flags(wildcards):
+    f = config["methods"][wildcards.method]["finetune"]
+    return (
+        f"--steps {f['steps']} --batch-size {f['batch_size']} --lr {f['lr']} "
+        f"--ema-decay {f['ema_decay']} --seed {f['seed']}"
+    )
 
 
 def grid_points():

@@ -17,9 +17,10 @@ rule sample:
     params:
         model=model_flags(),
         sampling=sampling_flags(),
+        options=options_flag,
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} sample --method {wildcards.method} "
+        "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
         "--budget {wildcards.budget} --seed {wildcards.seed} --checkpoint {input.checkpoint} "
         "{params.model} {params.sampling} --out {output.samples} --record {output.record} > {log} 2>&1"
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.errors import InputError
 from ditpareto.models import DiT
 from ditpareto.models.dit import guided_forward
 
@@ -76,29 +77,30 @@ def cfg_denoiser(forward: Callable, settings: SamplingSettings, in_channels: int
 
 
 class Method:
-    """Base class; one subclass per method module, registered in ``ditpareto.methods.METHODS``."""
+    """Base class; one subclass per method module, registered in ``ditpareto.methods.METHODS``.
+
+    A method's ``options`` (config ``methods.<name>.options``, passed to every command as JSON) are parsed by
+    ``parse_options``; the pipeline runs: ``convert`` (base DiT -> method model, saved with ``state_to_save``)
+    -> ``finetune`` (once, or once per budget) -> ``load_model`` + ``plan`` for sampling.
+    """
 
     name: str = ""
     budget_help: str = ""
     # "none": samples from the base checkpoint; "shared": one fine-tune for all budgets; "per_budget": one per budget.
-    finetune: str = "none"
+    finetune_mode: str = "none"
 
+    # ------------------------------------------------------------------ vocabulary
     def parse_budget(self, text: str):
         raise NotImplementedError
 
     def budget_label(self, value) -> str:
         raise NotImplementedError
 
-    def convert(self, base: DiT) -> torch.nn.Module:
-        """The method's model initialised from a pretrained base DiT (before any fine-tuning)."""
-        raise NotImplementedError
-
-    def load_model(self, checkpoint, spec: ModelSpec) -> torch.nn.Module:
-        """The method's model from its checkpoint (keys and shapes validated)."""
-        raise NotImplementedError
-
-    def plan(self, model: torch.nn.Module, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
-        raise NotImplementedError
+    def parse_options(self, options: dict | None) -> dict:
+        """Validated options with defaults filled; InputError names an unknown or bad key."""
+        if options:
+            raise InputError(f"method {self.name} takes no options, got {sorted(options)}")
+        return {}
 
     def full_budget(self, settings: SamplingSettings):
         """The budget that spends the static DiT's compute at ``settings.steps``."""
@@ -106,6 +108,30 @@ class Method:
 
     def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
         """The budget's intended compute relative to the static DiT at ``settings.steps`` (for labels only)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ models
+    def convert(self, base: DiT, options: dict) -> torch.nn.Module:
+        """The method's model initialised from a pretrained base DiT (before any fine-tuning)."""
+        raise NotImplementedError
+
+    def state_to_save(self, model: torch.nn.Module) -> dict:
+        """What a converted or fine-tuned checkpoint holds (a state dict)."""
+        return model.state_dict()
+
+    def load_model(self, checkpoint, spec: ModelSpec, options: dict) -> torch.nn.Module:
+        """The method's model from its checkpoint (keys and shapes validated), in eval mode."""
+        raise NotImplementedError
+
+    def finetune(self, model: torch.nn.Module, data, options: dict, budget, train, state_path, log_csv):
+        """Fine-tune ``model`` (from ``convert``) on ``data`` (an ImageSet); returns the EMA model to save.
+
+        ``budget`` is None for a shared fine-tune; ``train`` is a ``ditpareto.train.TrainConfig``.
+        """
+        raise InputError(f"method {self.name} has no fine-tuning stage")
+
+    # ------------------------------------------------------------------ sampling
+    def plan(self, model: torch.nn.Module, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
         raise NotImplementedError
 
 

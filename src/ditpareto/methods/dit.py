@@ -11,7 +11,7 @@ from ditpareto.models import load_dit
 class StaticDiT(Method):
     name = "dit"
     budget_help = "number of sampling steps (an integer; DDIM needs an integer stride giving exactly that many)"
-    finetune = "none"
+    finetune_mode = "none"
 
     def parse_budget(self, text) -> int:
         try:
@@ -25,10 +25,10 @@ class StaticDiT(Method):
     def budget_label(self, value) -> str:
         return str(int(value))
 
-    def convert(self, base):
+    def convert(self, base, options):
         return eval_model(base)
 
-    def load_model(self, checkpoint, spec: ModelSpec):
+    def load_model(self, checkpoint, spec: ModelSpec, options):
         return eval_model(load_dit(checkpoint, spec.name, spec.image_size, **spec.overrides()))
 
     def plan(self, model, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
