@@ -79,15 +79,18 @@ def _pretrain_args(p):
 
 
 def pretrain(args):
+    import torch
+
     from ditpareto.data import load_split
     from ditpareto.models import build_dit
     from ditpareto.models.checkpoint import atomic_save
     from ditpareto.train import run_training
 
     data = load_split(args.data, "train")
+    torch.manual_seed(args.seed)  # the initialisation is part of the run: same seed, same weights
     model = build_dit(args.model, args.image_size, class_dropout_prob=args.class_dropout, **_overrides(args))
     config = train_config(args)
-    ema = run_training(model, data.as_model_input(), __import__("torch").from_numpy(data.labels), config,
+    ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), config,
                        args.state, args.log_csv)
     atomic_save(ema.state_dict(), args.out)
     return {"out": args.out, "steps": config.steps}
@@ -193,6 +196,7 @@ def convert(args):
     method, options = method_and_options(args)
     spec = model_spec(args)
     base = load_dit(args.base, spec.name, spec.image_size, **spec.overrides())
+    __import__("torch").manual_seed(0)  # any randomly initialised new parameters are reproducible
     model = method.convert(base, options)
     atomic_save(method.state_to_save(model), args.out)
     return {"method": method.name, "out": args.out, "options": options}
