@@ -404,7 +404,7 @@ def flops(args):
     macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(budget), "model": spec.name,
             "image_size": spec.image_size, **summarize(macs),
-            "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9}
+            "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9, "details": plan.details}
 
 
 def _aggregate_args(p):

@@ -46,7 +46,10 @@ def dit_macs_per_call(config: DiTConfig) -> int:
 @torch.no_grad()
 def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]) -> dict:
     """MACs per image over the plan's whole trajectory, CFG included, counted by executing each distinct
-    step once (steps sharing ``plan.step_key`` have identical compute) on one image."""
+    step once (steps sharing ``plan.step_key`` have identical compute) on one image; plans whose compute depends
+    on the data count on real trajectories instead (``plan.macs_counter``)."""
+    if plan.macs_counter is not None:
+        return plan.macs_counter()
     x = torch.randn(1, *latent_shape)
     y = torch.zeros(1, dtype=torch.long)
     per_key: dict = {}
@@ -62,6 +65,23 @@ def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]
     return {
         "macs_per_image": total,
         "macs_per_call": total / calls,
+        "network_calls_per_image": calls,
+        "steps": plan.num_steps,
+    }
+
+
+@torch.no_grad()
+def sampled_macs(plan: SamplingPlan, spec: ModelSpec, settings, num_samples: int, seed: int = 0,
+                 batch_size: int = 64) -> dict:
+    """MACs per image counted while the real sampler generates samples 0..num_samples-1 of ``seed`` (the grid's
+    own labels and noise), CFG included: for methods whose compute depends on the data."""
+    from ditpareto.sampling import generate
+
+    total = count_macs(lambda: generate(plan, spec, settings, seed, range(num_samples), batch_size, progress=False))
+    calls = plan.num_steps * plan.calls_per_step
+    return {
+        "macs_per_image": total / num_samples,
+        "macs_per_call": total / num_samples / calls,
         "network_calls_per_image": calls,
         "steps": plan.num_steps,
     }

@@ -47,7 +47,9 @@ class SamplingPlan:
 
     ``denoise(x, step, t, y)`` returns the model output for the conditional half (CFG applied);
     ``step_key(step)`` is equal for steps with identical compute, so FLOPs can be counted once per key;
-    ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG).
+    ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG);
+    ``macs_counter``, when set, replaces per-key counting for data-dependent compute (e.g. token routing): it
+    returns ``plan_macs``'s dict counted on real sampling trajectories (see ``flops.sampled_macs``).
     """
 
     diffusion: GaussianDiffusion
@@ -55,6 +57,7 @@ class SamplingPlan:
     calls_per_step: int
     step_key: Callable[[int], Hashable] = field(default=lambda step: None)
     details: dict = field(default_factory=dict)
+    macs_counter: Callable[[], dict] | None = None
 
     @property
     def num_steps(self) -> int:

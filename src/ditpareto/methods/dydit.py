@@ -1,0 +1,239 @@
+"""DyDiT: per-λ fine-tunes of a DiT with timestep-wise dynamic width and spatial-wise dynamic tokens.
+
+Budget = the FLOPs target λ in (0, 1] (label with two decimals, "0.50"). Training follows the released scripts
+(straight-through Gumbel-sigmoid routers, (mean ratio - target)^2 FLOPs loss with weight 2, target ramp
+1 -> λ, optional weight-shared complete-model loss, 4-bin stratified timesteps); sampling runs the sliced path
+(``DyDiT.forward_sliced``) and its MACs are counted on real trajectories (``flops.sampled_macs``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ditpareto.diffusion import GaussianDiffusion, space_timesteps
+from ditpareto.errors import InputError
+from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.models import dit_config
+from ditpareto.models.checkpoint import load_into, read_checkpoint
+from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops
+
+# name: (type, default, check, meaning). Defaults are the spec's / released scripts' values.
+OPTIONS = {
+    "mlp_groups": (int, None, lambda v: v >= 1, "MLP channel groups per block (null: as many as heads, the paper)"),
+    "width_bias_init": (float, 15.0, math.isfinite, "initial bias of head/group routers (spec +15)"),
+    "token_bias_init": (float, 35.0, math.isfinite, "initial last bias of token routers (spec +35)"),
+    "router_init": (str, "xavier", lambda v: v in ("xavier", "zero"), "router weights: xavier (spec) or zero"),
+    "router_seed": (int, 0, lambda v: v >= 0, "seed of the router initialisation"),
+    "tau": (float, 5.0, lambda v: v > 0, "Gumbel-sigmoid temperature (spec 5)"),
+    "flops_weight": (float, 2.0, lambda v: v >= 0, "weight of the FLOPs loss (scripts 2; paper 1)"),
+    "hold_steps": (int, 100, lambda v: v >= 0, "steps with target 1.0 before the ramp (scripts 100)"),
+    "ramp_steps": (int, 1000, lambda v: v >= 0, "target decays linearly 1 -> λ until this step (scripts 1000)"),
+    "complete_steps": (int, 0, lambda v: v >= 0, "steps with the complete-model loss (paper S/B 0, XL 30k)"),
+    "noise_anneal_steps": (int, 0, lambda v: v >= 0,
+                           "0: constant Gumbel noise (spec); N: noise scale 1 -> 0 over N steps (toy-scale option)"),
+    "t_bins": (int, 4, lambda v: v >= 1, "stratified timestep bins per batch (scripts 4; 1 = uniform)"),
+    "router_lr_scale": (float, 1.0, lambda v: v > 0, "router learning rate = lr x this (spec 1)"),
+    "flops_samples": (int, 1, lambda v: v >= 1, "real samples (seed 0) whose sampling is counted for MACs"),
+}
+
+
+def parse_lambda(text) -> float:
+    """λ in (0, 1]; anything else is an InputError."""
+    try:
+        value = float(str(text))
+    except ValueError:
+        raise InputError(f"dydit budget must be a FLOPs target λ in (0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise InputError(f"dydit budget λ={text!r} out of range: the FLOPs target must be in (0, 1]")
+    return value
+
+
+def router_config(options: dict) -> RouterConfig:
+    return RouterConfig(mlp_groups=options["mlp_groups"], width_bias_init=options["width_bias_init"],
+                        token_bias_init=options["token_bias_init"], router_init=options["router_init"],
+                        tau=options["tau"], seed=options["router_seed"])
+
+
+def stratified_timesteps(batch: int, num_timesteps: int, bins: int) -> torch.Tensor:
+    """Sample i gets t ~ U{0..T/bins-1} + (T/bins)(i mod bins): every batch covers the whole trajectory."""
+    width = num_timesteps // bins
+    return torch.randint(0, width, (batch,)) + width * (torch.arange(batch) % bins)
+
+
+def target_at(step: int, lam: float, hold: int, ramp: int) -> float:
+    """The scripts' target schedule: 1.0 for ``hold`` steps, then 1 - (1 - λ) step / ramp until ``ramp``, then λ."""
+    if step < hold:
+        return 1.0
+    if step >= ramp:
+        return lam
+    return 1.0 - (1.0 - lam) * step / ramp
+
+
+class DyDiTLoss:
+    """DiT loss of the dynamic forward + weight x FLOPs loss (+ complete-model loss for ``complete_steps``)."""
+
+    def __init__(self, lam: float, options: dict, start_step: int = 0):
+        self.lam, self.options, self.step = lam, options, start_step
+
+    def __call__(self, model: DyDiT, x0, y, diffusion: GaussianDiffusion) -> dict:
+        o, step = self.options, self.step
+        self.step += 1
+        t = stratified_timesteps(x0.shape[0], diffusion.num_timesteps, o["t_bins"])
+        noise = torch.randn_like(x0)
+        gate_noise = max(0.0, 1.0 - step / o["noise_anneal_steps"]) if o["noise_anneal_steps"] else 1.0
+        gates = []
+
+        def dynamic(x_t, t_model, y):
+            out, g = model.forward_masked(x_t, t_model, y, "gumbel", noise=gate_noise)
+            gates.extend(g)
+            return out
+
+        terms = diffusion.training_losses(dynamic, x0, t, {"y": y}, noise)
+        target = target_at(step, self.lam, o["hold_steps"], o["ramp_steps"])
+        f_loss, ratio = flops_loss(gates, model.config, target)
+        loss = terms["loss"].mean() + o["flops_weight"] * f_loss
+        out = {"mse": terms["mse"].mean().detach(), "flops_loss": f_loss.detach(), "compute_ratio": ratio.detach(),
+               "target": torch.tensor(target), "gate_noise": torch.tensor(gate_noise), **_gate_fractions(gates)}
+        if step < o["complete_steps"]:
+            complete = lambda x_t, t_model, y: model.forward_masked(x_t, t_model, y, "complete")[0]
+            full = diffusion.training_losses(complete, x0, t, {"y": y}, noise)["loss"].mean()
+            loss = loss + full
+        # always logged (nan when off) so the loss CSV keeps one set of columns across phases and resumes
+        out["complete_loss"] = full.detach() if step < o["complete_steps"] else torch.tensor(float("nan"))
+        return {"loss": loss, **out}
+
+
+def _gate_fractions(gates) -> dict:
+    with torch.no_grad():
+        return {name: torch.stack([g[i].mean() for g in gates]).mean() for i, name in
+                enumerate(("head_frac", "group_frac", "token_frac"))}
+
+
+class DyDiTMethod(Method):
+    name = "dydit"
+    budget_help = "FLOPs target λ in (0, 1] with two decimals, e.g. 0.50 (one fine-tune per λ)"
+    finetune_mode = "per_budget"
+
+    def parse_budget(self, text) -> float:
+        return parse_lambda(text)
+
+    def budget_label(self, value) -> str:
+        return f"{parse_lambda(value):.2f}"
+
+    def parse_options(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise InputError(f"unknown dydit option(s) {unknown}; known: {sorted(OPTIONS)}")
+        parsed = {}
+        for key, (kind, default, check, meaning) in OPTIONS.items():
+            value = options.get(key, default)
+            if value is not None or default is not None:
+                ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+                if isinstance(value, bool) or not ok or not check(kind(value)):
+                    raise InputError(f"dydit option {key}={value!r} is invalid: {meaning}")
+                value = kind(value)
+            parsed[key] = value
+        return parsed
+
+    def full_budget(self, settings: SamplingSettings) -> float:
+        return 1.0
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        return parse_lambda(budget)
+
+    # ------------------------------------------------------------------ models
+    def convert(self, base, options):
+        options = self.parse_options(options)
+        model = DyDiT.from_dit(base, router_config(options))
+        model.method_options = options  # plan() reads flops_samples from here
+        return eval_model(model)
+
+    def load_model(self, checkpoint, spec: ModelSpec, options):
+        config = dit_config(spec.name, spec.image_size, **spec.overrides())
+        options = self.parse_options(options)
+        model = DyDiT(config, router_config(options))
+        model.method_options = options
+        return eval_model(load_into(model, checkpoint, what=f"dydit {spec.name} at image size {spec.image_size}"))
+
+    def finetune(self, model: DyDiT, data, options, budget, train, state_path, log_csv):
+        from ditpareto.train import run_training
+
+        if budget is None:
+            raise InputError("dydit fine-tunes once per λ: pass --budget")
+        options = self.parse_options(options)
+        lam = parse_lambda(budget)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name != "pos_embed")
+        routers = set(map(id, model.router_parameters()))
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in routers]},
+                  {"params": model.router_parameters(), "lr": train.lr * options["router_lr_scale"]}]
+        start = int(read_checkpoint(state_path)["step"]) if Path(state_path).exists() else 0
+        loss_fn = DyDiTLoss(lam, options, start)
+        ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), replace(train, log_every=1),
+                           state_path, log_csv, loss_fn=loss_fn, trainable=groups)
+        return eval_model(ema)
+
+    # ------------------------------------------------------------------ sampling
+    def plan(self, model: DyDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+        from ditpareto.flops import dit_macs_per_call, sampled_macs
+
+        lam = parse_lambda(budget)
+        space_timesteps(1000, settings.sampler, settings.steps)
+        diffusion = GaussianDiffusion.respaced(settings.sampler, settings.steps)
+        steps = diffusion.num_timesteps
+        model_t = [int(diffusion.timestep_map[steps - 1 - step]) for step in range(steps)]
+        masks = [model.width_masks(t) for t in model_t]  # batch-independent: precomputed per sampling step
+        model.clear_width_cache()
+        stats = RoutingStats()
+
+        def denoise(x, step, t, y):
+            if int(t[0]) != model_t[step] or bool((t != t[0]).any()):
+                raise ValueError(f"step {step} expects model timestep {model_t[step]} for the whole batch")
+            widths = model.gather_widths(masks[step])
+            forward = lambda xx, tt, yy: model.forward_sliced(xx, tt, yy, widths, stats)
+            return cfg_denoiser(forward, settings, spec.in_channels, spec.num_classes)(x, step, t, y)
+
+        config = model.config
+        heads = [sum(int(h.sum()) for h, _ in m) for m in masks]
+        groups = [sum(int(g.sum()) for _, g in m) for m in masks]
+        details = {
+            "lambda": lam,
+            "heads_active_per_step": " ".join(map(str, heads)),
+            "groups_active_per_step": " ".join(map(str, groups)),
+            "head_frac": sum(heads) / (steps * config.depth * config.num_heads),
+            "group_frac": sum(groups) / (steps * config.depth * model.num_groups),
+            "mlp_groups": model.num_groups,
+        }
+        plan = SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
+                            step_key=lambda step: step, details=details)
+        n = getattr(model, "method_options", {}).get("flops_samples", OPTIONS["flops_samples"][1])
+
+        def count() -> dict:
+            stats.kept.clear(), stats.total.clear()
+            stats.enabled = True
+            try:
+                macs = sampled_macs(plan, spec, settings, n, batch_size=min(n, 256))
+            finally:
+                stats.enabled = False
+            static = dit_macs_per_call(config)
+            f_attn, f_mlp = layer_flops(config)
+            router = config.num_tokens * (config.hidden_size * max(1, config.hidden_size // 16) + max(1, config.hidden_size // 16))
+            nonblock = static - config.depth * (f_attn + f_mlp)
+            rates = stats.keep_rates()
+            details.update({
+                "flops_count_samples": n,
+                "executed_compute_ratio": macs["macs_per_call"] / static,
+                "block_compute_ratio": (macs["macs_per_call"] - nonblock - config.depth * router)
+                / (config.depth * (f_attn + f_mlp)),
+                "token_keep_rate": sum(rates) / len(rates),
+                "token_keep_per_layer": " ".join(f"{r:.3f}" for r in rates),
+            })
+            return macs
+
+        plan.macs_counter = count
+        return plan

@@ -1,0 +1,232 @@
+"""FlexDiT (a.k.a. SparseDiT): token-sparse SDTMs with a timestep-wise token-density schedule.
+
+Budget = the pruning-rate range (r_min, r_max), label ``RMIN-RMAX`` (e.g. ``0.61-0.86``); each budget is its own
+fine-tune (``per_budget``), as in the paper. Spec: ../shared/methods/flexdit.md, section 2.
+
+Schedule (spec section 2.2; the same at training and sampling). With K stages (default 4) over the original
+timesteps t in [0, T), T = 1000:
+  stage k = min(K-1, floor(K t / T))        (k = 0 near data, k = K-1 near pure noise)
+  r_k     = r_min + (r_max - r_min) k/(K-1)  (r = 1 - M/N is the pruning rate: most tokens near data)
+  s_k     = clamp(round(sqrt(N (1 - r_k))), 1, grid side)   (sparse grid s_k x s_k, M = s_k^2)
+e.g. 256 px (16x16 tokens) [0.61, 0.86] -> s = 10, 9, 8, 6; the default study (8x8 tokens) [0.61, 0.86] -> 5, 4, 4, 3.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+import torch
+
+from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.errors import InputError
+from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.models import dit_config
+from ditpareto.models.checkpoint import load_into
+from ditpareto.models.flexdit import PF_MODES, FlexDiT, FlexLayout, flexdit_from_dit, flexdit_macs_per_call
+
+NUM_TIMESTEPS = 1000
+DEFAULT_OPTIONS = {
+    # null: default_layout(depth) (28 -> 2 PF + 4 x [1,3,1,1] + 2 top; dit-tiny-2 -> 1 PF + [1,0,1,0] + 1 top).
+    "layout": None,
+    "stages": 4,
+    # "mean_first": the cheap exact Poolingformer; "per_token": the paper's cost (same function).
+    "pf_mode": "mean_first",
+    # false: W1 on the s x s sparse tokens before upsampling (identical output, cheaper); true: as the code.
+    "w1_after_upsample": False,
+    # Ablation (spec section 1.6): re-add sin-cos tables after pooling and after Dense-Rec.
+    "pos_reinject": False,
+}
+LAYOUT_KEYS = ("pf", "sdtms", "sparse", "dense", "top")
+_BUDGET = re.compile(r"^([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)$")
+
+
+class FlexBudget(NamedTuple):
+    r_min: float
+    r_max: float
+
+
+#################################################################################
+#                               Density schedule                                #
+#################################################################################
+
+
+def stage_of(t: int, stages: int, num_timesteps: int = NUM_TIMESTEPS) -> int:
+    """Density stage of an original timestep: 0 near data ... stages-1 near noise."""
+    return min(stages - 1, stages * int(t) // num_timesteps)
+
+
+def stage_bounds(stage: int, stages: int, num_timesteps: int = NUM_TIMESTEPS) -> tuple[int, int]:
+    """[lo, hi) of the original timesteps whose stage is ``stage``."""
+    lo = -(-stage * num_timesteps // stages)
+    hi = num_timesteps if stage == stages - 1 else -(-(stage + 1) * num_timesteps // stages)
+    return lo, hi
+
+
+def stage_rates(budget: FlexBudget, stages: int) -> list[float]:
+    """Pruning rate r_k of each stage, linear from r_min (stage 0) to r_max (last stage)."""
+    if stages == 1:
+        return [budget.r_min]
+    return [budget.r_min + (budget.r_max - budget.r_min) * k / (stages - 1) for k in range(stages)]
+
+
+def stage_sides(budget: FlexBudget, grid: int, stages: int) -> list[int]:
+    """Sparse-grid side s_k of each stage on a ``grid`` x ``grid`` token grid."""
+    n = grid * grid
+    return [min(grid, max(1, math.floor(math.sqrt(n * (1 - r)) + 0.5))) for r in stage_rates(budget, stages)]
+
+
+def batch_stage(t: torch.Tensor, stages: int) -> int:
+    """The one stage of a batch of model timesteps (ValueError when they span stages)."""
+    found = {stage_of(v, stages) for v in t.tolist()}
+    if len(found) != 1:
+        raise ValueError(f"a FlexDiT batch needs one token count, but its timesteps span density stages {sorted(found)}")
+    return found.pop()
+
+
+def stratified_loss(sides: list[int]):
+    """DiT's loss with the batch split into len(sides) micro-batches, micro-batch k drawing t uniformly from stage k
+    and running at side s_k: each micro-batch has one token count and t stays uniform over the batch (spec 2.3)."""
+    stages = len(sides)
+
+    def loss_fn(model, x0, y, diffusion: GaussianDiffusion) -> dict:
+        chunks = torch.arange(len(x0)).tensor_split(stages)
+        total, mse, vb, out = 0.0, 0.0, 0.0, {}
+        for k, idx in enumerate(chunks):
+            lo, hi = stage_bounds(k, stages, diffusion.num_timesteps)
+            t = torch.randint(lo, hi, (len(idx),))
+            terms = diffusion.training_losses(lambda x, tt, y: model(x, tt, y, side=sides[k]), x0[idx], t,
+                                              {"y": y[idx]}, torch.randn_like(x0[idx]))
+            total = total + terms["loss"].sum()
+            mse = mse + terms["mse"].detach().sum()
+            vb = vb + terms["vb"].detach().sum() if "vb" in terms else vb
+            out[f"loss_stage{k}"] = terms["loss"].detach().mean()
+        n = len(x0)
+        result = {"loss": total / n, "mse": mse / n}
+        if torch.is_tensor(vb):
+            result["vb"] = vb / n
+        return {**result, **out}
+
+    return loss_fn
+
+
+#################################################################################
+#                                    Method                                     #
+#################################################################################
+
+
+class FlexDiTMethod(Method):
+    name = "flexdit"
+    budget_help = "pruning-rate range RMIN-RMAX, two decimals, 0 < RMIN <= RMAX <= 1 (e.g. 0.61-0.86)"
+    finetune_mode = "per_budget"
+
+    def parse_budget(self, text) -> FlexBudget:
+        if isinstance(text, (tuple, list)) and len(text) == 2:
+            values = [float(v) for v in text]
+        else:
+            match = _BUDGET.match(str(text).strip())
+            if not match:
+                raise InputError(f"flexdit budget must be RMIN-RMAX, e.g. 0.61-0.86, got {text!r}")
+            values = [float(v) for v in match.groups()]
+        if any(abs(round(v, 2) - v) > 1e-9 for v in values):
+            raise InputError(f"flexdit budget {text!r}: write the pruning rates with at most two decimals")
+        r_min, r_max = (round(v, 2) for v in values)
+        if not 0 < r_min <= r_max <= 1:
+            raise InputError(f"flexdit budget {text!r}: pruning rates need 0 < r_min <= r_max <= 1")
+        return FlexBudget(r_min, r_max)
+
+    def budget_label(self, value) -> str:
+        budget = self.parse_budget(value)
+        return f"{budget.r_min:.2f}-{budget.r_max:.2f}"
+
+    def parse_options(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+        if unknown:
+            raise InputError(f"flexdit options: unknown keys {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+        out = {**DEFAULT_OPTIONS, **options}
+        if out["layout"] is not None:
+            if not isinstance(out["layout"], dict) or set(out["layout"]) != set(LAYOUT_KEYS):
+                raise InputError(f"flexdit option layout must be null or a mapping with keys {list(LAYOUT_KEYS)}, "
+                                 f"got {out['layout']!r}")
+            out["layout"] = FlexLayout(**out["layout"]).to_dict()
+        stages = out["stages"]
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= NUM_TIMESTEPS:
+            raise InputError(f"flexdit option stages must be an integer in [1, {NUM_TIMESTEPS}], got {stages!r}")
+        if out["pf_mode"] not in PF_MODES:
+            raise InputError(f"flexdit option pf_mode must be one of {list(PF_MODES)}, got {out['pf_mode']!r}")
+        for key in ("w1_after_upsample", "pos_reinject"):
+            if not isinstance(out[key], bool):
+                raise InputError(f"flexdit option {key} must be true or false, got {out[key]!r}")
+        return out
+
+    def full_budget(self, settings: SamplingSettings) -> FlexBudget:
+        """The densest budget: r = 0.01 rounds to the full grid for grids up to 99 x 99 (PF still saves compute)."""
+        return FlexBudget(0.01, 0.01)
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        """The mean sparse-token density 1 - r_k over the 4 default stages (a label; FLOPs are counted separately)."""
+        rates = stage_rates(self.parse_budget(budget), DEFAULT_OPTIONS["stages"])
+        return 1 - sum(rates) / len(rates)
+
+    # ------------------------------------------------------------------ models
+    @staticmethod
+    def _build_kwargs(options: dict) -> dict:
+        layout = FlexLayout(**options["layout"]) if options["layout"] else None
+        return {"layout": layout, "stages": options["stages"], "pf_mode": options["pf_mode"],
+                "w1_after_upsample": options["w1_after_upsample"], "pos_reinject": options["pos_reinject"]}
+
+    def convert(self, base, options) -> FlexDiT:
+        return eval_model(flexdit_from_dit(base, **self._build_kwargs(self.parse_options(options))))
+
+    def load_model(self, checkpoint, spec: ModelSpec, options) -> FlexDiT:
+        config = dit_config(spec.name, spec.image_size, **spec.overrides())
+        model = FlexDiT(config, **self._build_kwargs(self.parse_options(options)))
+        what = f"flexdit {spec.name} at image size {spec.image_size} with layout {model.layout.to_dict()}"
+        return eval_model(load_into(model, checkpoint, what=what))
+
+    def sides(self, model: FlexDiT, budget) -> list[int]:
+        return stage_sides(self.parse_budget(budget), model.grid_size, model.stages)
+
+    def finetune(self, model: FlexDiT, data, options, budget, train, state_path, log_csv):
+        from ditpareto.train import run_training
+
+        if budget is None:
+            raise InputError("flexdit fine-tunes once per budget: pass --budget RMIN-RMAX")
+        if train.batch_size < model.stages:
+            raise InputError(f"flexdit needs batch_size >= stages ({model.stages}): one micro-batch per stage")
+        for name, param in model.named_parameters():
+            param.requires_grad_(name != "pos_embed")  # the sin-cos table stays fixed, as in DiT
+        loss_fn = stratified_loss(self.sides(model, budget))
+        return run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv,
+                            loss_fn=loss_fn)
+
+    # ------------------------------------------------------------------ sampling
+    def plan(self, model: FlexDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+        budget = self.parse_budget(budget)
+        sides, stages = self.sides(model, budget), model.stages
+        diffusion = GaussianDiffusion.respaced(settings.sampler, settings.steps)
+        step_stage = [stage_of(diffusion.timestep_map[diffusion.num_timesteps - 1 - step], stages)
+                      for step in range(diffusion.num_timesteps)]
+
+        def forward(x, t, y):
+            return model(x, t, y, side=sides[batch_stage(t, stages)])
+
+        n = model.config.num_tokens
+        details = {
+            "r_min": budget.r_min, "r_max": budget.r_max, "stages": stages,
+            "stage_rates": [round(r, 4) for r in stage_rates(budget, stages)],
+            "sparse_sides": sides, "sparse_tokens": [s * s for s in sides], "dense_tokens": n,
+            "realised_rates": [round(1 - s * s / n, 4) for s in sides],
+            "steps_per_stage": [step_stage.count(k) for k in range(stages)],
+            "layout": model.layout.to_dict(),
+            # Closed form per network call and stage (tests check it equals the executed count).
+            "gmacs_per_call_by_stage": [
+                flexdit_macs_per_call(model.config, model.layout, s, model.pf_mode, model.w1_after_upsample) / 1e9
+                for s in sides
+            ],
+        }
+        return SamplingPlan(diffusion, cfg_denoiser(forward, settings, spec.in_channels, spec.num_classes),
+                            calls_per_step=2 if settings.guided else 1, step_key=lambda step: step_stage[step],
+                            details=details)
