@@ -7,8 +7,8 @@
 #   results/checkpoints/{method}/converted.pt          base DiT converted to the method (its initialisation)
 #   results/checkpoints/{method}/finetuned.pt          shared fine-tune (or .../budget~{budget}/finetuned.pt)
 #   results/training/{method}/[budget~{budget}/]loss.csv            fine-tuning loss curves
-#   results/samples/{method}/budget~{budget}/seed~{seed}.npz        samples (uint8) + .record.json
-#   results/metrics/{method}/budget~{budget}/seed~{seed}.json       FID/KID/IS/P/R, GMACs, latency, params
+#   results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz   samples (uint8) + .record.json
+#   results/metrics/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.json  FID/KID/IS/P/R, GMACs, latency, params
 #   results/metrics/reference.json                     real-vs-real floor and pure-noise metrics
 #   results/tables/metrics.csv                         one row per grid point
 #   results/figures/pareto_fid_vs_gmacs.{png,pdf}      pareto figure

@@ -4,7 +4,7 @@ Two sources of DyDiT models:
   --study DIR   fine-tuned checkpoints of a finished study (DIR/results/checkpoints/dydit/budget~λ/finetuned.pt,
                 base DIR/resources/pretrained/base.pt), with model, options, λ grid and sampler from --config;
   --synthetic   a converted random-weight model whose routers are set to switch off heads, MLP groups and tokens
-                (block FLOPs ratio ~ λ), for shapes without a trained checkpoint (e.g. --model dit-s-2 --image-size 256).
+                (block FLOPs ratio ~ λ), for shapes without a trained checkpoint (e.g. --model dit-s-2).
 Times the whole sampler (DDIM steps with CFG) on one batch, after one warm-up batch. Goal: speedup >= 0.8 x the
 executed FLOPs reduction. Usage:
   python benchmarks/dydit_speed.py --study /tmp/run --config config/config.yaml --batches 32 128
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import yaml
 
-from ditpareto.methods import METHODS, ModelSpec, SamplingSettings  # noqa: I001  (before flops)
 from ditpareto.flops import count_macs
+from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
 from ditpareto.models import build_dit, load_dit
 from ditpareto.models.dydit import DyDiT, layer_flops
 from ditpareto.sampling import generate
@@ -110,7 +110,8 @@ def main() -> None:
         base = load_dit(args.study / "resources/pretrained/base.pt", spec.name, spec.image_size, **spec.overrides())
     base.eval().requires_grad_(False)
     side = base.config.input_size
-    calibration = (torch.randn(8, spec.in_channels, side, side), torch.full((8,), 500), torch.arange(8) % spec.num_classes)
+    calibration = (torch.randn(8, spec.in_channels, side, side), torch.full((8,), 500),
+                   torch.arange(8) % spec.num_classes)
 
     def dydit_plan(label):
         if args.synthetic:

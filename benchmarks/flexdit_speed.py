@@ -58,7 +58,8 @@ def run_case(name: str, budgets: list[str], repeats: int, steps: int, cfg_scale:
           f"layout {flex.layout.to_dict()}, batch {batch}, {torch.get_num_threads()} threads")
     print(f"{'per call':>16s} {'tokens':>6s} {'GMACs':>9s} {'ms/img':>8s} {'speedup':>8s} {'MACs ratio':>10s} "
           f"{'efficiency':>10s}")
-    print(f"{'static DiT':>16s} {c.num_tokens:6d} {dit_macs / 1e9:9.4f} {1000 * dit_s:8.3f} {1:8.2f} {1:10.2f} {1:10.2f}")
+    print(f"{'static DiT':>16s} {c.num_tokens:6d} {dit_macs / 1e9:9.4f} {1000 * dit_s:8.3f} "
+          f"{1:8.2f} {1:10.2f} {1:10.2f}")
     parsed = [method.parse_budget(b) for b in budgets]
     for side in sorted({s for b in parsed for s in stage_sides(b, c.grid_size, flex.stages)}, reverse=True):
         macs = flexdit_macs_per_call(c, flex.layout, side)

@@ -98,3 +98,25 @@ def test_every_command_has_help():
     for command in COMMANDS:
         result = run_cli(command.name, "--help")
         assert result.returncode == 0 and "example:" in result.stdout, command.name
+
+
+def test_finetuned_static_dit_trains_in_official_layout_and_resumes_only_same_run(tmp_path, good_checkpoint):
+    data = tmp_path / "digits.npz"
+    assert run_cli("prepare-data", "--dataset", "digits", "--image-size", "16", "--out", str(data)).returncode == 0
+
+    def finetune(out, lr):
+        args = ["finetune", "--method", "dit-ft", "--checkpoint", str(good_checkpoint), "--data", str(data), *MODEL,
+                "--steps", "3", "--batch-size", "8", "--lr", lr, "--state", str(tmp_path / "state.pt"),
+                "--log-csv", str(tmp_path / "loss.csv"), "--out", str(tmp_path / out)]
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        return torch.load(tmp_path / out, weights_only=True), result.stderr
+
+    base = torch.load(good_checkpoint, weights_only=True)
+    first, _ = finetune("a.pt", "0.001")
+    assert first.keys() == base.keys()  # loads as a plain DiT: the sampling stage is the static baseline's
+    assert not torch.equal(first["blocks.0.attn.qkv.weight"], base["blocks.0.attn.qkv.weight"])
+    # a rerun with another learning rate must not reuse the finished state of the first run
+    second, log = finetune("b.pt", "0.0001")
+    assert "other settings" in log and (tmp_path / "state.pt.stale").exists()
+    assert not torch.equal(first["blocks.0.attn.qkv.weight"], second["blocks.0.attn.qkv.weight"])

@@ -11,8 +11,8 @@ import torch
 from conftest import randomize_
 from ditpareto.data import ImageSet
 from ditpareto.errors import InputError
-from ditpareto.methods import METHODS, SamplingSettings  # noqa: I001  (before flops: flexidit imports flops)
 from ditpareto.flops import count_macs, dit_macs_per_call, plan_macs
+from ditpareto.methods import METHODS, SamplingSettings
 from ditpareto.methods.dydit import stratified_timesteps, target_at
 from ditpareto.models import build_dit, dit_config
 from ditpareto.models.dydit import DyDiT, RouterConfig, compute_ratio, flops_loss, layer_flops, sliced_macs_per_call

@@ -10,8 +10,8 @@ import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
+from ditpareto.flops import count_macs, plan_macs
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
-from ditpareto.flops import count_macs, plan_macs  # noqa: I001 (after methods: import order)
 from ditpareto.methods.flexdit import (
     FlexBudget, batch_stage, stage_bounds, stage_of, stage_rates, stage_sides, stratified_loss,
 )

@@ -2,14 +2,14 @@ import torch
 
 from ditpareto.data import prepare_digits
 from ditpareto.models import build_dit
-from ditpareto.train import TrainConfig, run_training
+from ditpareto.train import TrainConfig, resume_step, run_training
 
 
-def _train(tmp_path, steps, state_name="state.pt"):
+def _train(tmp_path, steps, state_name="state.pt", lr=1e-3, run_id=""):
     data = prepare_digits()["train"]
     torch.manual_seed(123)
     model = build_dit("dit-micro-2", 16, in_channels=1, num_classes=10)
-    config = TrainConfig(steps=steps, batch_size=8, checkpoint_every=3, log_every=1, seed=5)
+    config = TrainConfig(steps=steps, batch_size=8, checkpoint_every=3, log_every=1, seed=5, lr=lr, run_id=run_id)
     ema = run_training(model, data.as_model_input()[:64], torch.from_numpy(data.labels[:64]), config,
                        tmp_path / state_name, tmp_path / (state_name + ".csv"))
     return model, ema
@@ -32,3 +32,35 @@ def test_training_reduces_loss(tmp_path):
     lines = (tmp_path / "state.pt.csv").read_text().splitlines()[1:]
     losses = [float(line.split(",")[1]) for line in lines]
     assert sum(losses[-10:]) < sum(losses[:10])
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_state_of_other_settings_is_set_aside_not_resumed(tmp_path):
+    fresh_model, _ = _train(tmp_path / "a", 4, lr=3e-4)
+    _train(tmp_path / "b", 4, lr=1e-3)  # a finished run with another learning rate
+    assert resume_step(tmp_path / "b" / "state.pt", TrainConfig(steps=4, batch_size=8, checkpoint_every=3,
+                                                                  log_every=1, seed=5, lr=3e-4)) is None
+    model, _ = _train(tmp_path / "b", 4, lr=3e-4)
+    assert _same_weights(model, fresh_model)
+    assert (tmp_path / "b" / "state.pt.stale").exists()  # the old state is kept, not deleted
+    assert len((tmp_path / "b" / "state.pt.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_state_of_other_run_id_or_more_steps_is_not_resumed(tmp_path):
+    fresh_model, _ = _train(tmp_path / "a", 3, run_id="dydit-0.50")
+    _train(tmp_path / "b", 3, run_id="dydit-0.70")
+    assert _same_weights(_train(tmp_path / "b", 3, run_id="dydit-0.50")[0], fresh_model)
+    _train(tmp_path / "c", 6, run_id="dydit-0.50")  # trained further than asked: cannot be un-trained
+    assert _same_weights(_train(tmp_path / "c", 3, run_id="dydit-0.50")[0], fresh_model)
+
+
+def test_resume_drops_loss_rows_after_the_checkpoint(tmp_path):
+    _train(tmp_path, 3)
+    with open(tmp_path / "state.pt.csv", "a") as f:
+        f.write("4,9.9,9.9,9.9,1.0\n")  # written after the step-3 checkpoint, then the job was killed
+    _train(tmp_path, 5)
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "state.pt.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5]

@@ -55,17 +55,20 @@ def mini_run(venv_env, tmp_path_factory):
 
 def mini_grid():
     config = yaml.safe_load(MINI.read_text())
+    fixed = float(config["sampling"]["cfg_scale"])
     return sorted(
-        (method, budget, seed)
+        (method, budget, cfg, seed)
         for method, entry in config["methods"].items()
         for budget in entry["budgets"]
+        for cfg in {fixed, *map(float, entry.get("cfg_sweep", []))}
         for seed in config["sampling"]["seeds"]
     )
 
 
 def test_mini_run_writes_table_and_figure(mini_run):
     table = read_metrics_csv(mini_run / "results/tables/metrics.csv")
-    assert sorted(zip(table["method"], table["budget"], table["seed"])) == mini_grid()
+    assert sorted(zip(table["method"], table["budget"], table["cfg_scale"], table["seed"])) == mini_grid()
+    assert table["cfg_scale"].nunique() > 1  # the mini config sweeps guidance for one method
     metric_cols = ["fid", "kid_mean", "inception_score_mean", "precision", "recall", "gmacs_per_call",
                    "gmacs_per_image", "latency_ms_per_image"]
     assert np.isfinite(table[metric_cols].to_numpy(dtype=float)).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,11 +65,15 @@ def _train_args(p, steps_default: int = 1000):
     g.add_argument("--log-csv", required=True, metavar="CSV", help="loss curve output")
 
 
-def train_config(args):
+def train_config(args, **identity):
+    """Training settings from the CLI; ``identity`` (what is trained) becomes the run_id a resume must match."""
+    import hashlib
+
     from ditpareto.train import TrainConfig
 
+    run_id = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-                       seed=args.seed, checkpoint_every=args.checkpoint_every)
+                       seed=args.seed, checkpoint_every=args.checkpoint_every, run_id=run_id)
 
 
 def _pretrain_args(p):
@@ -83,13 +88,14 @@ def pretrain(args):
 
     from ditpareto.data import load_split
     from ditpareto.models import build_dit
-    from ditpareto.models.checkpoint import atomic_save
+    from ditpareto.models.checkpoint import atomic_save, sha256_of
     from ditpareto.train import run_training
 
     data = load_split(args.data, "train")
     torch.manual_seed(args.seed)  # the initialisation is part of the run: same seed, same weights
     model = build_dit(args.model, args.image_size, class_dropout_prob=args.class_dropout, **_overrides(args))
-    config = train_config(args)
+    config = train_config(args, data=sha256_of(args.data), model=args.model, image_size=args.image_size,
+                          class_dropout=args.class_dropout, overrides=_overrides(args))
     ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), config,
                        args.state, args.log_csv)
     atomic_save(ema.state_dict(), args.out)
@@ -214,14 +220,16 @@ def finetune(args):
     import torch
 
     from ditpareto.data import load_split
-    from ditpareto.models.checkpoint import atomic_save
+    from ditpareto.models.checkpoint import atomic_save, sha256_of
 
     method, options = method_and_options(args)
     budget = method.parse_budget(args.budget) if args.budget is not None else None
     spec = model_spec(args)
     model = method.load_model(args.checkpoint, spec, options)  # the method decides what trains
     data = load_split(args.data, "train")
-    ema = method.finetune(model, data, options, budget, train_config(args), args.state, args.log_csv)
+    train = train_config(args, method=method.name, options=options, budget=args.budget, spec=spec,
+                         checkpoint=sha256_of(args.checkpoint), data=sha256_of(args.data))
+    ema = method.finetune(model, data, options, budget, train, args.state, args.log_csv)
     atomic_save(method.state_to_save(ema), args.out)
     return {"method": method.name, "budget": args.budget, "steps": args.steps, "out": args.out}
 
@@ -269,8 +277,6 @@ def _method_args(p, budget_required: bool = True):
 
 def method_and_options(args):
     """The method and its validated options (InputError on unknown method, bad JSON or bad options)."""
-    import json
-
     from ditpareto.errors import InputError
     from ditpareto.methods import get_method
 
@@ -328,6 +334,7 @@ def sample(args):
     record = {
         "method": method.name,
         "budget": method.budget_label(budget),
+        "cfg_scale": settings.cfg_scale,
         "seed": args.seed,
         "nominal_compute_ratio": method.nominal_compute_ratio(budget, settings),
         **summarize(macs),
@@ -424,6 +431,9 @@ def aggregate(args):
 def _plot_args(p):
     p.add_argument("--table", required=True, metavar="CSV", help="metrics.csv from aggregate")
     p.add_argument("--reference", default=None, metavar="JSON", help="reference metrics (floor line)")
+    p.add_argument("--fixed-cfg", type=float, default=None, metavar="S",
+                   help="guidance scale of the fixed-CFG curves (default: all points; methods sampled at several "
+                        "scales also get a best-CFG-per-budget curve)")
     p.add_argument("--out", required=True, nargs="+", metavar="FIG", help="figure files (.png, .pdf)")
 
 
@@ -432,7 +442,7 @@ def plot(args):
     from ditpareto.results import read_json, read_metrics_csv
 
     floor = read_json(args.reference)["floor"]["fid"] if args.reference else None
-    plot_pareto(read_metrics_csv(args.table), args.out, floor=floor,
+    plot_pareto(read_metrics_csv(args.table), args.out, floor=floor, fixed_cfg=args.fixed_cfg,
                 title="FID vs compute (toy scale: tiny DiT on digits)" if floor is not None else None)
     return {"out": args.out}
 

@@ -8,6 +8,7 @@ from ditpareto.diffusion import space_timesteps
 from ditpareto.errors import InputError
 from ditpareto.methods import get_method
 from ditpareto.methods.base import SamplingSettings
+from ditpareto.methods.dit import StaticDiT
 from ditpareto.models import dit_config
 
 
@@ -41,7 +42,7 @@ def check_study(config: dict, root: str | Path) -> None:
                 raise InputError(
                     f"config methods.{name}.budgets: write {text!r} as {method.budget_label(value)!r} (one label per budget)"
                 )
-            if name == "dit":
+            if isinstance(method, StaticDiT):  # dit and dit-ft: the budget is a step count
                 space_timesteps(1000, sampling["sampler"], value)
             labels.append(text)
         if len(set(labels)) != len(labels):

@@ -13,7 +13,7 @@ from ditpareto import __version__
 
 # Columns that depend on the machine's speed, not on the config; excluded from determinism checks.
 TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds")
-KEY_COLUMNS = ("method", "budget", "seed")
+KEY_COLUMNS = ("method", "budget", "cfg_scale", "seed")
 
 
 def git_commit() -> str:
@@ -62,9 +62,11 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
         raise ValueError("no metrics files given")
     rows = [flatten(read_json(p)) for p in paths]
     table = pd.DataFrame(rows)
-    order = [c for c in ("method", "budget", "seed", "nominal_compute_ratio", "gmacs_per_image", "fid") if c in table]
+    order = [c for c in ("method", "budget", "cfg_scale", "seed", "nominal_compute_ratio", "gmacs_per_image", "fid")
+             if c in table]
     table = table[order + [c for c in table.columns if c not in order]]
-    return table.sort_values(["method", "nominal_compute_ratio", "seed"], kind="stable").reset_index(drop=True)
+    keys = [c for c in ("method", "nominal_compute_ratio", "cfg_scale", "seed") if c in table]
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:

@@ -32,10 +32,35 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
+    # What is trained (method, options, budget, input checkpoint...): a saved state resumes only a run with the
+    # same run_id and settings, so a changed config never continues a stale run.
+    run_id: str = ""
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
             raise ValueError(f"invalid training settings: {self}")
+
+
+# Settings that change neither the weights nor the trajectory: a resume may differ in these. More steps than the
+# saved run also resume (constant learning rate: N steps then M - N more equal M steps).
+_RESUME_FREE = ("steps", "checkpoint_every", "log_every")
+
+
+def _resume_identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _RESUME_FREE}
+
+
+def resume_step(state_path: str | os.PathLike, config: TrainConfig) -> int | None:
+    """The step a run with ``config`` resumes from at ``state_path``: 0 when there is no state, None when the state
+    belongs to another run (other settings or run_id, or more steps than ``config.steps``)."""
+    state_path = Path(state_path)
+    if not state_path.exists():
+        return 0
+    state = read_checkpoint(state_path)
+    saved = state.get("config", {})
+    if _resume_identity(saved) != _resume_identity(asdict(config)) or int(state["step"]) > config.steps:
+        return None
+    return int(state["step"])
 
 
 # loss_fn(model, x0, y, diffusion) -> dict with a scalar "loss" and optional extra scalars to log.
@@ -50,6 +75,17 @@ def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, di
     if "vb" in terms:
         out["vb"] = terms["vb"].mean().detach()
     return out
+
+
+def _truncate_log(log_csv: Path, step: int) -> None:
+    if not log_csv.exists():
+        return
+    with open(log_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]
+    if len(kept) < len(rows):
+        with open(log_csv, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
 
 
 @torch.no_grad()
@@ -82,15 +118,20 @@ def run_training(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     state_path, log_csv = Path(state_path), Path(log_csv)
-    start = 0
-    if state_path.exists():
+    start = resume_step(state_path, config)
+    if start is None:
+        stale = state_path.with_name(state_path.name + ".stale")
+        os.replace(state_path, stale)
+        log.warning("%s belongs to a run with other settings: kept as %s, starting from step 0", state_path, stale)
+        start = 0
+    if start:
         state = read_checkpoint(state_path)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["opt"])
         torch.set_rng_state(state["rng"])
-        start = int(state["step"])
         log.info("resumed from %s at step %d", state_path, start)
+        _truncate_log(log_csv, start)  # rows written after the last checkpoint are written again
     elif log_csv.exists():
         log_csv.unlink()  # a fresh run starts a fresh loss curve
 

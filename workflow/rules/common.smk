@@ -18,6 +18,7 @@ ENV = "../../envs/ditpareto.yaml"
 wildcard_constraints:
     method="|".join(config["methods"]),
     budget=r"[0-9][0-9.\-]*",
+    cfg=r"\d+\.\d\d",
     seed=r"\d+",
 
 
@@ -32,7 +33,7 @@ def model_flags():
 def sampling_flags():
     s = config["sampling"]
     return (
-        f"--sampler {s['sampler']} --steps {s['steps']} --cfg-scale {s['cfg_scale']} "
+        f"--sampler {s['sampler']} --steps {s['steps']} "
         f"--guidance-channels {s['guidance_channels']} --num-samples {s['num_samples']} "
         f"--batch-size {s['batch_size']}"
     )
@@ -91,15 +92,27 @@ def finetune_flags(wildcards):
     )
 
 
+def cfg_label(scale):
+    """Path label of a guidance scale (cfg~2.00)."""
+    return f"{float(scale):.2f}"
+
+
+def method_cfgs(entry):
+    """The fixed scale (sampling.cfg_scale) plus the method's cfg_sweep, as sorted unique labels."""
+    scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", [])]
+    return sorted({cfg_label(s) for s in scales}, key=float)
+
+
 def grid_points():
-    """(method, budget, seed) of every grid point; every method shares the seeds."""
+    """(method, budget, cfg, seed) of every grid point; every method shares the seeds."""
     return [
-        (method, budget, seed)
+        (method, budget, cfg, seed)
         for method, entry in config["methods"].items()
         for budget in entry["budgets"]
+        for cfg in method_cfgs(entry)
         for seed in config["sampling"]["seeds"]
     ]
 
 
 def get_all_metrics(wildcards):
-    return [f"results/metrics/{m}/budget~{b}/seed~{s}.json" for m, b, s in grid_points()]
+    return [f"results/metrics/{m}/budget~{b}/cfg~{c}/seed~{s}.json" for m, b, c, s in grid_points()]

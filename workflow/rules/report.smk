@@ -41,7 +41,8 @@ rule plot_pareto:
     conda:
         ENV
     params:
+        fixed_cfg=config["sampling"]["cfg_scale"],
         version=VERSION,
     shell:
         "python -m ditpareto plot --table {input.table} --reference {input.reference} "
-        "--out {output.png} {output.pdf} > {log} 2>&1"
+        "--fixed-cfg {params.fixed_cfg} --out {output.png} {output.pdf} > {log} 2>&1"

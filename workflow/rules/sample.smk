@@ -1,16 +1,16 @@
-# The grid: method x budget x seed -> samples -> metrics.
+# The grid: method x budget x guidance scale x seed -> samples -> metrics.
 
 
 rule sample:
     input:
         checkpoint=get_method_checkpoint,
     output:
-        samples="results/samples/{method}/budget~{budget}/seed~{seed}.npz",
-        record="results/samples/{method}/budget~{budget}/seed~{seed}.record.json",
+        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
+        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
     log:
-        "logs/sample/{method}/budget~{budget}/seed~{seed}.log",
+        "logs/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.log",
     benchmark:
-        "benchmarks/sample/{method}/budget~{budget}/seed~{seed}.tsv"
+        "benchmarks/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.tsv"
     conda:
         ENV
     threads: 2
@@ -21,22 +21,23 @@ rule sample:
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
-        "--budget {wildcards.budget} --seed {wildcards.seed} --checkpoint {input.checkpoint} "
+        "--budget {wildcards.budget} --cfg-scale {wildcards.cfg} --seed {wildcards.seed} "
+        "--checkpoint {input.checkpoint} "
         "{params.model} {params.sampling} --out {output.samples} --record {output.record} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        samples="results/samples/{method}/budget~{budget}/seed~{seed}.npz",
-        record="results/samples/{method}/budget~{budget}/seed~{seed}.record.json",
+        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
+        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
         data="resources/data/dataset.npz",
         extractor=get_extractor_weights,
     output:
-        "results/metrics/{method}/budget~{budget}/seed~{seed}.json",
+        "results/metrics/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.json",
     log:
-        "logs/evaluate/{method}/budget~{budget}/seed~{seed}.log",
+        "logs/evaluate/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.log",
     benchmark:
-        "benchmarks/evaluate/{method}/budget~{budget}/seed~{seed}.tsv"
+        "benchmarks/evaluate/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.tsv"
     conda:
         ENV
     threads: 2

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ditpareto.errors import InputError
 from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings
-from ditpareto.methods.dit import StaticDiT
+from ditpareto.methods.dit import FineTunedDiT, StaticDiT
 from ditpareto.methods.dydit import DyDiTMethod
 from ditpareto.methods.flexdit import FlexDiTMethod
 from ditpareto.methods.flexidit import FlexiDiTMethod
 
-METHODS: dict[str, Method] = {m.name: m for m in (StaticDiT(), DyDiTMethod(), FlexDiTMethod(), FlexiDiTMethod())}
+METHODS: dict[str, Method] = {m.name: m for m in (StaticDiT(), FineTunedDiT(), DyDiTMethod(), FlexDiTMethod(), FlexiDiTMethod())}
 
 __all__ = ["METHODS", "Method", "ModelSpec", "SamplingPlan", "SamplingSettings", "get_method"]
 

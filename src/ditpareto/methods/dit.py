@@ -44,3 +44,23 @@ class StaticDiT(Method):
 
     def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
         return self.parse_budget(budget) / settings.steps
+
+
+class FineTunedDiT(StaticDiT):
+    """Static DiT given a fine-tune like the dynamic methods' (DiT's loss, same data, EMA), then fewer steps.
+
+    The control that separates "the method" from "more training": at toy scale the base DiT is not converged, so
+    any fine-tune improves FID, and a dynamic method must beat this curve, not only the untouched base's.
+    """
+
+    name = "dit-ft"
+    finetune_mode = "shared"
+
+    def finetune(self, model, data, options, budget, train, state_path, log_csv):
+        import torch
+
+        from ditpareto.train import run_training
+
+        model.requires_grad_(True)
+        ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv)
+        return eval_model(ema)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -18,8 +17,8 @@ from ditpareto.diffusion import GaussianDiffusion, space_timesteps
 from ditpareto.errors import InputError
 from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
 from ditpareto.models import dit_config
-from ditpareto.models.checkpoint import load_into, read_checkpoint
-from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops
+from ditpareto.models.checkpoint import load_into
+from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops, token_router_macs
 
 # name: (type, default, check, meaning). Defaults are the spec's / released scripts' values.
 OPTIONS = {
@@ -161,7 +160,7 @@ class DyDiTMethod(Method):
         return eval_model(load_into(model, checkpoint, what=f"dydit {spec.name} at image size {spec.image_size}"))
 
     def finetune(self, model: DyDiT, data, options, budget, train, state_path, log_csv):
-        from ditpareto.train import run_training
+        from ditpareto.train import resume_step, run_training
 
         if budget is None:
             raise InputError("dydit fine-tunes once per λ: pass --budget")
@@ -172,10 +171,10 @@ class DyDiTMethod(Method):
         routers = set(map(id, model.router_parameters()))
         groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in routers]},
                   {"params": model.router_parameters(), "lr": train.lr * options["router_lr_scale"]}]
-        start = int(read_checkpoint(state_path)["step"]) if Path(state_path).exists() else 0
-        loss_fn = DyDiTLoss(lam, options, start)
-        ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), replace(train, log_every=1),
-                           state_path, log_csv, loss_fn=loss_fn, trainable=groups)
+        train = replace(train, log_every=1)
+        loss_fn = DyDiTLoss(lam, options, resume_step(state_path, train) or 0)  # the λ ramp continues on resume
+        ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv,
+                           loss_fn=loss_fn, trainable=groups)
         return eval_model(ema)
 
     # ------------------------------------------------------------------ sampling
@@ -222,7 +221,7 @@ class DyDiTMethod(Method):
                 stats.enabled = False
             static = dit_macs_per_call(config)
             f_attn, f_mlp = layer_flops(config)
-            router = config.num_tokens * (config.hidden_size * max(1, config.hidden_size // 16) + max(1, config.hidden_size // 16))
+            router = token_router_macs(config)
             nonblock = static - config.depth * (f_attn + f_mlp)
             rates = stats.keep_rates()
             details.update({

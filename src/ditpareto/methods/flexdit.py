@@ -81,7 +81,7 @@ def batch_stage(t: torch.Tensor, stages: int) -> int:
     """The one stage of a batch of model timesteps (ValueError when they span stages)."""
     found = {stage_of(v, stages) for v in t.tolist()}
     if len(found) != 1:
-        raise ValueError(f"a FlexDiT batch needs one token count, but its timesteps span density stages {sorted(found)}")
+        raise ValueError(f"a FlexDiT batch needs one token count, but its timesteps span stages {sorted(found)}")
     return found.pop()
 
 

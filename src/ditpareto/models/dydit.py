@@ -123,7 +123,10 @@ class DyDiTBlock(DiTBlock):
             m_head, m_grp = x.new_ones(b, heads), x.new_ones(b, self.groups)
         else:
             head_logits, group_logits = self.width_logits(t_emb)
-            gate = (lambda z: gumbel_sigmoid_gate(z, tau, noise)) if mode == "gumbel" else (lambda z: (z > 0).to(z.dtype))
+            if mode == "gumbel":
+                gate = lambda z: gumbel_sigmoid_gate(z, tau, noise)  # noqa: E731
+            else:
+                gate = lambda z: (z > 0).to(z.dtype)  # noqa: E731
             m_head, m_grp = with_forced_unit(gate(head_logits)), with_forced_unit(gate(group_logits))
         h = modulate(self.norm1(x), shift_msa, scale_msa)
         qkv = self.attn.qkv(h).reshape(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4)
@@ -229,7 +232,8 @@ class DyDiT(DiT):
         x = self.x_embedder(x) + self.pos_embed
         gates = []
         for i, block in enumerate(self.blocks):
-            x, g = block.forward_masked(x, c, t_emb, mode, self.routers.tau, None if widths is None else widths[i], noise)
+            width = None if widths is None else widths[i]
+            x, g = block.forward_masked(x, c, t_emb, mode, self.routers.tau, width, noise)
             gates.append(g)
         return self.unpatchify(self.final_layer(x, c)), gates
 
@@ -323,12 +327,18 @@ def flops_loss(gates, config: DiTConfig, target: float) -> tuple[torch.Tensor, t
     return (ratio - target) ** 2, ratio
 
 
+def token_router_macs(config: DiTConfig) -> int:
+    """MACs of one block's token router for one image: Linear(D, D/16) and Linear(D/16, 1) on every token."""
+    r = max(1, config.hidden_size // 16)
+    return config.num_tokens * (config.hidden_size * r + r)
+
+
 def sliced_macs_per_call(config: DiTConfig, groups: int, active_heads, active_groups, kept_fraction) -> float:
     """Closed-form MACs of one sliced forward for one image (checks the counter; per-layer lists of |A|, |G|, M/N)."""
     n, d, p = config.num_tokens, config.hidden_size, config.patch_size
-    hidden, dh, r = int(d * config.mlp_ratio), d // config.num_heads, max(1, d // 16)
+    hidden, dh = int(d * config.mlp_ratio), d // config.num_heads
     macs = config.in_channels * p * p * d * n + 256 * d + d * d + 2 * d * d + d * p * p * config.out_channels * n
     for a, g, s in zip(active_heads, active_groups, kept_fraction):
-        macs += 6 * d * d + 4 * n * d * a * dh + 2 * n * n * a * dh + n * (d * r + r)
+        macs += 6 * d * d + 4 * n * d * a * dh + 2 * n * n * a * dh + token_router_macs(config)
         macs += s * n * 2 * d * g * (hidden // groups)
     return macs

@@ -180,7 +180,8 @@ def to_tokens(grid: torch.Tensor) -> torch.Tensor:
 
 class SDTM(nn.Module):
     """Sparse-Dense Token Module (spec section 1.4): pool to s x s, Sparse-Gen, sparse blocks, Dense-Rec merge
-    ``Xm = W1 up(Z) + W2 Xd`` (``merge_sparse`` = W1, zero-initialised; ``merge_dense`` = W2, identity), dense blocks."""
+    ``Xm = W1 up(Z) + W2 Xd`` (``merge_sparse`` = W1, zero-initialised; ``merge_dense`` = W2, identity),
+    dense blocks."""
 
     def __init__(self, hidden_size: int, num_heads: int, sparse: int, dense: int, mlp_ratio: float,
                  w1_after_upsample: bool = False):
@@ -229,12 +230,15 @@ class FlexDiT(nn.Module):
         super().__init__()
         layout = layout or default_layout(config.depth)
         if layout.depth != config.depth:
-            raise InputError(f"flexdit layout {layout.to_dict()} has {layout.depth} blocks, the base DiT has {config.depth}")
+            raise InputError(
+                f"flexdit layout {layout.to_dict()} has {layout.depth} blocks, the base DiT has {config.depth}"
+            )
         if stages < 1:
             raise InputError(f"flexdit needs at least one density stage, got {stages}")
         self.config, self.layout, self.stages = config, layout, stages
         self.pf_mode, self.w1_after_upsample, self.pos_reinject = pf_mode, w1_after_upsample, pos_reinject
-        self.in_channels, self.out_channels, self.patch_size = config.in_channels, config.out_channels, config.patch_size
+        self.in_channels, self.out_channels = config.in_channels, config.out_channels
+        self.patch_size = config.patch_size
         hidden, heads, ratio = config.hidden_size, config.num_heads, config.mlp_ratio
         self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, hidden)
         self.t_embedder = TimestepEmbedder(hidden)
@@ -257,8 +261,8 @@ class FlexDiT(nn.Module):
         """``side`` as an int, or InputError when the sparse grid is empty or larger than the dense token grid."""
         if isinstance(side, bool) or int(side) != side or not 1 <= side <= self.grid_size:
             raise InputError(
-                f"flexdit sparse grid {side}x{side} does not fit the dense token grid {self.grid_size}x{self.grid_size}: "
-                f"the side must be an integer in [1, {self.grid_size}]"
+                f"flexdit sparse grid {side}x{side} does not fit the dense token grid "
+                f"{self.grid_size}x{self.grid_size}: the side must be an integer in [1, {self.grid_size}]"
             )
         return int(side)
 

@@ -387,7 +387,7 @@ def convert_dit(base: DiT, weak_patch_size: int | None = None, **options) -> Fle
     source = base.state_dict()
     own = {"x_embedder.proj.weight", "x_embedder.proj.bias", "final_layer.linear.weight", "final_layer.linear.bias"}
     shared = {k: v for k, v in source.items() if k not in own}
-    missing, unexpected = model.load_state_dict(shared, strict=False)
+    _, unexpected = model.load_state_dict(shared, strict=False)  # missing: the new parts, initialised here
     if unexpected:
         raise ValueError(f"base keys without a place in FlexiDiT: {unexpected}")
     model.x_embedder.init_from(source["x_embedder.proj.weight"], source["x_embedder.proj.bias"])
