@@ -11,7 +11,8 @@
 #   results/metrics/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.json  FID/KID/IS/P/R, GMACs, latency, params
 #   results/metrics/reference.json                     real-vs-real floor and pure-noise metrics
 #   results/tables/metrics.csv                         one row per grid point
-#   results/figures/pareto_fid_vs_gmacs.{png,pdf}      pareto figure
+#   results/figures/*.png                              figures from the notebooks (pareto, latency, claims, samples)
+#   results/notebooks/*.ipynb                          the executed notebooks
 #
 # Run: snakemake --cores 2 (config/config.yaml); other studies: --configfile config/<name>.yaml.
 
@@ -35,5 +36,7 @@ rule all:
     default_target: True
     input:
         "results/tables/metrics.csv",
-        "results/figures/pareto_fid_vs_gmacs.png",
-        "results/figures/pareto_fid_vs_gmacs.pdf",
+        "results/notebooks/pareto.ipynb",
+        "results/notebooks/latency.ipynb",
+        "results/notebooks/claims.ipynb",
+        "results/notebooks/samples.ipynb",

@@ -10,4 +10,4 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first, from the local CPU wheel; everything else under the constraints file.
 "$PY" -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 "$PY" -m pip install -q -c envs/constraints.txt -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-"$PY" -c "import ditpareto.compat, torch, torchvision, torch_fidelity, diffusers; print('ditpareto env ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+"$PY" -c "import ditpareto.compat, torch, torchvision, torch_fidelity, diffusers, papermill, ipykernel; print('ditpareto env ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"

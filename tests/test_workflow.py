@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,7 +44,7 @@ def test_lint(venv_env):
 @pytest.mark.parametrize("configfile", CONFIGS, ids=lambda p: p.name)
 def test_dry_run(venv_env, tmp_path, configfile):
     result = run_study(venv_env, tmp_path, configfile, "-n")
-    assert "sample" in result.stdout and "plot_pareto" in result.stdout
+    assert "sample" in result.stdout and "notebook_pareto" in result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +77,36 @@ def test_mini_run_writes_table_and_figure(mini_run):
     by_budget = table[table["method"] == "dit"].set_index("budget")
     assert by_budget.loc["4", "gmacs_per_image"] == pytest.approx(2 * by_budget.loc["2", "gmacs_per_image"])
     assert by_budget.loc["4", "gmacs_per_call"] == pytest.approx(by_budget.loc["2", "gmacs_per_call"])
-    png = mini_run / "results/figures/pareto_fid_vs_gmacs.png"
     assert (mini_run / "results/figures/pareto_fid_vs_gmacs.pdf").stat().st_size > 1000
-    pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
-    assert pixels.std() > 5  # not blank
     for rule in ["sample", "evaluate", "pretrain_base", "train_fid_classifier", "fid_reference"]:
         assert list((mini_run / "benchmarks" / rule).rglob("*.tsv")), rule
     assert all(log.stat().st_size >= 0 for log in (mini_run / "logs").rglob("*.log"))
+
+
+FIGURES = ["pareto_fid_vs_gmacs.png", "fid_vs_latency.png", "measured_vs_nominal_compute.png",
+           "claims_relative.png", "sample_grid.png"]
+
+
+def test_notebooks_ran_headless_and_wrote_nonblank_figures(mini_run):
+    for name in ["pareto", "latency", "claims", "samples"]:
+        executed = nbformat.read(mini_run / "results/notebooks" / f"{name}.ipynb", as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, (name, errors)
+        tracked = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert all(not c.get("outputs") for c in tracked.cells if c.cell_type == "code"), f"{name}: outputs in git"
+    for figure in FIGURES:
+        pixels = np.asarray(Image.open(mini_run / "results/figures" / figure).convert("L"), dtype=float)
+        assert pixels.shape[0] > 100 and pixels.std() > 5, figure  # not blank
+
+
+def test_html_report_has_every_figure_and_the_table(venv_env, mini_run):
+    report = mini_run / "report.html"
+    run_study(venv_env, mini_run, MINI, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000
+    for name in [*FIGURES, "metrics.csv"]:
+        assert name in html, name
 
 
 def test_rerun_does_no_work(venv_env, mini_run):

@@ -428,23 +428,33 @@ def aggregate(args):
     return {"rows": len(table), "out": args.out}
 
 
-def _plot_args(p):
-    p.add_argument("--table", required=True, metavar="CSV", help="metrics.csv from aggregate")
-    p.add_argument("--reference", default=None, metavar="JSON", help="reference metrics (floor line)")
-    p.add_argument("--fixed-cfg", type=float, default=None, metavar="S",
-                   help="guidance scale of the fixed-CFG curves (default: all points; methods sampled at several "
-                        "scales also get a best-CFG-per-budget curve)")
-    p.add_argument("--out", required=True, nargs="+", metavar="FIG", help="figure files (.png, .pdf)")
+def _notebook_args(p):
+    p.add_argument("--notebook", required=True, metavar="IPYNB", help="output-free notebook from notebooks/")
+    p.add_argument("--out", required=True, metavar="IPYNB", help="executed copy, with its outputs")
+    p.add_argument("--parameters", default="{}", metavar="JSON",
+                   help="papermill parameters as a JSON object (default: the notebook's own defaults)")
+    p.add_argument("--figures", nargs="*", default=[], metavar="FILE",
+                   help="files the notebook must have written (checked after the run)")
 
 
-def plot(args):
-    from ditpareto.plotting import plot_pareto
-    from ditpareto.results import read_json, read_metrics_csv
+def notebook(args):
+    import papermill
 
-    floor = read_json(args.reference)["floor"]["fid"] if args.reference else None
-    plot_pareto(read_metrics_csv(args.table), args.out, floor=floor, fixed_cfg=args.fixed_cfg,
-                title="FID vs compute (toy scale: tiny DiT on digits)" if floor is not None else None)
-    return {"out": args.out}
+    from ditpareto.errors import InputError
+
+    try:
+        parameters = json.loads(args.parameters)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--parameters is not JSON: {exc}") from None
+    if not isinstance(parameters, dict):
+        raise InputError("--parameters must be a JSON object")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(args.notebook, args.out, parameters=parameters, kernel_name="python3",
+                               progress_bar=False, cwd=Path.cwd())
+    missing = [f for f in args.figures if not Path(f).is_file()]
+    if missing:
+        raise InputError(f"{args.notebook} ran but did not write {missing}")
+    return {"notebook": args.notebook, "out": args.out, "figures": args.figures}
 
 
 COMMANDS = [
@@ -482,8 +492,9 @@ COMMANDS = [
             "python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256", _flops_args,
             model_args=True),
     Command("aggregate", aggregate, "Collect grid-point metrics into one CSV table.",
-            "python -m ditpareto aggregate results/metrics/*/*/*.json --out results/tables/metrics.csv",
+            "python -m ditpareto aggregate results/metrics/*/*/*/*.json --out results/tables/metrics.csv",
             _aggregate_args),
-    Command("plot", plot, "Pareto figure of FID vs GMACs per image with each method's frontier.",
-            "python -m ditpareto plot --table results/tables/metrics.csv --out fig.png fig.pdf", _plot_args),
+    Command("notebook", notebook, "Execute a figure notebook with papermill (headless) on a study's results.",
+            "python -m ditpareto notebook --notebook notebooks/pareto.ipynb --out results/notebooks/pareto.ipynb "
+            "--parameters '{\"fixed_cfg\": 2.0}'", _notebook_args),
 ]

@@ -31,6 +31,19 @@ def set_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
+def _save(fig, out_paths) -> None:
+    for path in out_paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight",
+                    metadata={"CreationDate": None} if str(path).endswith(".pdf") else None)
+    plt.close(fig)
+
+
+def _methods_in(points: pd.DataFrame) -> list[str]:
+    present = set(points["method"])
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
 def pareto_frontier(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Points not dominated by any other (lower-or-equal x with lower y): the frontier, sorted by x."""
     ordered = points.sort_values([x, y])
@@ -81,9 +94,7 @@ def plot_pareto(
     points, best = cfg_curves(summarize_seeds(table, x, y), fixed_cfg, y)
     palette = method_palette()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for method in [m for m in METHOD_ORDER if m in set(points["method"])] + sorted(
-        set(points["method"]) - set(METHOD_ORDER)
-    ):
+    for method in _methods_in(points):
         sub = points[points["method"] == method]
         label = sub["label"].iloc[0]
         color = palette.get(label)
@@ -103,7 +114,130 @@ def plot_pareto(
         ax.set_title(title)
     ax.legend(frameon=True, fontsize="small")
     fig.tight_layout()
-    for path in out_paths:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, metadata={"CreationDate": None} if str(path).endswith(".pdf") else None)
-    plt.close(fig)
+    _save(fig, out_paths)
+
+
+def full_compute_gmacs(table: pd.DataFrame) -> float:
+    """GMACs per image of the untouched static DiT at the full step count (nominal ratio 1): the 100% mark."""
+    full = table[(table["method"] == "dit") & ((table["nominal_compute_ratio"] - 1).abs() < 1e-9)]
+    if full.empty:
+        raise ValueError("the table has no static DiT point at the full step count (method dit, nominal ratio 1)")
+    return float(full["gmacs_per_image"].mean())
+
+
+def with_compute_ratio(table: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``measured_compute_ratio``: executed GMACs per image over the static DiT's at the full step count."""
+    out = table.copy()
+    out["measured_compute_ratio"] = out["gmacs_per_image"] / full_compute_gmacs(table)
+    return out
+
+
+def plot_fid_vs_latency(table: pd.DataFrame, out_paths, fixed_cfg: float | None = None, floor: float | None = None):
+    """The pareto figure with measured latency (ms per image, sampling job, batch as configured) on x."""
+    plot_pareto(table, out_paths, x="latency_ms_per_image", floor=floor, fixed_cfg=fixed_cfg,
+                x_label="measured latency, ms per image (whole trajectory, CFG included)")
+
+
+def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | None = None) -> None:
+    """Each budget's executed compute (relative to the full static DiT) against the compute its label intends."""
+    set_style()
+    points = with_compute_ratio(table)
+    if fixed_cfg is not None and "cfg_scale" in points:
+        points = points[(points["cfg_scale"] - fixed_cfg).abs() < 1e-9]
+    palette = method_palette()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for method in _methods_in(points):
+        sub = points[points["method"] == method].groupby("budget", as_index=False)[
+            ["nominal_compute_ratio", "measured_compute_ratio"]].mean()
+        label = METHOD_LABELS.get(method, method)
+        ax.scatter(sub["nominal_compute_ratio"], sub["measured_compute_ratio"], color=palette.get(label),
+                   label=label, s=36, zorder=3)
+        for _, row in sub.iterrows():
+            ax.annotate(row["budget"], (row["nominal_compute_ratio"], row["measured_compute_ratio"]),
+                        fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+    ax.plot([0, 1.05], [0, 1.05], color="0.5", linestyle=":", linewidth=1, label="measured = nominal")
+    ax.set_xlabel("nominal compute ratio (the budget's label)")
+    ax.set_ylabel("measured compute ratio (executed GMACs / static DiT)")
+    ax.legend(frameon=True, fontsize="small")
+    fig.tight_layout()
+    _save(fig, out_paths)
+
+
+def relative_points(table: pd.DataFrame, claims: pd.DataFrame, fixed_cfg: float | None = None) -> pd.DataFrame:
+    """Measured and published points on common axes: compute ratio and FID change against each source's own
+    static DiT at full compute (ours: the untouched base at the full step count; papers: their DiT row at the
+    same model and resolution). Columns: method, source, setting, compute_ratio, delta_fid."""
+    ours = with_compute_ratio(table)
+    if fixed_cfg is not None and "cfg_scale" in ours:
+        ours = ours[(ours["cfg_scale"] - fixed_cfg).abs() < 1e-9]
+    base_fid = float(ours[(ours["method"] == "dit") & ((ours["nominal_compute_ratio"] - 1).abs() < 1e-9)]["fid"].mean())
+    ours = ours.groupby(["method", "budget"], as_index=False)[["measured_compute_ratio", "fid"]].mean()
+    rows = [{"method": r.method, "source": "measured (toy scale)", "setting": r.budget,
+             "compute_ratio": r.measured_compute_ratio, "delta_fid": r.fid - base_fid} for r in ours.itertuples()]
+    baselines = claims[claims["method"] == "dit"].set_index(["model", "resolution"])["fid"]
+    for r in claims[claims["method"] != "dit"].itertuples():
+        if (r.model, r.resolution) in baselines.index:
+            rows.append({"method": r.method, "source": f"paper ({r.model} {r.resolution}px)", "setting": r.setting,
+                         "compute_ratio": float(r.compute_ratio),
+                         "delta_fid": float(r.fid) - float(baselines[(r.model, r.resolution)])})
+    return pd.DataFrame(rows)
+
+
+def plot_claims(table: pd.DataFrame, claims: pd.DataFrame, out_paths, fixed_cfg: float | None = None) -> None:
+    """Our measured points beside the papers' headline numbers, both relative to their own static DiT."""
+    set_style()
+    points = relative_points(table, claims, fixed_cfg)
+    palette = method_palette()
+    markers = {source: m for source, m in zip(sorted(set(points["source"])), "oXPsD^v")}
+    fig, ax = plt.subplots(figsize=(6.6, 4.6))
+    for (method, source), sub in points.groupby(["method", "source"]):
+        label = METHOD_LABELS.get(method, method)
+        ax.scatter(sub["compute_ratio"], sub["delta_fid"], color=palette.get(label), marker=markers[source],
+                   s=44 if source.startswith("paper") else 30, label=f"{label}, {source}", zorder=3,
+                   edgecolor="black" if source.startswith("paper") else None, linewidth=0.5)
+    ax.axhline(0, color="0.4", linewidth=1)
+    ax.axvline(1, color="0.4", linewidth=1, linestyle=":")
+    ax.set_xlabel("compute ratio (GMACs per image / own static DiT at full compute)")
+    ax.set_ylabel("FID change vs own static DiT (lower is better)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.legend(frameon=True, fontsize="x-small", ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, out_paths)
+
+
+def plot_sample_grid(samples: dict[str, str | os.PathLike], out_paths, count: int = 12) -> None:
+    """One row per (method, budget) file, the first ``count`` samples: same seeds and labels in every row."""
+    import numpy as np
+
+    rows = {name: np.load(path) for name, path in samples.items()}
+    labels = {name: tuple(d["labels"][:count]) for name, d in rows.items()}
+    if len(set(labels.values())) > 1:
+        raise ValueError("sample files disagree on labels: a grid needs the same seed and indices in every row")
+    set_style()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(count * 0.55 + 2.2, 0.62 * len(rows) + 0.4), squeeze=False)
+    for ax, (name, data) in zip(axes[:, 0], rows.items()):
+        images = data["images"][:count]  # (N, H, W, C) uint8
+        strip = np.concatenate(list(images), axis=1)
+        ax.imshow(strip.squeeze(-1) if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
+    axes[0, 0].set_title("labels: " + " ".join(str(int(v)) for v in next(iter(labels.values()))), fontsize="small")
+    fig.tight_layout()
+    _save(fig, out_paths)
+
+
+def sample_grid_files(table: pd.DataFrame, samples_root: str | os.PathLike, cfg: float | None, seed: int) -> dict:
+    """Row label -> samples file of every (method, budget) in the table at guidance ``cfg`` and ``seed``, in plot
+    order (path scheme: <root>/{method}/budget~{budget}/cfg~{cfg:.2f}/seed~{seed}.npz)."""
+    points = table[table["seed"] == seed]
+    if cfg is not None and "cfg_scale" in points:
+        points = points[(points["cfg_scale"] - cfg).abs() < 1e-9]
+    files = {}
+    for method in _methods_in(points):
+        sub = points[points["method"] == method].sort_values("nominal_compute_ratio", ascending=False)
+        for row in sub.itertuples():
+            label = f"{METHOD_LABELS.get(method, method)} {row.budget}"
+            files[label] = Path(samples_root) / method / f"budget~{row.budget}" / f"cfg~{row.cfg_scale:.2f}" / \
+                f"seed~{seed}.npz"
+    return files

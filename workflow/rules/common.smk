@@ -116,3 +116,25 @@ def grid_points():
 
 def get_all_metrics(wildcards):
     return [f"results/metrics/{m}/budget~{b}/cfg~{c}/seed~{s}.json" for m, b, c, s in grid_points()]
+
+
+def get_grid_samples(wildcards):
+    """Samples of the first seed at the fixed guidance scale: one row per (method, budget) in the grid figure."""
+    cfg, seed = cfg_label(config["sampling"]["cfg_scale"]), config["sampling"]["seeds"][0]
+    return [
+        f"results/samples/{m}/budget~{b}/cfg~{cfg}/seed~{seed}.npz"
+        for m, entry in config["methods"].items()
+        for b in entry["budgets"]
+    ]
+
+
+def notebook_parameters(input, **extra):
+    """Papermill parameters (JSON) shared by the figure notebooks."""
+    parameters = {
+        "table_path": input.table,
+        "reference_path": input.reference,
+        "fixed_cfg": config["sampling"]["cfg_scale"],
+        "out_dir": "results/figures",
+        **extra,
+    }
+    return json.dumps(parameters, sort_keys=True)

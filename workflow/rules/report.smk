@@ -1,9 +1,13 @@
-# Tables and figures (cheap: run locally even under a cluster executor).
+# Tables and figures (cheap: run locally even under a cluster executor). Figures come from the notebooks in
+# notebooks/, executed headless with papermill; the executed copies land in results/notebooks/.
 
 
 localrules:
     aggregate,
-    plot_pareto,
+    notebook_pareto,
+    notebook_latency,
+    notebook_claims,
+    notebook_samples,
 
 
 rule aggregate:
@@ -25,11 +29,13 @@ rule aggregate:
         "python -m ditpareto aggregate {input} --out {output} > {log} 2>&1"
 
 
-rule plot_pareto:
+rule notebook_pareto:
     input:
+        notebook="notebooks/pareto.ipynb",
         table="results/tables/metrics.csv",
         reference="results/metrics/reference.json",
     output:
+        executed="results/notebooks/pareto.ipynb",
         png=report(
             "results/figures/pareto_fid_vs_gmacs.png",
             caption="../report/pareto.rst",
@@ -37,12 +43,93 @@ rule plot_pareto:
         ),
         pdf="results/figures/pareto_fid_vs_gmacs.pdf",
     log:
-        "logs/plot_pareto/pareto.log",
+        "logs/notebook/pareto.log",
     conda:
         ENV
     params:
-        fixed_cfg=config["sampling"]["cfg_scale"],
+        parameters=lambda wildcards, input: notebook_parameters(input),
         version=VERSION,
     shell:
-        "python -m ditpareto plot --table {input.table} --reference {input.reference} "
-        "--fixed-cfg {params.fixed_cfg} --out {output.png} {output.pdf} > {log} 2>&1"
+        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
+        "--parameters {params.parameters:q} --figures {output.png} {output.pdf} > {log} 2>&1"
+
+
+rule notebook_latency:
+    input:
+        notebook="notebooks/latency.ipynb",
+        table="results/tables/metrics.csv",
+        reference="results/metrics/reference.json",
+    output:
+        executed="results/notebooks/latency.ipynb",
+        latency=report(
+            "results/figures/fid_vs_latency.png",
+            caption="../report/latency.rst",
+            category="Figures",
+        ),
+        compute=report(
+            "results/figures/measured_vs_nominal_compute.png",
+            caption="../report/compute.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/notebook/latency.log",
+    conda:
+        ENV
+    params:
+        parameters=lambda wildcards, input: notebook_parameters(input),
+        version=VERSION,
+    shell:
+        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
+        "--parameters {params.parameters:q} --figures {output.latency} {output.compute} > {log} 2>&1"
+
+
+rule notebook_claims:
+    input:
+        notebook="notebooks/claims.ipynb",
+        table="results/tables/metrics.csv",
+        reference="results/metrics/reference.json",
+        claims="results/published/claims.csv",
+    output:
+        executed="results/notebooks/claims.ipynb",
+        png=report(
+            "results/figures/claims_relative.png",
+            caption="../report/claims.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/notebook/claims.log",
+    conda:
+        ENV
+    params:
+        parameters=lambda wildcards, input: notebook_parameters(input, claims_path=input.claims),
+        version=VERSION,
+    shell:
+        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
+        "--parameters {params.parameters:q} --figures {output.png} > {log} 2>&1"
+
+
+rule notebook_samples:
+    input:
+        notebook="notebooks/samples.ipynb",
+        table="results/tables/metrics.csv",
+        reference="results/metrics/reference.json",
+        samples=get_grid_samples,
+    output:
+        executed="results/notebooks/samples.ipynb",
+        png=report(
+            "results/figures/sample_grid.png",
+            caption="../report/samples.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/notebook/samples.log",
+    conda:
+        ENV
+    params:
+        parameters=lambda wildcards, input: notebook_parameters(
+            input, samples_root="results/samples", seed=config["sampling"]["seeds"][0]
+        ),
+        version=VERSION,
+    shell:
+        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
+        "--parameters {params.parameters:q} --figures {output.png} > {log} 2>&1"
