@@ -64,3 +64,39 @@ def test_resume_drops_loss_rows_after_the_checkpoint(tmp_path):
     _train(tmp_path, 5)
     steps = [int(line.split(",")[0]) for line in (tmp_path / "state.pt.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def test_sigterm_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ditpareto.data import save_splits
+
+    data = tmp_path / "digits.npz"
+    save_splits(prepare_digits(), data)
+
+    def pretrain(name):
+        return [sys.executable, "-m", "ditpareto", "--threads", "1", "pretrain", "--model", "dit-micro-2",
+                "--image-size", "16", "--in-channels", "1", "--num-classes", "10", "--data", str(data),
+                "--steps", "400", "--batch-size", "8", "--state", str(tmp_path / f"{name}.state.pt"),
+                "--log-csv", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / f"{name}.pt")]
+
+    subprocess.run(pretrain("full"), check=True, capture_output=True)
+    job = subprocess.Popen(pretrain("cut"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    csv_path = tmp_path / "cut.csv"
+    while job.poll() is None and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 2):
+        time.sleep(0.05)  # until the first loss row (step 50): training is under way
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert "state saved at step" in err and not (tmp_path / "cut.pt").exists()
+    saved = torch.load(tmp_path / "cut.state.pt", weights_only=True)["step"]
+    assert 50 <= saved < 400
+    subprocess.run(pretrain("cut"), check=True, capture_output=True)  # the rerun resumes
+    full = torch.load(tmp_path / "full.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut.pt", weights_only=True)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    steps = [int(line.split(",")[0]) for line in csv_path.read_text().splitlines()[1:]]
+    assert steps == list(range(50, 401, 50))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -77,6 +80,32 @@ def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, di
     return out
 
 
+class Preempted(SystemExit):
+    """Raised after SIGTERM (what SLURM sends before a time limit) once the state is saved: rerun to resume."""
+
+    def __init__(self, step: int):
+        super().__init__(128 + signal.SIGTERM)
+        self.step = step
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """A dict whose "set" turns True on SIGTERM, while the block runs (main thread only; else never set)."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _truncate_log(log_csv: Path, step: int) -> None:
     if not log_csv.exists():
         return
@@ -110,7 +139,8 @@ def run_training(
     """Train ``model`` on (x0, labels) and return its EMA copy.
 
     Resumes from ``state_path`` when it exists (model, EMA, optimizer, RNG, step), checkpoints atomically every
-    ``checkpoint_every`` steps, appends one CSV row per ``log_every`` steps.
+    ``checkpoint_every`` steps, appends one CSV row per ``log_every`` steps. On SIGTERM it finishes the current
+    step, saves the state and raises ``Preempted`` (exit status 143); a rerun resumes with identical results.
     """
     diffusion = diffusion or GaussianDiffusion.base()
     torch.manual_seed(config.seed)
@@ -148,7 +178,9 @@ def run_training(
     writer_file = open(log_csv, "a", newline="")
     writer = None
     t0 = time.perf_counter()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(writer_file.close)
+        sigterm = stack.enter_context(_sigterm_flag())
         for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", mininterval=5):
             idx = torch.randint(0, n, (config.batch_size,))
             terms = loss_fn(model, x0[idx], labels[idx], diffusion)
@@ -167,9 +199,11 @@ def run_training(
                 writer.writerow(row)
                 writer_file.flush()
                 log.info("(step=%07d) loss %.4f, %.2f steps/s", done, row["loss"], row["steps_per_s"])
+            if sigterm["set"] and done < config.steps:
+                save_state(done)
+                log.warning("SIGTERM: state saved at step %d in %s; rerun to resume", done, state_path)
+                raise Preempted(done)
             if done % config.checkpoint_every == 0 and done < config.steps:
                 save_state(done)
-    finally:
-        writer_file.close()
     save_state(config.steps)
     return ema
