@@ -118,6 +118,11 @@ def get_all_metrics(wildcards):
     return [f"results/metrics/{m}/budget~{b}/cfg~{c}/seed~{s}.json" for m, b, c, s in grid_points()]
 
 
+def repo_file(relative):
+    """A file tracked in the repository (notebooks, frozen data), wherever the working directory is."""
+    return str(resolve_path(relative, workflow.basedir))
+
+
 def get_grid_samples(wildcards):
     """Samples of the first seed at the fixed guidance scale: one row per (method, budget) in the grid figure."""
     cfg, seed = cfg_label(config["sampling"]["cfg_scale"]), config["sampling"]["seeds"][0]

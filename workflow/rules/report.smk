@@ -31,7 +31,7 @@ rule aggregate:
 
 rule notebook_pareto:
     input:
-        notebook="notebooks/pareto.ipynb",
+        notebook=repo_file("notebooks/pareto.ipynb"),
         table="results/tables/metrics.csv",
         reference="results/metrics/reference.json",
     output:
@@ -56,7 +56,7 @@ rule notebook_pareto:
 
 rule notebook_latency:
     input:
-        notebook="notebooks/latency.ipynb",
+        notebook=repo_file("notebooks/latency.ipynb"),
         table="results/tables/metrics.csv",
         reference="results/metrics/reference.json",
     output:
@@ -85,10 +85,10 @@ rule notebook_latency:
 
 rule notebook_claims:
     input:
-        notebook="notebooks/claims.ipynb",
+        notebook=repo_file("notebooks/claims.ipynb"),
         table="results/tables/metrics.csv",
         reference="results/metrics/reference.json",
-        claims="results/published/claims.csv",
+        claims=repo_file("results/published/claims.csv"),
     output:
         executed="results/notebooks/claims.ipynb",
         png=report(
@@ -110,7 +110,7 @@ rule notebook_claims:
 
 rule notebook_samples:
     input:
-        notebook="notebooks/samples.ipynb",
+        notebook=repo_file("notebooks/samples.ipynb"),
         table="results/tables/metrics.csv",
         reference="results/metrics/reference.json",
         samples=get_grid_samples,
