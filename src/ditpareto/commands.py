@@ -449,8 +449,15 @@ def notebook(args):
     if not isinstance(parameters, dict):
         raise InputError("--parameters must be a JSON object")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(args.notebook, args.out, parameters=parameters, kernel_name="python3",
-                               progress_bar=False, cwd=Path.cwd())
+    for attempt in range(1, 4):
+        try:
+            papermill.execute_notebook(args.notebook, args.out, parameters=parameters, kernel_name="python3",
+                                       progress_bar=False, cwd=Path.cwd())
+            break
+        except RuntimeError as exc:  # kernels started at the same moment can race for a TCP port
+            if "Kernel died before replying" not in str(exc) or attempt == 3:
+                raise
+            log.warning("kernel failed to start (attempt %d of 3): %s; retrying", attempt, exc)
     missing = [f for f in args.figures if not Path(f).is_file()]
     if missing:
         raise InputError(f"{args.notebook} ran but did not write {missing}")
