@@ -44,6 +44,21 @@ def _methods_in(points: pd.DataFrame) -> list[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+def at_cfg(table: pd.DataFrame, cfg: float | None) -> pd.DataFrame:
+    """Rows sampled at guidance ``cfg`` (all rows when None or when the table has no cfg_scale column)."""
+    if cfg is None or "cfg_scale" not in table:
+        return table
+    return table[(table["cfg_scale"] - cfg).abs() < 1e-9]
+
+
+def full_static(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the untouched static DiT at the full step count (nominal ratio 1): the 100% mark."""
+    full = table[(table["method"] == "dit") & ((table["nominal_compute_ratio"] - 1).abs() < 1e-9)]
+    if full.empty:
+        raise ValueError("the table has no static DiT point at the full step count (method dit, nominal ratio 1)")
+    return full
+
+
 def pareto_frontier(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Points not dominated by any other (lower-or-equal x with lower y): the frontier, sorted by x."""
     ordered = points.sort_values([x, y])
@@ -71,7 +86,7 @@ def cfg_curves(points: pd.DataFrame, fixed_cfg: float | None, y: str = "fid") ->
     best-CFG-per-budget protocol; the scale is chosen on the evaluation metric itself, as the paper does)."""
     if "cfg_scale" not in points:
         return points, points.iloc[0:0]
-    fixed = points if fixed_cfg is None else points[(points["cfg_scale"] - fixed_cfg).abs() < 1e-9]
+    fixed = at_cfg(points, fixed_cfg)
     swept = points.groupby("method")["cfg_scale"].transform("nunique") > 1
     ranked = points[swept].sort_values([y, "cfg_scale"], kind="stable")
     best = ranked.groupby(["method", "budget"], as_index=False).head(1)
@@ -117,18 +132,10 @@ def plot_pareto(
     _save(fig, out_paths)
 
 
-def full_compute_gmacs(table: pd.DataFrame) -> float:
-    """GMACs per image of the untouched static DiT at the full step count (nominal ratio 1): the 100% mark."""
-    full = table[(table["method"] == "dit") & ((table["nominal_compute_ratio"] - 1).abs() < 1e-9)]
-    if full.empty:
-        raise ValueError("the table has no static DiT point at the full step count (method dit, nominal ratio 1)")
-    return float(full["gmacs_per_image"].mean())
-
-
 def with_compute_ratio(table: pd.DataFrame) -> pd.DataFrame:
     """Adds ``measured_compute_ratio``: executed GMACs per image over the static DiT's at the full step count."""
     out = table.copy()
-    out["measured_compute_ratio"] = out["gmacs_per_image"] / full_compute_gmacs(table)
+    out["measured_compute_ratio"] = out["gmacs_per_image"] / float(full_static(table)["gmacs_per_image"].mean())
     return out
 
 
@@ -141,9 +148,7 @@ def plot_fid_vs_latency(table: pd.DataFrame, out_paths, fixed_cfg: float | None 
 def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | None = None) -> None:
     """Each budget's executed compute (relative to the full static DiT) against the compute its label intends."""
     set_style()
-    points = with_compute_ratio(table)
-    if fixed_cfg is not None and "cfg_scale" in points:
-        points = points[(points["cfg_scale"] - fixed_cfg).abs() < 1e-9]
+    points = at_cfg(with_compute_ratio(table), fixed_cfg)
     palette = method_palette()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for method in _methods_in(points):
@@ -167,10 +172,8 @@ def relative_points(table: pd.DataFrame, claims: pd.DataFrame, fixed_cfg: float 
     """Measured and published points on common axes: compute ratio and FID change against each source's own
     static DiT at full compute (ours: the untouched base at the full step count; papers: their DiT row at the
     same model and resolution). Columns: method, source, setting, compute_ratio, delta_fid."""
-    ours = with_compute_ratio(table)
-    if fixed_cfg is not None and "cfg_scale" in ours:
-        ours = ours[(ours["cfg_scale"] - fixed_cfg).abs() < 1e-9]
-    base_fid = float(ours[(ours["method"] == "dit") & ((ours["nominal_compute_ratio"] - 1).abs() < 1e-9)]["fid"].mean())
+    ours = at_cfg(with_compute_ratio(table), fixed_cfg)
+    base_fid = float(full_static(ours)["fid"].mean())
     ours = ours.groupby(["method", "budget"], as_index=False)[["measured_compute_ratio", "fid"]].mean()
     rows = [{"method": r.method, "source": "measured (toy scale)", "setting": r.budget,
              "compute_ratio": r.measured_compute_ratio, "delta_fid": r.fid - base_fid} for r in ours.itertuples()]
@@ -229,15 +232,14 @@ def plot_sample_grid(samples: dict[str, str | os.PathLike], out_paths, count: in
 
 def sample_grid_files(table: pd.DataFrame, samples_root: str | os.PathLike, cfg: float | None, seed: int) -> dict:
     """Row label -> samples file of every (method, budget) in the table at guidance ``cfg`` and ``seed``, in plot
-    order (path scheme: <root>/{method}/budget~{budget}/cfg~{cfg:.2f}/seed~{seed}.npz)."""
-    points = table[table["seed"] == seed]
-    if cfg is not None and "cfg_scale" in points:
-        points = points[(points["cfg_scale"] - cfg).abs() < 1e-9]
+    order."""
+    from ditpareto.results import samples_file
+
+    points = at_cfg(table[table["seed"] == seed], cfg)
     files = {}
     for method in _methods_in(points):
         sub = points[points["method"] == method].sort_values("nominal_compute_ratio", ascending=False)
         for row in sub.itertuples():
             label = f"{METHOD_LABELS.get(method, method)} {row.budget}"
-            files[label] = Path(samples_root) / method / f"budget~{row.budget}" / f"cfg~{row.cfg_scale:.2f}" / \
-                f"seed~{seed}.npz"
+            files[label] = samples_file(samples_root, method, row.budget, row.cfg_scale, seed)
     return files

@@ -16,6 +16,16 @@ TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seco
 KEY_COLUMNS = ("method", "budget", "cfg_scale", "seed")
 
 
+def cfg_label(scale: float) -> str:
+    """A guidance scale as it appears in paths (cfg~2.00)."""
+    return f"{float(scale):.2f}"
+
+
+def samples_file(root: str | os.PathLike, method: str, budget: str, cfg: float, seed: int) -> Path:
+    """A grid point's samples: <root>/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz (the Snakefile's scheme)."""
+    return Path(root) / method / f"budget~{budget}" / f"cfg~{cfg_label(cfg)}" / f"seed~{seed}.npz"
+
+
 def git_commit() -> str:
     """The checkout's commit (with ``-dirty`` when modified), or ``unknown`` outside a git checkout."""
     root = Path(__file__).resolve().parent

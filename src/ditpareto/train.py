@@ -53,17 +53,21 @@ def _resume_identity(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in _RESUME_FREE}
 
 
+def _saved_state(state_path: Path, config: TrainConfig) -> tuple[dict | None, bool]:
+    """(state, stale): the saved state at ``state_path`` (None when there is none) and whether it belongs to another
+    run (other settings or run_id, or more steps than ``config.steps``)."""
+    if not state_path.exists():
+        return None, False
+    state = read_checkpoint(state_path)
+    same = _resume_identity(state.get("config", {})) == _resume_identity(asdict(config))
+    return state, not same or int(state["step"]) > config.steps
+
+
 def resume_step(state_path: str | os.PathLike, config: TrainConfig) -> int | None:
     """The step a run with ``config`` resumes from at ``state_path``: 0 when there is no state, None when the state
-    belongs to another run (other settings or run_id, or more steps than ``config.steps``)."""
-    state_path = Path(state_path)
-    if not state_path.exists():
-        return 0
-    state = read_checkpoint(state_path)
-    saved = state.get("config", {})
-    if _resume_identity(saved) != _resume_identity(asdict(config)) or int(state["step"]) > config.steps:
-        return None
-    return int(state["step"])
+    belongs to another run."""
+    state, stale = _saved_state(Path(state_path), config)
+    return None if stale else int(state["step"]) if state else 0
 
 
 # loss_fn(model, x0, y, diffusion) -> dict with a scalar "loss" and optional extra scalars to log.
@@ -148,19 +152,20 @@ def run_training(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     state_path, log_csv = Path(state_path), Path(log_csv)
-    start = resume_step(state_path, config)
-    if start is None:
-        stale = state_path.with_name(state_path.name + ".stale")
-        os.replace(state_path, stale)
-        log.warning("%s belongs to a run with other settings: kept as %s, starting from step 0", state_path, stale)
-        start = 0
-    if start:
-        state = read_checkpoint(state_path)
+    state, stale = _saved_state(state_path, config)
+    start = 0
+    if stale:
+        kept = state_path.with_name(state_path.name + ".stale")
+        os.replace(state_path, kept)
+        log.warning("%s belongs to a run with other settings: kept as %s, starting from step 0", state_path, kept)
+    elif state is not None:
+        start = int(state["step"])
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["opt"])
         torch.set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", state_path, start)
+    if start:
         _truncate_log(log_csv, start)  # rows written after the last checkpoint are written again
     elif log_csv.exists():
         log_csv.unlink()  # a fresh run starts a fresh loss curve

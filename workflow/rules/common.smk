@@ -6,6 +6,7 @@ import shlex
 import ditpareto
 from ditpareto.config import check_study, resolve_path
 from ditpareto.methods import get_method
+from ditpareto.results import cfg_label, samples_file
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -92,11 +93,6 @@ def finetune_flags(wildcards):
     )
 
 
-def cfg_label(scale):
-    """Path label of a guidance scale (cfg~2.00)."""
-    return f"{float(scale):.2f}"
-
-
 def method_cfgs(entry):
     """The fixed scale (sampling.cfg_scale) plus the method's cfg_sweep, as sorted unique labels."""
     scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", [])]
@@ -125,9 +121,9 @@ def repo_file(relative):
 
 def get_grid_samples(wildcards):
     """Samples of the first seed at the fixed guidance scale: one row per (method, budget) in the grid figure."""
-    cfg, seed = cfg_label(config["sampling"]["cfg_scale"]), config["sampling"]["seeds"][0]
+    cfg, seed = config["sampling"]["cfg_scale"], config["sampling"]["seeds"][0]
     return [
-        f"results/samples/{m}/budget~{b}/cfg~{cfg}/seed~{seed}.npz"
+        str(samples_file("results/samples", m, b, cfg, seed))
         for m, entry in config["methods"].items()
         for b in entry["budgets"]
     ]
