@@ -100,3 +100,48 @@ def test_sigterm_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(tmp
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     steps = [int(line.split(",")[0]) for line in csv_path.read_text().splitlines()[1:]]
     assert steps == list(range(50, 401, 50))
+
+
+def test_sigkill_leaves_no_partial_output_and_a_rerun_ends_with_the_uninterrupted_weights(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from ditpareto.cli import main
+    from ditpareto.data import save_splits
+
+    data, checkpoint = tmp_path / "digits.npz", tmp_path / "converted.pt"
+    save_splits(prepare_digits(), data)
+    torch.manual_seed(0)
+    torch.save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), checkpoint)
+
+    def finetune(name):
+        return ["--threads", "1", "finetune", "--method", "dit-ft", "--checkpoint", str(checkpoint),
+                "--data", str(data), "--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1",
+                "--num-classes", "10", "--steps", "200", "--batch-size", "8", "--checkpoint-every", "10",
+                "--state", str(tmp_path / f"{name}.state.pt"), "--log-csv", str(tmp_path / f"{name}.csv"),
+                "--out", str(tmp_path / f"{name}.pt")]
+
+    def in_process(args):  # as `python -m ditpareto ARGS`, without another interpreter's start-up
+        threads = torch.get_num_threads()
+        try:
+            main(args)
+        finally:
+            torch.set_num_threads(threads)
+
+    in_process(finetune("full"))
+    job = subprocess.Popen([sys.executable, "-m", "ditpareto", *finetune("cut")], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    state = tmp_path / "cut.state.pt"
+    while job.poll() is None and not state.exists():
+        time.sleep(0.02)  # until the first periodic checkpoint (step 10)
+    job.kill()  # SIGKILL: no handler runs
+    job.wait()
+    assert job.returncode == -9
+    assert not (tmp_path / "cut.pt").exists() and not (tmp_path / "cut.pt.tmp").exists()
+    saved = torch.load(state, weights_only=True)["step"]  # the state on disk is whole
+    assert 10 <= saved < 200 and saved % 10 == 0
+    in_process(finetune("cut"))  # the rerun resumes
+    full = torch.load(tmp_path / "full.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut.pt", weights_only=True)
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)

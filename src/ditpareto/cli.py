@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 
 from ditpareto import __version__
 from ditpareto.errors import InputError
+
+log = logging.getLogger("ditpareto.cli")
+
+# Commands that train data-parallel under --nproc; others run in one process.
+DATA_PARALLEL = ("pretrain", "finetune")
+# File where torchrun's rank 0 writes its exit status for the launcher (torchrun itself reports 1 for any failure).
+_STATUS_FILE_ENV = "DITPARETO_STATUS_FILE"
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ditpareto", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ditpareto {__version__}")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="data-parallel processes for pretrain/finetune: N > 1 relaunches the command under "
+                        "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch "
+                        "(default: 1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for spec in commands.COMMANDS:
         p = _add(sub, spec.name, spec.func, spec.help, spec.example)
@@ -45,21 +58,125 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _in_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
+
+
+def _without_nproc(argv: list[str], command: str) -> list[str]:
+    """``argv`` without the global ``--nproc N`` / ``--nproc=N`` (before the command); any other spelling left in
+    is harmless, since a torchrun worker ignores --nproc."""
+    cut = argv.index(command)
+    head, skip = [], False
+    for token in argv[:cut]:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            head.append(token)
+    return head + argv[cut:]
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies, so a killed launcher leaves no training process behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _launch(nproc: int, argv: list[str], command: str) -> int:
+    """Rerun this command under torchrun with ``nproc`` processes; returns the exit status to use: rank 0's
+    (143 after SIGTERM once the state is saved, 2 for bad input), else torchrun's.
+
+    SIGTERM and SIGINT are forwarded once to torchrun (its own session), which forwards them to the workers.
+    """
+    import shlex
+    import subprocess
+    import tempfile
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "ditpareto", *_without_nproc(argv, command)]
+    fd, status_file = tempfile.mkstemp(prefix="ditpareto-status-")
+    os.close(fd)
+    received, proc = [], None
+
+    def forward(signum, frame):
+        received.append(signum)
+        if proc is not None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.info("running %s data-parallel in %d processes: %s", command, nproc, shlex.join(cmd))
+    try:
+        proc = subprocess.Popen(cmd, env={**os.environ, _STATUS_FILE_ENV: status_file}, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        for signum in received:  # arrived while starting
+            proc.send_signal(signum)
+        rc = proc.wait()
+        with open(status_file) as f:
+            recorded = f.read().strip()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.unlink(status_file)
+    if recorded:
+        status = int(recorded)
+    elif rc < 0:
+        status = 128 - rc
+    else:
+        status = 128 + received[-1] if rc and received else rc  # 143 after SIGTERM, 130 after SIGINT
+    log.info("torchrun exited with status %d: exiting with %d", rc, status)
+    return status
+
+
+def _record_status(code) -> None:
+    """On torchrun's rank 0, leave a non-zero exit status where the launcher reads it."""
+    path = os.environ.get(_STATUS_FILE_ENV)
+    if path and os.environ.get("RANK", "0") == "0" and isinstance(code, int) and code:
+        with open(path, "w") as f:
+            f.write(str(code))
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    worker = _in_torchrun()
+    if worker:
+        _die_with_parent()
+        rank = os.environ.get("RANK", "0")
+        fmt = f"%(asctime)s [rank {rank}] %(name)s: %(message)s"
+    else:
+        fmt = "%(asctime)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
+    try:
+        _main(argv, worker)
+    except SystemExit as exc:
+        if worker:
+            _record_status(exc.code)
+        raise
+
+
+def _main(argv: list[str], worker: bool) -> None:
     import ditpareto.compat  # noqa: F401  (before torchvision / torch_fidelity / diffusers)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.nproc > 1 and not worker:
+        if args.command in DATA_PARALLEL:
+            raise SystemExit(_launch(args.nproc, argv, args.command))
+        log.warning("--nproc applies to %s only: running %s in one process", " and ".join(DATA_PARALLEL),
+                    args.command)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    main_process = os.environ.get("RANK", "0") == "0"
     try:
         result = args.func(args)
     except (InputError, FileNotFoundError) as exc:
-        # Bad input: one message naming the problem, no traceback.
-        print(f"error: {exc}", file=sys.stderr)
+        # Bad input: one message naming the problem (from torchrun's rank 0 only), no traceback.
+        if main_process:
+            print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if result is not None:
+    if result is not None and main_process:
         print(json.dumps(result, indent=2, sort_keys=True))

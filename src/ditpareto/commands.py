@@ -33,19 +33,45 @@ def _overrides(args) -> dict:
 
 
 def _prepare_data_args(p):
-    p.add_argument("--dataset", default="digits", choices=["digits"], help="dataset to prepare (default: digits)")
+    p.add_argument("--dataset", default="digits", choices=["digits", "imagefolder"],
+                   help="digits (scikit-learn, pixels) or imagefolder (class sub-folders -> SD-VAE latents)")
     p.add_argument("--image-size", type=int, default=16, metavar="PX", help="output image side (default: 16)")
-    p.add_argument("--heldout-fraction", type=float, default=0.3, metavar="F", help="held-out share (default: 0.3)")
-    p.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the stratified split (default: 0)")
-    p.add_argument("--out", required=True, metavar="NPZ", help="output .npz with train_/heldout_ images and labels")
+    p.add_argument("--heldout-fraction", type=float, default=0.3, metavar="F", help="digits: held-out share (default: 0.3)")
+    p.add_argument("--split-seed", type=int, default=0, metavar="S", help="digits: seed of the split (default: 0)")
+    g = p.add_argument_group("imagefolder")
+    g.add_argument("--path", default=None, metavar="DIR", help="train folder, one sub-folder per class (ImageNet layout)")
+    g.add_argument("--max-per-class", type=int, default=None, metavar="N", help="first N images per class (default: all)")
+    g.add_argument("--encode-batch-size", type=int, default=64, metavar="B", help="VAE batch size (default: 64)")
+    g.add_argument("--encode-seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default: 0)")
+    g.add_argument("--workers", type=int, default=0, metavar="N", help="image decoding workers (default: 0)")
+    g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available (default)")
+    _latent_args(p)
+    p.add_argument("--out", required=True, metavar="NPZ", help="output .npz: train_/heldout_ images (digits) or "
+                   "train_latents (imagefolder), with labels")
 
 
 def prepare_data(args):
-    from ditpareto.data import prepare_digits, save_splits
+    import numpy as np
 
-    splits = prepare_digits(args.image_size, args.heldout_fraction, args.split_seed)
-    save_splits(splits, args.out)
-    return {name: list(s.images.shape) for name, s in splits.items()}
+    from ditpareto.data import LatentSet, image_folder, prepare_digits, save_latents, save_splits
+    from ditpareto.errors import InputError
+    from ditpareto.latents import encode_image_folder, load_vae, vae_factor
+
+    if args.dataset == "digits":
+        splits = prepare_digits(args.image_size, args.heldout_fraction, args.split_seed)
+        save_splits(splits, args.out)
+        return {name: list(s.images.shape) for name, s in splits.items()}
+    if not args.path or not args.vae:
+        raise InputError("--dataset imagefolder needs --path (the train folder) and --vae (the SD-VAE folder)")
+    folder = image_folder(args.path, args.image_size, args.max_per_class)
+    vae = load_vae(args.vae, resolve_device(args.device))
+    if args.image_size % vae_factor(vae):
+        raise InputError(f"image size {args.image_size} is not divisible by the VAE's factor {vae_factor(vae)}")
+    latents, labels = encode_image_folder(folder, vae, args.latent_scale, args.encode_batch_size, args.encode_seed,
+                                          args.workers)
+    save_latents(LatentSet(latents, labels), args.out, classes=np.array(folder.classes), image_size=args.image_size,
+                 latent_scale=args.latent_scale)
+    return {"train_latents": list(latents.shape), "classes": len(folder.classes)}
 
 
 #################################################################################
@@ -89,7 +115,7 @@ def pretrain(args):
     from ditpareto.data import load_split
     from ditpareto.models import build_dit
     from ditpareto.models.checkpoint import atomic_save, sha256_of
-    from ditpareto.train import run_training
+    from ditpareto.train import is_main_process, run_training
 
     data = load_split(args.data, "train")
     torch.manual_seed(args.seed)  # the initialisation is part of the run: same seed, same weights
@@ -98,7 +124,8 @@ def pretrain(args):
                           class_dropout=args.class_dropout, overrides=_overrides(args))
     ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), config,
                        args.state, args.log_csv)
-    atomic_save(ema.state_dict(), args.out)
+    if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
+        atomic_save(ema.state_dict(), args.out)
     return {"out": args.out, "steps": config.steps}
 
 
@@ -153,7 +180,10 @@ def train_classifier(args):
 
 def _metric_args(p):
     g = p.add_argument_group("metrics")
-    g.add_argument("--data", required=True, metavar="NPZ", help="dataset whose train split is the FID reference")
+    reference = g.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--data", metavar="NPZ", help="dataset whose train split is the FID reference (digits)")
+    reference.add_argument("--reference-batch", metavar="NPZ",
+                           help="ADM reference batch: FID against its mu/sigma, KID/P/R against its arr_0 images")
     g.add_argument("--extractor", default="digits-classifier", choices=["digits-classifier", "inception-v3-compat"],
                    help="torch-fidelity feature extractor (default: digits-classifier)")
     g.add_argument("--extractor-weights", required=True, metavar="PT",
@@ -175,11 +205,14 @@ def _reference_args(p):
 
 def reference(args):
     from ditpareto.data import load_split
-    from ditpareto.metrics import fid_floor_and_noise
+    from ditpareto.metrics import fid_floor_and_noise, load_reference_batch, reference_batch_floor_and_noise
     from ditpareto.results import provenance, write_json
 
-    result = fid_floor_and_noise(load_split(args.data, "train"), load_split(args.data, "heldout"),
-                                 metric_settings(args))
+    if args.reference_batch:
+        result = reference_batch_floor_and_noise(load_reference_batch(args.reference_batch), metric_settings(args))
+    else:
+        result = fid_floor_and_noise(load_split(args.data, "train"), load_split(args.data, "heldout"),
+                                     metric_settings(args))
     write_json({**result, **provenance()}, args.out)
     return result
 
@@ -221,6 +254,7 @@ def finetune(args):
 
     from ditpareto.data import load_split
     from ditpareto.models.checkpoint import atomic_save, sha256_of
+    from ditpareto.train import is_main_process
 
     method, options = method_and_options(args)
     budget = method.parse_budget(args.budget) if args.budget is not None else None
@@ -230,7 +264,8 @@ def finetune(args):
     train = train_config(args, method=method.name, options=options, budget=args.budget, spec=spec,
                          checkpoint=sha256_of(args.checkpoint), data=sha256_of(args.data))
     ema = method.finetune(model, data, options, budget, train, args.state, args.log_csv)
-    atomic_save(method.state_to_save(ema), args.out)
+    if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
+        atomic_save(method.state_to_save(ema), args.out)
     return {"method": method.name, "budget": args.budget, "steps": args.steps, "out": args.out}
 
 
@@ -294,12 +329,30 @@ def _sample_args(p):
     _method_args(p)
     p.add_argument("--checkpoint", required=True, metavar="PT", help="the method's model checkpoint")
     p.add_argument("--seed", type=int, required=True, metavar="S", help="seed: sample i uses generator S*2**20+i (S < 4096)")
-    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples to draw (default: 1000)")
-    p.add_argument("--first-index", type=int, default=0, metavar="I", help="first global sample index (default: 0)")
+    p.add_argument("--num-samples", type=int, default=1000, metavar="N",
+                   help="samples of the whole grid point, over all shards (default: 1000)")
+    p.add_argument("--shard", type=int, default=0, metavar="I", help="this job's shard, 0-based (default: 0)")
+    p.add_argument("--shards", type=int, default=1, metavar="K",
+                   help="shards the N samples are split into; merge them with merge-samples (default: 1)")
     p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
     _sampling_args(p)
+    _latent_args(p)
+    p.add_argument("--device", default="auto", metavar="DEV", help="torch device; auto: cuda if available (default)")
     p.add_argument("--out", required=True, metavar="NPZ", help="samples: images (N,H,W,C) uint8, labels, indices")
     p.add_argument("--record", required=True, metavar="JSON", help="sampling record: FLOPs, latency, parameters")
+
+
+def _latent_args(p):
+    g = p.add_argument_group("latents (paper setting)")
+    g.add_argument("--vae", default=None, metavar="DIR",
+                   help="local diffusers AutoencoderKL folder; set for latent models (default: pixel space)")
+    g.add_argument("--latent-scale", type=float, default=0.18215, metavar="S", help="latent scale (default: 0.18215)")
+
+
+def resolve_device(name: str):
+    import torch
+
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def sample(args):
@@ -309,22 +362,30 @@ def sample(args):
 
     from ditpareto.errors import InputError
     from ditpareto.flops import plan_macs, summarize
+    from ditpareto.latents import decode_latents, load_vae
     from ditpareto.models import dit_config
     from ditpareto.results import provenance, write_json
-    from ditpareto.sampling import generate
+    from ditpareto.sampling import generate, shard_indices
 
     if args.num_samples < 1 or args.batch_size < 1:
         raise InputError("--num-samples and --batch-size must be >= 1")
+    indices = shard_indices(args.num_samples, args.shard, args.shards)
     method, options = method_and_options(args)
     budget = method.parse_budget(args.budget)
     settings, spec = sampling_settings(args), model_spec(args)
+    vae = load_vae(args.vae) if args.vae else None
     model = method.load_model(args.checkpoint, spec, options)
     plan = method.plan(model, budget, settings, spec)
     config = dit_config(spec.name, spec.image_size, **spec.overrides())
-    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))  # counted on the CPU
+    device = resolve_device(args.device)
+    model.to(device)
+    decode = None
+    if vae is not None:
+        vae.to(device)
+        decode = lambda z: decode_latents(vae, z, args.latent_scale)  # noqa: E731
     start = time.perf_counter()
-    indices = np.arange(args.first_index, args.first_index + args.num_samples)
-    batch, seconds = generate(plan, spec, settings, args.seed, indices, args.batch_size)
+    batch, seconds = generate(plan, spec, settings, args.seed, indices, args.batch_size, decode=decode, device=device)
     wall = time.perf_counter() - start
     timed = np.array(seconds[1:] if len(seconds) > 1 else seconds)  # first batch is the warm-up
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -342,10 +403,13 @@ def sample(args):
         "latency_ms_per_image_std": 1000 * float(timed.std()),
         "latency_batch_size": args.batch_size,
         "wall_seconds": wall,
+        "shard": args.shard,
+        "shard_samples": len(indices),
+        "device": str(device),
         "params": {
             "sampler": settings.sampler, "cfg_scale": settings.cfg_scale, "eta": settings.eta,
             "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
-            "num_samples": args.num_samples, "first_index": args.first_index, "model": spec.name,
+            "num_samples": args.num_samples, "shards": args.shards, "model": spec.name, "vae": args.vae,
             "image_size": spec.image_size, "threads": __import__("torch").get_num_threads(), **plan.details,
             "options": options,
         },
@@ -353,6 +417,34 @@ def sample(args):
     }
     write_json(record, args.record)
     return {k: record[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
+
+
+def _merge_samples_args(p):
+    p.add_argument("--shards", nargs="+", required=True, metavar="NPZ", help="shard samples from `sample --shard`")
+    p.add_argument("--records", nargs="+", required=True, metavar="JSON", help="their sampling records (same order)")
+    p.add_argument("--out", required=True, metavar="NPZ", help="merged samples, in global index order")
+    p.add_argument("--record", required=True, metavar="JSON", help="merged sampling record")
+
+
+def merge_samples(args):
+    import numpy as np
+
+    from ditpareto.errors import InputError
+    from ditpareto.results import read_json, write_json
+    from ditpareto.sampling import merge_records, merge_shards
+
+    if len(args.shards) != len(args.records):
+        raise InputError(f"{len(args.shards)} shard files but {len(args.records)} records")
+    merged = merge_shards(args.shards)
+    record = merge_records([read_json(r) for r in args.records])
+    if len(merged["indices"]) != record["params"]["num_samples"]:
+        raise InputError(f"shards hold {len(merged['indices'])} samples, the records say {record['params']['num_samples']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(args.out) + ".tmp.npz")
+    np.savez(tmp, **merged)
+    tmp.replace(args.out)
+    write_json(record, args.record)
+    return {"out": args.out, "samples": len(merged["indices"]), "shards": len(args.shards)}
 
 
 def _evaluate_args(p):
@@ -366,17 +458,24 @@ def evaluate(args):
     import numpy as np
 
     from ditpareto.data import load_split
-    from ditpareto.metrics import compute_metrics
+    from ditpareto.metrics import compute_metrics, load_reference_batch, metrics_against_reference_batch
     from ditpareto.results import read_json, write_json
 
     with np.load(args.samples) as samples:
         images = samples["images"]
-    reference_set = load_split(args.data, "train")
-    metrics = compute_metrics(images, reference_set.images, metric_settings(args))
+    if args.reference_batch:
+        reference = load_reference_batch(args.reference_batch)
+        metrics = metrics_against_reference_batch(images, reference, metric_settings(args))
+        reference_images = 0 if reference.images is None else len(reference.images)
+    else:
+        reference_set = load_split(args.data, "train")
+        metrics = compute_metrics(images, reference_set.images, metric_settings(args))
+        reference_images = len(reference_set.images)
     record = read_json(args.record)
     record.update(metrics)
     record["params"]["feature_extractor"] = args.extractor
-    record["params"]["reference_images"] = int(len(reference_set.images))
+    record["params"]["reference"] = "reference_batch" if args.reference_batch else "train_split"
+    record["params"]["reference_images"] = int(reference_images)
     write_json(record, args.out)
     return metrics
 
@@ -492,6 +591,9 @@ COMMANDS = [
             "python -m ditpareto sample --method dit --budget 10 --seed 0 --checkpoint base.pt --model dit-tiny-2 "
             "--image-size 16 --in-channels 1 --num-classes 10 --out s.npz --record s.json", _sample_args,
             model_args=True),
+    Command("merge-samples", merge_samples, "Merge a grid point's sample shards (identical for any shard count).",
+            "python -m ditpareto merge-samples --shards s0.npz s1.npz --records s0.json s1.json --out s.npz "
+            "--record s.json", _merge_samples_args),
     Command("evaluate", evaluate, "FID/KID/IS/precision/recall of a grid point with torch-fidelity.",
             "python -m ditpareto evaluate --samples s.npz --record s.json --data resources/data/digits.npz "
             "--extractor-weights clf.pt --out metrics.json", _evaluate_args),

@@ -48,16 +48,51 @@ def check_study(config: dict, root: str | Path) -> None:
         if len(set(labels)) != len(labels):
             raise InputError(f"config methods.{name}.budgets has duplicates: {labels}")
         method.nominal_compute_ratio(method.parse_budget(labels[0]), settings)
+    if sampling["shards"] > sampling["num_samples"]:
+        raise InputError(f"config sampling.shards ({sampling['shards']}) exceeds sampling.num_samples")
+    _check_latent_setting(config)
+    missing = [f"{key}: {path}" for key, path, kind in required_paths(config, root) if not _exists(path, kind)]
+    if missing:
+        raise InputError("config names paths that do not exist (nothing is downloaded; provide them locally):\n  "
+                         + "\n  ".join(missing))
+
+
+def _check_latent_setting(config: dict) -> None:
+    dataset, latents, base = config["dataset"], config.get("latents", {}), config["base"]
+    if dataset["name"] != "imagefolder":
+        return
+    for key, value in (("dataset.path", dataset.get("path")), ("latents.vae", latents.get("vae")),
+                       ("metrics.reference_batch", config["metrics"].get("reference_batch"))):
+        if not value:
+            raise InputError(f"config {key} is required when dataset.name is 'imagefolder'")
+    if base["in_channels"] != 4:
+        raise InputError(f"config base.in_channels must be 4 (SD-VAE latents) for imagefolder, got {base['in_channels']}")
+
+
+def required_paths(config: dict, root: str | Path) -> list[tuple[str, Path, str]]:
+    """(config key, resolved path, "file" | "dir" | "vae") of every local input the study reads."""
+    paths = []
+    base, metrics, dataset = config["base"], config["metrics"], config["dataset"]
     if base["source"] == "checkpoint":
         if not base.get("checkpoint"):
             raise InputError("config base.checkpoint is required when base.source is 'checkpoint'")
-        path = resolve_path(base["checkpoint"], root)
-        if not path.is_file():
-            raise InputError(f"config base.checkpoint: {path} does not exist")
-    metrics = config["metrics"]
+        paths.append(("base.checkpoint", resolve_path(base["checkpoint"], root), "file"))
     if metrics["feature_extractor"] == "inception-v3-compat":
         if not metrics.get("inception_weights"):
             raise InputError("config metrics.inception_weights is required for inception-v3-compat")
-        path = resolve_path(metrics["inception_weights"], root)
-        if not path.is_file():
-            raise InputError(f"config metrics.inception_weights: {path} does not exist")
+        paths.append(("metrics.inception_weights", resolve_path(metrics["inception_weights"], root), "file"))
+    if metrics.get("reference_batch"):
+        paths.append(("metrics.reference_batch", resolve_path(metrics["reference_batch"], root), "file"))
+    if dataset["name"] == "imagefolder":
+        paths.append(("dataset.path", resolve_path(dataset["path"], root), "dir"))
+    if config.get("latents", {}).get("vae"):
+        paths.append(("latents.vae", resolve_path(config["latents"]["vae"], root), "vae"))
+    return paths
+
+
+def _exists(path: Path, kind: str) -> bool:
+    if kind == "file":
+        return path.is_file()
+    if kind == "vae":
+        return (path / "config.json").is_file()
+    return path.is_dir()

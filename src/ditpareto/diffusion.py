@@ -99,6 +99,7 @@ class GaussianDiffusion:
         return torch.from_numpy(self.timestep_map).to(t.device)[t]
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        t = t.to(x_start.device)
         return self._take(self.sqrt_alphas_cumprod, t, x_start) * x_start + self._take(
             self.sqrt_one_minus_alphas_cumprod, t, x_start
         ) * noise
@@ -128,6 +129,7 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------ training
     def training_losses(self, model: Callable, x_start, t, model_kwargs: dict, noise: torch.Tensor) -> dict:
         """DiT's loss: eps-MSE, plus the VLB term (with a frozen mean) when the model learns its variance."""
+        t = t.to(x_start.device)  # losses draw t on the CPU; the batch may be on a GPU
         x_t = self.q_sample(x_start, t, noise)
         output = model(x_t, self.model_timesteps(t), **model_kwargs)
         channels = x_start.shape[1]
@@ -239,11 +241,11 @@ def sample_loop(
     x = noise
     steps = list(range(diffusion.num_timesteps))[::-1]
     for step, index in enumerate(steps):
-        t = torch.full((x.shape[0],), index, dtype=torch.long)
+        t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
         output = denoise(x, step, diffusion.model_timesteps(t))
         if sampler == "ddpm":
-            x = diffusion.ddpm_step(output, x, t, per_sample_randn(generators, x.shape[1:]))
+            x = diffusion.ddpm_step(output, x, t, per_sample_randn(generators, x.shape[1:]).to(x.device))
         else:
-            step_noise = per_sample_randn(generators, x.shape[1:]) if eta > 0 else None
+            step_noise = per_sample_randn(generators, x.shape[1:]).to(x.device) if eta > 0 else None
             x = diffusion.ddim_step(output, x, t, step_noise, eta)
     return x

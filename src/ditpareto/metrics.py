@@ -292,7 +292,7 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
     raw = torch_fidelity.calculate_metrics(
         input1=_UInt8Images(generated),
         input2=_UInt8Images(reference),
-        cuda=False,
+        cuda=torch.cuda.is_available(),
         fid=True,
         kid=True,
         isc=True,
@@ -311,6 +311,89 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
         verbose=settings.progress,
     )
     return {key: float(raw[_FIDELITY_KEYS[key]]) for key in METRIC_KEYS}
+
+
+# ------------------------------------------------------------------------- ADM reference batch (paper setting)
+
+
+@dataclass
+class ReferenceBatch:
+    """ADM's reference batch (e.g. VIRTUAL_imagenet256_labeled.npz): pool3 ``mu``/``sigma`` and the images ``arr_0``."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    images: np.ndarray | None
+
+
+def load_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
+    """Read and check an ADM reference batch npz: ``mu`` (D,), ``sigma`` (D, D), optional ``arr_0`` uint8 images."""
+    if not Path(path).is_file():
+        raise InputError(f"reference batch {path} does not exist (config key metrics.reference_batch)")
+    with np.load(path) as data:
+        missing = [k for k in ("mu", "sigma") if k not in data]
+        if missing:
+            raise InputError(f"reference batch {path} lacks {missing} (has {sorted(data.files)})")
+        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+        images = data["arr_0"] if "arr_0" in data else None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise InputError(f"reference batch {path}: mu {mu.shape} and sigma {sigma.shape} are not (D,) and (D, D)")
+    return ReferenceBatch(mu, sigma, images)
+
+
+def fid_against_statistics(generated: np.ndarray, mu: np.ndarray, sigma: np.ndarray, settings: MetricSettings) -> float:
+    """FID of ``generated`` against precomputed feature statistics (the ADM protocol: the reference batch's mu/sigma),
+    with torch-fidelity's feature extraction and Frechet distance."""
+    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    _check_images("generated", generated, 2)
+    register_extractors()
+    cuda = torch.cuda.is_available()
+    extractor_cls = FEATURE_EXTRACTORS_REGISTRY[settings.feature_extractor]
+    layer = extractor_cls.get_default_feature_layer_for_metric("fid")
+    extractor = create_feature_extractor(settings.feature_extractor, [layer], cuda=cuda, verbose=settings.progress,
+                                         feature_extractor_weights_path=settings.weights_path)
+    features = get_featuresdict_from_dataset(_UInt8Images(generated), extractor, settings.batch_size, cuda, True,
+                                             settings.progress)
+    stats = fid_featuresdict_to_statistics(features, layer)
+    if stats["mu"].shape != mu.shape:
+        raise InputError(f"reference statistics are {mu.shape[0]}-d but the {settings.feature_extractor} features "
+                         f"are {stats['mu'].shape[0]}-d")
+    ours = {"mu": stats["mu"].astype(np.float64), "sigma": stats["sigma"].astype(np.float64)}
+    return float(fid_statistics_to_metric(ours, {"mu": mu, "sigma": sigma}, settings.progress)[_FIDELITY_KEYS["fid"]])
+
+
+def metrics_against_reference_batch(generated: np.ndarray, reference: ReferenceBatch, settings: MetricSettings) -> dict:
+    """FID against the batch's mu/sigma; IS of ``generated``; KID/precision/recall against the batch's images
+    (NaN when it has none). Only FID and IS are comparable with ADM's TF evaluator (../shared/protocol §0)."""
+    if reference.images is not None:
+        result = compute_metrics(generated, reference.images, settings)
+        result["fid_vs_reference_images"] = result["fid"]
+    else:
+        result = {**dict.fromkeys(METRIC_KEYS, float("nan")), **_inception_score(generated, settings)}
+    result["fid"] = fid_against_statistics(generated, reference.mu, reference.sigma, settings)
+    return result
+
+
+def _inception_score(generated: np.ndarray, settings: MetricSettings) -> dict:
+    register_extractors()
+    raw = torch_fidelity.calculate_metrics(
+        input1=_UInt8Images(generated), cuda=torch.cuda.is_available(), isc=True,
+        feature_extractor=settings.feature_extractor, feature_extractor_weights_path=settings.weights_path,
+        isc_splits=min(settings.isc_splits, len(generated)), batch_size=settings.batch_size,
+        rng_seed=settings.rng_seed, samples_shuffle=True, cache=False, save_cpu_ram=True, verbose=settings.progress,
+    )
+    return {key: float(raw[_FIDELITY_KEYS[key]]) for key in ("inception_score_mean", "inception_score_std")}
+
+
+def reference_batch_floor_and_noise(reference: ReferenceBatch, settings: MetricSettings, noise_seed: int = 0) -> dict:
+    """Reference points of the paper setting: the batch's own images against its mu/sigma (near 0 when the feature
+    extractor matches the one that made the statistics: a check of the Inception weights) and uniform noise."""
+    if reference.images is None:
+        raise InputError("the reference batch has no images (arr_0): its floor cannot be computed")
+    noise = np.random.default_rng(noise_seed).integers(0, 256, size=reference.images.shape, dtype=np.uint8)
+    return {"floor": metrics_against_reference_batch(reference.images, reference, settings),
+            "noise": metrics_against_reference_batch(noise, reference, settings)}
 
 
 def fid_floor_and_noise(train: ImageSet, heldout: ImageSet, settings: MetricSettings, noise_seed: int = 0) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ditpareto.diffusion import per_sample_labels, per_sample_randn, sample_generators, sample_loop
+from ditpareto.errors import InputError
 from ditpareto.models import dit_config
 from ditpareto.methods.base import ModelSpec, SamplingPlan, SamplingSettings
 
@@ -36,6 +37,28 @@ def initial_state(spec: ModelSpec, seed: int, indices: Sequence[int]):
     return generators, labels, noise
 
 
+def shard_indices(num_samples: int, shard: int, shards: int) -> np.ndarray:
+    """Global sample indices of shard ``shard`` of ``shards`` (contiguous, sizes differ by at most one): the union
+    over shards is 0..num_samples-1 for any shard count, and each index has its own seeded generator."""
+    if not 1 <= shards <= num_samples or not 0 <= shard < shards:
+        raise InputError(f"shard {shard} of {shards} is invalid for {num_samples} samples (0 <= shard < shards <= N)")
+    return np.array_split(np.arange(num_samples), shards)[shard]
+
+
+def merge_shards(paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """Concatenate shard npz files (images, labels, indices) in index order; the indices must be 0..N-1 exactly."""
+    parts = []
+    for path in paths:
+        with np.load(path) as shard:
+            parts.append({key: shard[key] for key in ("images", "labels", "indices")})
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in ("images", "labels", "indices")}
+    order = np.argsort(merged["indices"], kind="stable")
+    merged = {key: value[order] for key, value in merged.items()}
+    if not np.array_equal(merged["indices"], np.arange(len(order))):
+        raise InputError(f"shards {list(paths)} do not cover sample indices 0..{len(order) - 1} exactly once")
+    return merged
+
+
 @torch.no_grad()
 def generate(
     plan: SamplingPlan,
@@ -45,21 +68,55 @@ def generate(
     indices: Sequence[int],
     batch_size: int,
     progress: bool = True,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[SampleBatch, list[float]]:
     """Sample the given global indices; returns the samples and the seconds per image of each batch's
-    reverse process (timed in-process; callers drop the first batch as warm-up)."""
+    reverse process (timed in-process, decoding excluded; callers drop the first batch as warm-up).
+
+    ``decode`` maps the model's output space to images in [-1, 1] (the SD-VAE decoder for latent models)."""
     indices = np.asarray(indices, dtype=np.int64)
     images, labels, seconds_per_image = [], [], []
     batches = range(0, len(indices), batch_size)
     for start in tqdm(batches, desc="sample", disable=not progress, mininterval=5):
         chunk = indices[start : start + batch_size]
         generators, y, noise = initial_state(spec, seed, chunk)
+        y_dev = y.to(device)
         t0 = time.perf_counter()
-        x = sample_loop(plan.diffusion, lambda x, step, t: plan.denoise(x, step, t, y), noise, generators,
-                        settings.sampler, settings.eta)
+        x = sample_loop(plan.diffusion, lambda x, step, t: plan.denoise(x, step, t, y_dev), noise.to(device),
+                        generators, settings.sampler, settings.eta)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
         seconds_per_image.append((time.perf_counter() - t0) / len(chunk))
-        images.append(x)
+        images.append((decode(x) if decode else x).cpu())
         labels.append(y)
     if not images:
         raise ValueError("no sample indices given")
     return SampleBatch(to_uint8(torch.cat(images)), torch.cat(labels).numpy(), indices), seconds_per_image
+
+
+# Per-shard fields: summed or pooled by merge_records; every other field must agree across shards.
+_SHARD_FIELDS = ("shard", "shard_samples", "wall_seconds", "latency_ms_per_image", "latency_ms_per_image_std",
+                 "git_commit", "device")
+
+
+def merge_records(records: Sequence[dict]) -> dict:
+    """One grid point's record from its shards' records: wall seconds summed, latency pooled (weighted by samples);
+    FLOPs, settings and the rest must be identical across shards."""
+    first = {k: v for k, v in records[0].items() if k not in _SHARD_FIELDS}
+    for record in records[1:]:
+        rest = {k: v for k, v in record.items() if k not in _SHARD_FIELDS}
+        if rest != first:
+            differing = sorted(k for k in set(rest) | set(first) if rest.get(k) != first.get(k))
+            raise InputError(f"shard records disagree on {differing}: shards of different runs?")
+    counts = np.array([r["shard_samples"] for r in records], dtype=float)
+    means = np.array([r["latency_ms_per_image"] for r in records])
+    stds = np.array([r["latency_ms_per_image_std"] for r in records])
+    mean = float(np.average(means, weights=counts))
+    pooled = float(np.sqrt(max(np.average(stds**2 + means**2, weights=counts) - mean**2, 0.0)))
+    commits = sorted({r.get("git_commit") for r in records})
+    devices = sorted({r.get("device") for r in records})
+    return {**first, "shards_merged": len(records), "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
+            "latency_ms_per_image": mean, "latency_ms_per_image_std": pooled,
+            "git_commit": commits[0] if len(commits) == 1 else commits,
+            "device": devices[0] if len(devices) == 1 else devices}

@@ -1,4 +1,7 @@
-"""Training loop shared by pretraining and the methods' fine-tunes: AdamW, EMA, loss CSV, resumable state."""
+"""Training loop shared by pretraining and the methods' fine-tunes: AdamW, EMA, loss CSV, resumable state.
+
+Under torchrun (WORLD_SIZE > 1) the same loop trains data-parallel: see ``run_training``.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import atomic_save, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -53,13 +58,25 @@ def _resume_identity(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in _RESUME_FREE}
 
 
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) in a plain process."""
+    env = os.environ
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True in a plain process and on torchrun's rank 0: the one process that writes outputs."""
+    return distributed_env()[0] == 0
+
+
 def _saved_state(state_path: Path, config: TrainConfig) -> tuple[dict | None, bool]:
     """(state, stale): the saved state at ``state_path`` (None when there is none) and whether it belongs to another
-    run (other settings or run_id, or more steps than ``config.steps``)."""
+    run (other settings or run_id, another number of processes, or more steps than ``config.steps``)."""
     if not state_path.exists():
         return None, False
     state = read_checkpoint(state_path)
     same = _resume_identity(state.get("config", {})) == _resume_identity(asdict(config))
+    same = same and int(state.get("world_size", 1)) == distributed_env()[1]  # each rank resumes its own RNG
     return state, not same or int(state["step"]) > config.steps
 
 
@@ -129,6 +146,38 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
 
 
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    if torch.is_tensor(state):  # a state written before per-rank RNG states
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _sync_step(params: list[torch.nn.Parameter], world: int, stop: bool) -> bool:
+    """Average the gradients over the ranks with one all_reduce of a flat buffer, and return whether any rank got
+    SIGTERM (its flag rides in the same buffer). A parameter without a gradient on a rank contributes zeros; one
+    without a gradient on every rank keeps None, so AdamW skips it as in a single process."""
+    grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1) for p in params]
+    flags = [float(p.grad is not None) for p in params] + [float(stop)]
+    flat = torch.cat(grads + [torch.tensor(flags, dtype=grads[0].dtype, device=grads[0].device)])
+    dist.all_reduce(flat)
+    counts = flat[-len(flags):].tolist()
+    offset = 0
+    for p, count in zip(params, counts):
+        n = p.numel()
+        p.grad = flat[offset:offset + n].div_(world).view_as(p).to(p.dtype) if count > 0 else None
+        offset += n
+    return counts[-1] > 0
+
+
 def run_training(
     model: torch.nn.Module,
     x0: torch.Tensor,
@@ -140,73 +189,134 @@ def run_training(
     diffusion: GaussianDiffusion | None = None,
     trainable: list[torch.nn.Parameter] | None = None,
 ) -> torch.nn.Module:
-    """Train ``model`` on (x0, labels) and return its EMA copy.
+    """Train ``model`` on (x0, labels) and return its EMA copy (on the CPU).
 
     Resumes from ``state_path`` when it exists (model, EMA, optimizer, RNG, step), checkpoints atomically every
     ``checkpoint_every`` steps, appends one CSV row per ``log_every`` steps. On SIGTERM it finishes the current
     step, saves the state and raises ``Preempted`` (exit status 143); a rerun resumes with identical results.
+
+    Under torchrun (WORLD_SIZE > 1) it trains data-parallel: each rank draws ``batch_size / world`` samples with
+    its own RNG (seed + rank), the gradients are averaged over the ranks every step, rank 0 writes the state (with
+    every rank's RNG) and the CSV. Runs on ``cuda:LOCAL_RANK`` when CUDA is available (NCCL), else on the CPU (gloo).
     """
-    diffusion = diffusion or GaussianDiffusion.base()
-    torch.manual_seed(config.seed)
+    rank, world, local_rank = distributed_env()
+    if config.batch_size % world:
+        raise InputError(f"batch size {config.batch_size} is not divisible by the {world} processes")
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        ema = _train(model, x0, labels, config, Path(state_path), Path(log_csv), loss_fn,
+                     diffusion or GaussianDiffusion.base(), trainable, rank, world, device)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+    model.to("cpu")
+    return ema.to("cpu")
+
+
+def _train(model, x0, labels, config, state_path, log_csv, loss_fn, diffusion, trainable, rank, world, device):
+    # Not torch's DistributedDataParallel wrapper: all it would do here is average the gradients (_sync_step does),
+    # but it hooks only calls of its own forward(), while the methods' losses call model-specific forwards
+    # (forward_masked, side=, patch_size=) on the bare model and leave some parameters unused on some steps.
+    main = rank == 0
+    torch.manual_seed(config.seed + rank)  # rank 0 draws exactly what a single process draws
+    model.to(device)
+    if world > 1:
+        for tensor in model.state_dict().values():  # identical replicas, as DDP's constructor ensures
+            dist.broadcast(tensor, 0)
     params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    synced = [p for group in optimizer.param_groups for p in group["params"]]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    state_path, log_csv = Path(state_path), Path(log_csv)
     state, stale = _saved_state(state_path, config)
     start = 0
     if stale:
-        kept = state_path.with_name(state_path.name + ".stale")
-        os.replace(state_path, kept)
-        log.warning("%s belongs to a run with other settings: kept as %s, starting from step 0", state_path, kept)
+        if main:
+            kept = state_path.with_name(state_path.name + ".stale")
+            os.replace(state_path, kept)
+            log.warning("%s belongs to a run with other settings: kept as %s, starting from step 0", state_path, kept)
     elif state is not None:
         start = int(state["step"])
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["opt"])
-        torch.set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", state_path, start)
-    if start:
-        _truncate_log(log_csv, start)  # rows written after the last checkpoint are written again
-    elif log_csv.exists():
-        log_csv.unlink()  # a fresh run starts a fresh loss curve
+        rngs = state["rng"]
+        _set_rng_state(rngs[rank] if isinstance(rngs, list) else rngs, device)
+        if main:
+            log.info("resumed from %s at step %d", state_path, start)
+    if world > 1:
+        starts = [None] * world
+        dist.all_gather_object(starts, start)
+        if len(set(starts)) > 1:
+            raise RuntimeError(f"ranks read different states from {state_path}: steps {starts}")
+    if main:
+        if start:
+            _truncate_log(log_csv, start)  # rows written after the last checkpoint are written again
+        elif log_csv.exists():
+            log_csv.unlink()  # a fresh run starts a fresh loss curve
 
     def save_state(step: int) -> None:
-        atomic_save(
-            {"model": model.state_dict(), "ema": ema.state_dict(), "opt": optimizer.state_dict(),
-             "rng": torch.get_rng_state(), "step": step, "config": asdict(config)},
-            state_path,
-        )
+        rngs = [_rng_state(device)]
+        if world > 1:
+            rngs = [None] * world
+            dist.all_gather_object(rngs, _rng_state(device))
+        if main:
+            atomic_save(
+                {"model": model.state_dict(), "ema": ema.state_dict(), "opt": optimizer.state_dict(), "rng": rngs,
+                 "world_size": world, "step": step, "config": asdict(config)},
+                state_path,
+            )
+        if world > 1:
+            dist.barrier()  # no rank exits before the state is on disk
 
-    log_csv.parent.mkdir(parents=True, exist_ok=True)
     model.train()
-    n = x0.shape[0]
-    writer_file = open(log_csv, "a", newline="")
-    writer = None
+    n, batch_size = x0.shape[0], config.batch_size // world
+    writer_file = writer = None
+    if main:
+        log_csv.parent.mkdir(parents=True, exist_ok=True)
+        writer_file = open(log_csv, "a", newline="")
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        stack.callback(writer_file.close)
+        if writer_file is not None:
+            stack.callback(writer_file.close)
         sigterm = stack.enter_context(_sigterm_flag())
-        for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", mininterval=5):
-            idx = torch.randint(0, n, (config.batch_size,))
-            terms = loss_fn(model, x0[idx], labels[idx], diffusion)
+        for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", mininterval=5,
+                         disable=not main):
+            idx = torch.randint(0, n, (batch_size,))
+            terms = loss_fn(model, x0[idx].to(device), labels[idx].to(device), diffusion)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
+            stop = sigterm["set"]
+            if world > 1:
+                stop = _sync_step(synced, world, stop)  # every rank stops at the same step
             optimizer.step()
             update_ema(ema, model, config.ema_decay)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
-                row = {"step": done, **{k: float(v.detach()) for k, v in terms.items()},
-                       "steps_per_s": (done - start) / (time.perf_counter() - t0)}
-                if writer is None:
-                    writer = csv.DictWriter(writer_file, fieldnames=list(row))
-                    if writer_file.tell() == 0:
-                        writer.writeheader()
-                writer.writerow(row)
-                writer_file.flush()
-                log.info("(step=%07d) loss %.4f, %.2f steps/s", done, row["loss"], row["steps_per_s"])
-            if sigterm["set"] and done < config.steps:
+                if world > 1:  # the logged terms are means over the ranks, as DiT logs its loss
+                    values = torch.stack([torch.as_tensor(v).detach().float().reshape(()).to(device)
+                                          for v in terms.values()])
+                    dist.all_reduce(values)
+                    logged = dict(zip(terms, (values / world).tolist()))
+                else:
+                    logged = {k: float(v.detach()) for k, v in terms.items()}
+                row = {"step": done, **logged, "steps_per_s": (done - start) / (time.perf_counter() - t0)}
+                if main:
+                    if writer is None:
+                        writer = csv.DictWriter(writer_file, fieldnames=list(row))
+                        if writer_file.tell() == 0:
+                            writer.writeheader()
+                    writer.writerow(row)
+                    writer_file.flush()
+                    log.info("(step=%07d) loss %.4f, %.2f steps/s", done, row["loss"], row["steps_per_s"])
+            if stop and done < config.steps:
                 save_state(done)
-                log.warning("SIGTERM: state saved at step %d in %s; rerun to resume", done, state_path)
+                if main:
+                    log.warning("SIGTERM: state saved at step %d in %s; rerun to resume", done, state_path)
                 raise Preempted(done)
             if done % config.checkpoint_every == 0 and done < config.steps:
                 save_state(done)

@@ -21,6 +21,8 @@ wildcard_constraints:
     budget=r"[0-9][0-9.\-]*",
     cfg=r"\d+\.\d\d",
     seed=r"\d+",
+    shard=r"\d+",
+    shards=r"\d+",
 
 
 def model_flags():
@@ -57,6 +59,64 @@ def get_base_source(wildcards):
 def sha256_flag():
     sha = config["base"].get("sha256")
     return f"--sha256 {sha}" if sha and config["base"]["source"] == "checkpoint" else ""
+
+
+def external(key_path):
+    """A local input named by config (dotted key), resolved against the repository root."""
+    section, key = key_path.split(".")
+    return str(resolve_path(config[section][key], workflow.basedir))
+
+
+def latent_flags():
+    """--vae/--latent-scale for latent (paper) studies; empty in pixel space."""
+    latents = config.get("latents", {})
+    if not latents.get("vae"):
+        return ""
+    return f"--vae {shlex.quote(external('latents.vae'))} --latent-scale {latents['scale_factor']}"
+
+
+def dataset_flags():
+    d = config["dataset"]
+    if d["name"] == "digits":
+        return (
+            f"--dataset digits --image-size {d['image_size']} --heldout-fraction {d['heldout_fraction']} "
+            f"--split-seed {d['split_seed']}"
+        )
+    flags = (
+        f"--dataset imagefolder --image-size {d['image_size']} --path {shlex.quote(external('dataset.path'))} "
+        f"--encode-batch-size {d['encode_batch_size']} --encode-seed {config['latents']['encode_seed']} "
+        f"{latent_flags()}"
+    )
+    return flags + (f" --max-per-class {d['max_per_class']}" if d.get("max_per_class") else "")
+
+
+def get_dataset_inputs(wildcards):
+    """The VAE's config for latent studies (the image folder is checked at start, not tracked file by file)."""
+    if config["dataset"]["name"] == "digits":
+        return []
+    return [f"{external('latents.vae')}/config.json"]
+
+
+def get_metric_reference(wildcards):
+    """What FID compares against: the ADM reference batch (paper) or the prepared dataset's train split."""
+    if config["metrics"].get("reference_batch"):
+        return external("metrics.reference_batch")
+    return "resources/data/dataset.npz"
+
+
+def reference_flag():
+    return "--reference-batch" if config["metrics"].get("reference_batch") else "--data"
+
+
+def shard_count():
+    return config["sampling"]["shards"]
+
+
+def get_shards(wildcards):
+    """The grid point's sample shards and their records (shard~I-of-K, I = 0..K-1)."""
+    stem = f"results/samples/{wildcards.method}/budget~{wildcards.budget}/cfg~{wildcards.cfg}/seed~{wildcards.seed}"
+    names = [f"{stem}/shard~{i}-of-{shard_count()}" for i in range(shard_count())]
+    return {"shards": [f"{n}.npz" for n in names], "records": [f"{n}.record.json" for n in names]}
 
 
 def get_extractor_weights(wildcards):

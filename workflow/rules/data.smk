@@ -2,21 +2,22 @@
 
 
 rule prepare_data:
+    input:
+        get_dataset_inputs,
     output:
         "resources/data/dataset.npz",
     log:
         "logs/prepare_data/dataset.log",
+    benchmark:
+        "benchmarks/prepare_data/dataset.tsv"
     conda:
         ENV
+    threads: 2
     params:
-        name=config["dataset"]["name"],
-        image_size=config["dataset"]["image_size"],
-        heldout=config["dataset"]["heldout_fraction"],
-        split_seed=config["dataset"]["split_seed"],
+        dataset=dataset_flags(),
         version=VERSION,
     shell:
-        "python -m ditpareto prepare-data --dataset {params.name} --image-size {params.image_size} "
-        "--heldout-fraction {params.heldout} --split-seed {params.split_seed} --out {output} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} prepare-data {params.dataset} --out {output} > {log} 2>&1"
 
 
 rule pretrain_base:
@@ -32,13 +33,16 @@ rule pretrain_base:
     conda:
         ENV
     threads: 2
+    resources:
+        # GPUs (set by the profile): one torchrun process per GPU; 0 or 1 trains in one process.
+        gpu=0,
     params:
         model=model_flags(),
         train=pretrain_flags(),
         state="results/training/pretrain_base/state.pt",
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} pretrain {params.model} {params.train} --data {input.data} "
+        "python -m ditpareto --threads {threads} --nproc {resources.gpu} pretrain {params.model} {params.train} --data {input.data} "
         "--state {params.state} --log-csv {output.loss} --out {output.weights} > {log} 2>&1"
 
 
@@ -83,7 +87,7 @@ rule train_fid_classifier:
 
 rule fid_reference:
     input:
-        data="resources/data/dataset.npz",
+        reference=get_metric_reference,
         extractor=get_extractor_weights,
     output:
         "results/metrics/reference.json",
@@ -96,7 +100,8 @@ rule fid_reference:
     threads: 2
     params:
         metrics=metric_flags(),
+        reference=reference_flag(),
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} reference --data {input.data} {params.metrics} "
+        "python -m ditpareto --threads {threads} reference {params.reference} {input.reference} {params.metrics} "
         "--extractor-weights {input.extractor} --out {output} > {log} 2>&1"

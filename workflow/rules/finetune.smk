@@ -33,6 +33,9 @@ rule finetune:
     conda:
         ENV
     threads: 2
+    resources:
+        # GPUs (profiles/slurm sets 8): one torchrun process per GPU; 0 or 1 trains in one process.
+        gpu=0,
     params:
         model=model_flags(),
         options=options_flag,
@@ -40,7 +43,7 @@ rule finetune:
         state="results/training/{method}/state.pt",
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} finetune --method {wildcards.method} {params.options} "
+        "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} {params.options} "
         "--checkpoint {input.checkpoint} --data {input.data} {params.model} {params.train} "
         "--state {params.state} --log-csv {output.loss} --out {output.weights} > {log} 2>&1"
 
@@ -59,6 +62,9 @@ rule finetune_budget:
     conda:
         ENV
     threads: 2
+    resources:
+        # GPUs (profiles/slurm sets 8): one torchrun process per GPU; 0 or 1 trains in one process.
+        gpu=0,
     params:
         model=model_flags(),
         options=options_flag,
@@ -66,6 +72,6 @@ rule finetune_budget:
         state="results/training/{method}/budget~{budget}/state.pt",
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} finetune --method {wildcards.method} {params.options} "
+        "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} {params.options} "
         "--budget {wildcards.budget} --checkpoint {input.checkpoint} --data {input.data} {params.model} "
         "{params.train} --state {params.state} --log-csv {output.loss} --out {output.weights} > {log} 2>&1"

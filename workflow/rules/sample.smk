@@ -1,36 +1,55 @@
-# The grid: method x budget x guidance scale x seed -> samples -> metrics.
+# The grid: method x budget x guidance scale x seed -> sample shards -> merged samples -> metrics.
 
 
 rule sample:
     input:
         checkpoint=get_method_checkpoint,
     output:
-        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
-        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
+        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.npz",
+        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.record.json",
     log:
-        "logs/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.log",
+        "logs/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.log",
     benchmark:
-        "benchmarks/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.tsv"
+        "benchmarks/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.tsv"
     conda:
         ENV
     threads: 2
     params:
         model=model_flags(),
         sampling=sampling_flags(),
+        latents=latent_flags(),
         options=options_flag,
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
         "--budget {wildcards.budget} --cfg-scale {wildcards.cfg} --seed {wildcards.seed} "
-        "--checkpoint {input.checkpoint} "
-        "{params.model} {params.sampling} --out {output.samples} --record {output.record} > {log} 2>&1"
+        "--shard {wildcards.shard} --shards {wildcards.shards} --checkpoint {input.checkpoint} "
+        "{params.model} {params.sampling} {params.latents} "
+        "--out {output.samples} --record {output.record} > {log} 2>&1"
+
+
+rule merge_samples:
+    input:
+        unpack(get_shards),
+    output:
+        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
+        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
+    log:
+        "logs/merge_samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.log",
+    conda:
+        ENV
+    params:
+        version=VERSION,
+    shell:
+        "python -m ditpareto merge-samples --shards {input.shards} --records {input.records} "
+        "--out {output.samples} --record {output.record} > {log} 2>&1"
 
 
 rule evaluate:
     input:
         samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
         record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
-        data="resources/data/dataset.npz",
+        reference=get_metric_reference,
         extractor=get_extractor_weights,
     output:
         "results/metrics/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.json",
@@ -43,8 +62,9 @@ rule evaluate:
     threads: 2
     params:
         metrics=metric_flags(),
+        reference=reference_flag(),
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples} "
-        "--record {input.record} --data {input.data} {params.metrics} "
+        "--record {input.record} {params.reference} {input.reference} {params.metrics} "
         "--extractor-weights {input.extractor} --out {output} > {log} 2>&1"

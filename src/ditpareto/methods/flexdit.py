@@ -190,12 +190,14 @@ class FlexDiTMethod(Method):
         return stage_sides(self.parse_budget(budget), model.grid_size, model.stages)
 
     def finetune(self, model: FlexDiT, data, options, budget, train, state_path, log_csv):
-        from ditpareto.train import run_training
+        from ditpareto.train import distributed_env, run_training
 
         if budget is None:
             raise InputError("flexdit fine-tunes once per budget: pass --budget RMIN-RMAX")
-        if train.batch_size < model.stages:
-            raise InputError(f"flexdit needs batch_size >= stages ({model.stages}): one micro-batch per stage")
+        world = distributed_env()[1]
+        if train.batch_size // world < model.stages:
+            raise InputError(f"flexdit needs a batch of at least stages ({model.stages}) per process (batch_size "
+                             f"{train.batch_size} over {world}): one micro-batch per stage")
         for name, param in model.named_parameters():
             param.requires_grad_(name != "pos_embed")  # the sin-cos table stays fixed, as in DiT
         loss_fn = stratified_loss(self.sides(model, budget))

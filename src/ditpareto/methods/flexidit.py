@@ -253,6 +253,7 @@ def flexidit_loss(model: FlexiDiT, x0, y, diffusion: GaussianDiffusion, weak_rat
     distill = torch.zeros(())
     if weak and distill_weight > 0:
         with torch.no_grad():
+            teacher.to(x0.device)  # a frozen copy stays where it was made; the training loop moves the model
             target = teacher(seen["x_t"], seen["t"], y, patch_size=teacher.patch_size, drop_labels=False)
         distill = F.mse_loss(seen["out"], target)
         loss = loss + distill_weight * distill

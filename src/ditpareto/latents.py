@@ -1,0 +1,72 @@
+"""SD-VAE latents with diffusers' ``AutoencoderKL``, loaded from a local folder only (never downloaded).
+
+DiT's convention: ``z = vae.encode(x).latent_dist.sample() * 0.18215`` for x in [-1, 1]; samples are decoded with
+``vae.decode(z / 0.18215).sample``. Encoding draws the posterior sample from a seeded generator: the prepared
+latents are a function of the images and the seed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ditpareto.errors import InputError
+
+SD_VAE_SCALE = 0.18215
+
+
+def load_vae(folder: str | os.PathLike, device: str | torch.device = "cpu"):
+    """``AutoencoderKL.from_pretrained(folder)`` offline (a diffusers folder: config.json + weights)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if not (Path(folder) / "config.json").is_file():
+        raise InputError(f"VAE folder {folder} has no config.json (config key latents.vae; a diffusers "
+                         "AutoencoderKL folder such as a local copy of stabilityai/sd-vae-ft-ema)")
+    import ditpareto.compat  # noqa: F401  (before diffusers imports torchvision)
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def vae_factor(vae) -> int:
+    """Pixels per latent side (8 for SD-VAE)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+@torch.no_grad()
+def encode_images(vae, images: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> scaled latents (N, C, H/f, W/f) float32 on the CPU."""
+    device = next(vae.parameters()).device
+    x = images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+    posterior = vae.encode(x).latent_dist
+    noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
+    return ((posterior.mean + posterior.std * noise) * scale).float().cpu()
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scaled latents -> images in [-1, 1] (N, 3, H, W) on the latents' device."""
+    device = next(vae.parameters()).device
+    return vae.decode(latents.to(device) / scale).sample.to(latents.device)
+
+
+def _stack(items):
+    return torch.from_numpy(np.stack([image for image, _ in items])), torch.tensor([label for _, label in items])
+
+
+def encode_image_folder(folder, vae, scale: float, batch_size: int, seed: int, workers: int = 0):
+    """Encode every image of an ``ImageFolder`` (see ``data.image_folder``): (latents float32, labels int64)."""
+    if len(folder) == 0:
+        raise InputError(f"image folder {folder.root} has no images")
+    loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=_stack)
+    generator = torch.Generator().manual_seed(seed)
+    latents, labels = [], []
+    for images, y in tqdm(loader, desc="encode", mininterval=10):
+        latents.append(encode_images(vae, images, scale, generator))
+        labels.append(y)
+    return torch.cat(latents).numpy(), torch.cat(labels).numpy().astype(np.int64)

@@ -1,0 +1,134 @@
+"""Data-parallel training: ``--nproc 2`` runs torchrun with two gloo processes on the CPU."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ditpareto.data import prepare_digits, save_splits
+from ditpareto.models import build_dit
+
+MODEL = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A digits dataset and a converted dit-ft checkpoint (a plain DiT state dict)."""
+    root = tmp_path_factory.mktemp("inputs")
+    save_splits(prepare_digits(), root / "digits.npz")
+    torch.manual_seed(0)
+    torch.save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), root / "converted.pt")
+    return root
+
+
+def finetune_cmd(inputs, run, nproc=2):
+    return [sys.executable, "-m", "ditpareto", "--nproc", str(nproc), "--threads", "1", "finetune",
+            "--method", "dit-ft", "--checkpoint", str(inputs / "converted.pt"), "--data", str(inputs / "digits.npz"), *MODEL,
+            "--steps", str(STEPS), "--batch-size", "8", "--checkpoint-every", "10", "--state", str(run / "state.pt"),
+            "--log-csv", str(run / "loss.csv"), "--out", str(run / "out.pt")]
+
+
+def finetune(inputs, run):
+    result = subprocess.run(finetune_cmd(inputs, run), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return torch.load(run / "out.pt", weights_only=True), result
+
+
+def in_process(cmd):
+    """Run a ``python -m ditpareto`` command line in this process (its --threads undone afterwards)."""
+    from ditpareto.cli import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(cmd[3:])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory):
+    """One uninterrupted 2-process fine-tune: (run folder, weights, completed process)."""
+    run = tmp_path_factory.mktemp("reference")
+    weights, result = finetune(inputs, run)
+    return run, weights, result
+
+
+def test_two_processes_train_write_once_and_a_rerun_resumes_from_the_final_state(inputs, reference):
+    run, weights, result = reference
+    assert "data-parallel in 2 processes" in result.stderr
+    assert result.stdout.count('"out":') == 1  # only rank 0 reports (and writes)
+    assert not list(run.glob("*.tmp"))
+    base = torch.load(inputs / "converted.pt", weights_only=True)
+    assert weights.keys() == base.keys() and not same(weights, base)
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["step"] == STEPS and state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["cpu"], state["rng"][1]["cpu"])  # each rank has its own stream
+    steps = [int(line.split(",")[0]) for line in (run / "loss.csv").read_text().splitlines()[1:]]
+    assert steps == [50, STEPS]
+
+    again, result = finetune(inputs, run)  # same args: resumes at the final step
+    assert "resumed from" in result.stderr and f"at step {STEPS}" in result.stderr
+    assert same(again, weights)
+
+
+def test_two_process_training_is_deterministic(inputs, reference, tmp_path):
+    weights, _ = finetune(inputs, tmp_path)
+    assert same(weights, reference[1])
+
+
+def test_sigterm_to_the_launcher_group_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(
+        inputs, reference, tmp_path):
+    job = subprocess.Popen(finetune_cmd(inputs, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    state = tmp_path / "state.pt"
+    while job.poll() is None and not state.exists():
+        time.sleep(0.02)  # until the first periodic checkpoint (step 10): training is under way
+    os.killpg(job.pid, signal.SIGTERM)  # the whole launcher process group, as SLURM signals a job
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert "state saved at step" in err and not (tmp_path / "out.pt").exists()
+    saved = torch.load(state, weights_only=True)["step"]
+    assert 10 <= saved < STEPS
+    weights, _ = finetune(inputs, tmp_path)  # the rerun resumes
+    assert same(weights, reference[1])
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "loss.csv").read_text().splitlines()[1:]]
+    assert steps == [50, STEPS]
+
+
+def test_a_state_from_another_process_count_is_set_aside(inputs, reference, tmp_path):
+    run, weights, _ = reference
+    state = torch.load(run / "state.pt", weights_only=True)
+    torch.save(state, tmp_path / "state.pt")  # a finished 2-process state, rerun with one process
+    in_process(finetune_cmd(inputs, tmp_path, nproc=1))
+    assert (tmp_path / "state.pt.stale").exists()
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["world_size"] == 1
+    assert not same(torch.load(tmp_path / "out.pt", weights_only=True), weights)
+
+
+def test_only_rank_0_writes(inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    cmd = finetune_cmd(inputs, tmp_path, nproc=1)
+    cmd[cmd.index("--steps") + 1] = "2"
+    in_process(cmd)
+    assert not list(tmp_path.iterdir())  # no weights, state or loss curve
+    assert capsys.readouterr().out == ""
+
+
+def test_batch_size_must_divide_over_the_processes(inputs, tmp_path, monkeypatch):
+    from ditpareto.errors import InputError
+    from ditpareto.train import TrainConfig, run_training
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    model = build_dit("dit-micro-2", 16, in_channels=1, num_classes=10)
+    with pytest.raises(InputError, match="batch size 8 is not divisible by the 3 processes"):
+        run_training(model, torch.zeros(4, 1, 16, 16), torch.zeros(4, dtype=torch.long), TrainConfig(batch_size=8),
+                     tmp_path / "s.pt", tmp_path / "l.csv")
