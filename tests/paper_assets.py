@@ -100,6 +100,9 @@ def random_inception(path: Path) -> Path:
         patch.setattr(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
         torch.manual_seed(0)
         net = fidelity_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in net.modules():  # variance-preserving convolutions: features that vary with the input
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     torch.save(net.state_dict(), path)
     return path
 

@@ -59,7 +59,7 @@ def test_state_of_other_run_id_or_more_steps_is_not_resumed(tmp_path):
 
 def test_resume_drops_loss_rows_after_the_checkpoint(tmp_path):
     _train(tmp_path, 3)
-    with open(tmp_path / "state.pt.csv", "a") as f:
+    with open(tmp_path / "state.loss.csv", "a") as f:  # the running curve beside the state
         f.write("4,9.9,9.9,9.9,1.0\n")  # written after the step-3 checkpoint, then the job was killed
     _train(tmp_path, 5)
     steps = [int(line.split(",")[0]) for line in (tmp_path / "state.pt.csv").read_text().splitlines()[1:]]
@@ -85,7 +85,7 @@ def test_sigterm_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(tmp
 
     subprocess.run(pretrain("full"), check=True, capture_output=True)
     job = subprocess.Popen(pretrain("cut"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    csv_path = tmp_path / "cut.csv"
+    csv_path = tmp_path / "cut.state.loss.csv"  # the running curve beside the state
     while job.poll() is None and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 2):
         time.sleep(0.05)  # until the first loss row (step 50): training is under way
     job.send_signal(signal.SIGTERM)

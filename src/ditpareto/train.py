@@ -10,6 +10,7 @@ import copy
 import csv
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -192,8 +193,10 @@ def run_training(
     """Train ``model`` on (x0, labels) and return its EMA copy (on the CPU).
 
     Resumes from ``state_path`` when it exists (model, EMA, optimizer, RNG, step), checkpoints atomically every
-    ``checkpoint_every`` steps, appends one CSV row per ``log_every`` steps. On SIGTERM it finishes the current
-    step, saves the state and raises ``Preempted`` (exit status 143); a rerun resumes with identical results.
+    ``checkpoint_every`` steps, appends one CSV row per ``log_every`` steps to a running curve beside the state
+    (``<state>.loss.csv``, which survives a killed job as the state does) and copies it to ``log_csv`` at the end.
+    On SIGTERM it finishes the current step, saves the state and raises ``Preempted`` (exit status 143); a rerun
+    resumes with identical results.
 
     Under torchrun (WORLD_SIZE > 1) it trains data-parallel: each rank draws ``batch_size / world`` samples with
     its own RNG (seed + rank), the gradients are averaged over the ranks every step, rank 0 writes the state (with
@@ -218,7 +221,9 @@ def run_training(
     return ema.to("cpu")
 
 
-def _train(model, x0, labels, config, state_path, log_csv, loss_fn, diffusion, trainable, rank, world, device):
+def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion, trainable, rank, world, device):
+    # Snakemake deletes the outputs of a failed job: the curve is kept beside the state until the run completes.
+    log_csv = state_path.with_name(state_path.stem + ".loss.csv")
     # Not torch's DistributedDataParallel wrapper: all it would do here is average the gradients (_sync_step does),
     # but it hooks only calls of its own forward(), while the methods' losses call model-specific forwards
     # (forward_masked, side=, patch_size=) on the bare model and leave some parameters unused on some steps.
@@ -321,4 +326,9 @@ def _train(model, x0, labels, config, state_path, log_csv, loss_fn, diffusion, t
             if done % config.checkpoint_every == 0 and done < config.steps:
                 save_state(done)
     save_state(config.steps)
+    if main:
+        final_csv.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final_csv.with_name(final_csv.name + ".tmp")
+        shutil.copyfile(log_csv, tmp)
+        os.replace(tmp, final_csv)
     return ema

@@ -149,7 +149,7 @@ def finetune_flags(wildcards):
     f = config["methods"][wildcards.method]["finetune"]
     return (
         f"--steps {f['steps']} --batch-size {f['batch_size']} --lr {f['lr']} "
-        f"--ema-decay {f['ema_decay']} --seed {f['seed']}"
+        f"--ema-decay {f['ema_decay']} --seed {f['seed']} --checkpoint-every {f['checkpoint_every']}"
     )
 
 
