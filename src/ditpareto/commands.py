@@ -43,7 +43,8 @@ def _prepare_data_args(p):
     g.add_argument("--max-per-class", type=int, default=None, metavar="N", help="first N images per class (default: all)")
     g.add_argument("--encode-batch-size", type=int, default=64, metavar="B", help="VAE batch size (default: 64)")
     g.add_argument("--encode-seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default: 0)")
-    g.add_argument("--workers", type=int, default=0, metavar="N", help="image decoding workers (default: 0)")
+    g.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="image decoding worker processes; 0 or 1 decodes in this process (default: 0)")
     g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available (default)")
     _latent_args(p)
     p.add_argument("--out", required=True, metavar="NPZ", help="output .npz: train_/heldout_ images (digits) or "
@@ -68,7 +69,7 @@ def prepare_data(args):
     if args.image_size % vae_factor(vae):
         raise InputError(f"image size {args.image_size} is not divisible by the VAE's factor {vae_factor(vae)}")
     latents, labels = encode_image_folder(folder, vae, args.latent_scale, args.encode_batch_size, args.encode_seed,
-                                          args.workers)
+                                          args.workers if args.workers > 1 else 0)
     save_latents(LatentSet(latents, labels), args.out, classes=np.array(folder.classes), image_size=args.image_size,
                  latent_scale=args.latent_scale)
     return {"train_latents": list(latents.shape), "classes": len(folder.classes)}

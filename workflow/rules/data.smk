@@ -17,7 +17,8 @@ rule prepare_data:
         dataset=dataset_flags(),
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} prepare-data {params.dataset} --out {output} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} prepare-data {params.dataset} --workers {threads} "
+        "--out {output} > {log} 2>&1"
 
 
 rule pretrain_base:
