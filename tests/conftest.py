@@ -50,3 +50,49 @@ def tiny_model(tiny_spec):
 
     torch.manual_seed(0)
     return randomize_(build_dit(tiny_spec.name, tiny_spec.image_size, **tiny_spec.overrides())).eval()
+
+
+# ------------------------------------------------------------------------------ two-grid-point miniature study
+TABLE = "results/tables/metrics.csv"
+
+
+def run_snakemake(env, workdir: Path, configfile: Path, *extra, timeout: float = 1800) -> str:
+    """``snakemake -s Snakefile --directory workdir --configfile ...`` in its own session; a run past ``timeout``
+    is killed with its process group (a stuck status poll must never hang CI). Returns stdout + stderr."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                             "--configfile", str(configfile), "--replace-workflow-config", *extra],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"snakemake {' '.join(extra)} timed out after {timeout:.0f} s:\n{stdout[-3000:]}\n{stderr[-5000:]}")
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(extra)} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}")
+    return stdout + stderr
+
+
+@pytest.fixture(scope="session")
+def two_point_study(tmp_path_factory) -> Path:
+    """config/mini.yaml cut to two grid points that still use every kind of cluster job (data, base, FID model,
+    conversion, per-budget fine-tune, sample, merge, evaluate, table): the determinism and SLURM checks' study."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config/mini.yaml").read_text())
+    config["methods"] = {"dit": {"budgets": ["2"]}, "flexdit": config["methods"]["flexdit"]}
+    path = tmp_path_factory.mktemp("two-point") / "two-point.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_point_local_run(venv_env, two_point_study, tmp_path_factory) -> Path:
+    """A local run (profiles/default, 2 cores) of the two-point study up to its table."""
+    workdir = tmp_path_factory.mktemp("two-point-local")
+    run_snakemake(venv_env, workdir, two_point_study, "--cores", "2", TABLE)
+    return workdir

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import TABLE, run_snakemake
 from ditpareto.results import TIMING_COLUMNS, read_metrics_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,9 +116,10 @@ def test_rerun_does_no_work(venv_env, mini_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_two_clean_runs_give_identical_tables(venv_env, mini_run, tmp_path):
-    run_study(venv_env, tmp_path)
-    first = read_metrics_csv(mini_run / "results/tables/metrics.csv")
-    second = read_metrics_csv(tmp_path / "results/tables/metrics.csv")
+def test_two_clean_runs_give_identical_tables(venv_env, two_point_local_run, two_point_study, tmp_path):
+    run_snakemake(venv_env, tmp_path, two_point_study, "--cores", "2", TABLE)
+    first = read_metrics_csv(two_point_local_run / TABLE)
+    second = read_metrics_csv(tmp_path / TABLE)
+    assert len(first) == 2
     drop = [c for c in TIMING_COLUMNS if c in first.columns]
     pd.testing.assert_frame_equal(first.drop(columns=drop), second.drop(columns=drop))
