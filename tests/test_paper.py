@@ -175,7 +175,8 @@ def test_miniature_paper_run_end_to_end(venv_env, tmp_path, paper_inputs):
     config = miniature(assets.load_config(REPO / "config/paper-imagenet256.yaml"), paper_inputs)
     derived = assets.write_config(config, tmp_path / "paper-mini.yaml")
     result = snakemake(venv_env, "--cores", "2", "--configfile", str(derived), "--replace-workflow-config",
-                       "--directory", str(tmp_path), "results/tables/metrics.csv")  # the notebooks: test_workflow
+                       "--directory", str(tmp_path), "results/tables/metrics.csv",
+                       "results/metrics/reference.json")  # the notebooks are tested by test_workflow
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     with np.load(tmp_path / "resources/data/dataset.npz") as data:
         assert data["train_latents"].shape == (12, 4, 8, 8) and list(np.unique(data["train_labels"])) == [0, 1, 2]
