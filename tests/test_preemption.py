@@ -22,7 +22,7 @@ def kill_config(tmp_path: Path) -> Path:
     """The mini study cut to the dit-ft fine-tune, long enough to be killed twice, with frequent states."""
     config = yaml.safe_load((REPO / "config/mini.yaml").read_text())
     config["methods"] = {"dit-ft": {"budgets": ["2"], "finetune": {
-        "steps": 1500, "batch_size": 32, "lr": 0.001, "ema_decay": 0.9, "seed": 0, "checkpoint_every": 100}}}
+        "steps": 800, "batch_size": 32, "lr": 0.001, "ema_decay": 0.9, "seed": 0, "checkpoint_every": 100}}}
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -87,7 +87,7 @@ def test_sigterm_then_sigkill_then_rerun_gives_the_uninterrupted_weights(venv_en
     rc, out = finished(job)
     assert rc != 0 and not (killed / TARGET).exists(), out[-3000:]
     first = saved_step(killed)
-    assert 0 < first < 1500
+    assert 0 < first < 800
 
     job = snakemake(venv_env, killed, configfile)  # 2: SIGKILL after the next periodic state
     wait_for(lambda: saved_step(killed) > first, "a periodic state after the resume")
