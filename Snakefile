@@ -1,15 +1,18 @@
 # ditpareto: FlexDiT, DyDiT, FlexiDiT and the fewer-steps DiT baseline on one measured FID-vs-compute pareto.
 #
-# Path scheme (one scheme; logs/ and benchmarks/ mirror it under <rule>/):
-#   resources/data/dataset.npz                         prepared dataset (train / held-out splits)
+# Path scheme (one scheme, ditpareto.study; logs/ and benchmarks/ mirror it under <rule>/). A grid point is
+# P = {method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}; a fine-tune run is
+# R = [budget~{budget}/]ft~{ft} (ft: training compute as a multiple of finetune.train_gmacs).
+#   resources/data/{draw}.npz                          independent draws: train, reference, floor, extractor[_val]
 #   resources/pretrained/base.pt                       the validated pretrained DiT every method starts from
-#   resources/fid/classifier.pt                        FID feature extractor trained by the pipeline (digits)
+#   resources/fid/extractor.pt                         FID feature extractor (shipped or trained by the pipeline)
 #   results/checkpoints/{method}/converted.pt          base DiT converted to the method (its initialisation)
-#   results/checkpoints/{method}/finetuned.pt          shared fine-tune (or .../budget~{budget}/finetuned.pt)
-#   results/training/{method}/[budget~{budget}/]loss.csv            fine-tuning loss curves
-#   results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz   samples (uint8) + .record.json
-#   results/metrics/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.json  FID/KID/IS/P/R, GMACs, latency, params
+#   results/checkpoints/{method}/R/finetuned.pt        the fine-tune a grid point samples (+ .json training record)
+#   results/training/{method}/R/loss.csv               fine-tuning loss curves
+#   results/samples/P.npz                              samples (uint8) + .record.json
+#   results/metrics/P.json                             FID/KID/IS/P/R, GMACs, training MACs, latency, params
 #   results/metrics/reference.json                     real-vs-real floor and pure-noise metrics
+#   results/metrics/calibration.csv                    the FID extractor's calibration (glyphs)
 #   results/tables/metrics.csv                         one row per grid point
 #   results/figures/*.png                              figures from the notebooks (pareto, latency, claims, samples)
 #   results/notebooks/*.ipynb                          the executed notebooks
@@ -35,8 +38,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        "results/tables/metrics.csv",
-        "results/notebooks/pareto.ipynb",
-        "results/notebooks/latency.ipynb",
-        "results/notebooks/claims.ipynb",
-        "results/notebooks/samples.ipynb",
+        final_targets(),

@@ -84,7 +84,9 @@ def two_point_study(tmp_path_factory) -> Path:
     import yaml
 
     config = yaml.safe_load((REPO / "config/mini.yaml").read_text())
-    config["methods"] = {"dit": {"budgets": ["2"]}, "flexdit": config["methods"]["flexdit"]}
+    flexdit = {k: v for k, v in config["methods"]["flexdit"].items() if k != "parity"}
+    config["methods"] = {"dit": {"budgets": ["2"]}, "flexdit": flexdit}
+    config["sampling"]["steps"] = [4]
     path = tmp_path_factory.mktemp("two-point") / "two-point.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from ditpareto.data import prepare_digits, save_splits
+from ditpareto.data import digits_draw, save_draw
 from ditpareto.models import build_dit
 
 MODEL = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
@@ -20,7 +20,7 @@ STEPS = 60
 def inputs(tmp_path_factory):
     """A digits dataset and a converted dit-ft checkpoint (a plain DiT state dict)."""
     root = tmp_path_factory.mktemp("inputs")
-    save_splits(prepare_digits(), root / "digits.npz")
+    save_draw(digits_draw("train"), root / "digits.npz")
     torch.manual_seed(0)
     torch.save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), root / "converted.pt")
     return root

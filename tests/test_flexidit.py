@@ -12,7 +12,17 @@ from ditpareto.data import prepare_digits
 from ditpareto.errors import InputError
 from ditpareto.flops import count_macs, plan_macs
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
-from ditpareto.methods.flexidit import analytic_macs_per_image, flexidit_macs_per_call, weak_guidance_scale
+from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.methods.flexidit import (
+    FlexiDiTLoss,
+    analytic_macs_per_image,
+    bootstrapped_mmd_loss,
+    flexidit_loss,
+    flexidit_macs_per_call,
+    mmd2,
+    same_class_partners,
+    weak_guidance_scale,
+)
 from ditpareto.models import build_dit, dit_config
 from ditpareto.models.checkpoint import CheckpointError
 from ditpareto.models.dit import DiT, get_2d_sincos_pos_embed
@@ -263,12 +273,13 @@ def test_dit_xl_2_closed_form_matches_paper():
 # ---------------------------------------------------------------------------------------------- fine-tuning
 
 
-def _finetune(tmp_path, options, steps, name="ft"):
+def _finetune(tmp_path, options, steps, name="ft", log_every=1):
     data = prepare_digits()["train"]
     torch.manual_seed(0)
     base = randomize_(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10), std=0.02)
     model = FLEXI.convert(base, FLEXI.parse_options(options))
-    config = TrainConfig(steps=steps, batch_size=8, lr=1e-3, ema_decay=0.5, checkpoint_every=3, log_every=1, seed=0)
+    config = TrainConfig(steps=steps, batch_size=8, lr=1e-3, ema_decay=0.5, checkpoint_every=3, log_every=log_every,
+                         seed=0)
     subset = type(data)(data.images[:64], data.labels[:64])
     ema = FLEXI.finetune(model, subset, FLEXI.parse_options(options), None, config, tmp_path / f"{name}.pt",
                          tmp_path / f"{name}.csv")
@@ -312,3 +323,145 @@ def test_cli_flops_reports_both_patch_sizes(capsys):
     assert out["gmacs_per_call"] == pytest.approx((d["analytic_gmacs_per_call_base"]
                                                    + d["analytic_gmacs_per_call_weak"]) / 2)
     assert d["analytic_gmacs_per_call_weak"] < 0.3 * d["analytic_gmacs_per_call_base"]
+
+
+# ---------------------------------------------------------------------------------------------- MMD stage
+
+
+def _mmd_model(tiny_model, **options):
+    model = FLEXI.convert(tiny_model, FLEXI.parse_options(options)).train().requires_grad_(True)
+    return randomize_(model, seed=5, std=0.05)  # the two patch sizes differ; e_p != 0
+
+
+def test_mmd_options_are_validated():
+    for options, key in [({"mmd_weight": -1}, "mmd_weight"), ({"mmd_weight": "1"}, "mmd_weight"),
+                         ({"mmd_every": 0}, "mmd_every"), ({"mmd_every": 1.5}, "mmd_every"),
+                         ({"mmd_sampler": "euler"}, "mmd_sampler"), ({"mmd_sampler_steps": 0}, "mmd_sampler_steps"),
+                         ({"mmd_sampler_steps": 998}, "mmd_sampler_steps"),  # no integer DDIM stride gives 998
+                         ({"mmd_chain_steps": 10}, "mmd_chain_steps"), ({"mmd_chain_steps": 0}, "mmd_chain_steps"),
+                         ({"mmd_grad_steps": 3}, "mmd_grad_steps"), ({"mmd_grad_steps": True}, "mmd_grad_steps"),
+                         ({"mmd_batch": 1}, "mmd_batch"), ({"mmd_bandwidths": []}, "mmd_bandwidths"),
+                         ({"mmd_bandwidths": [1.0, 0.0]}, "mmd_bandwidths"),
+                         ({"mmd_bandwidths": 2.0}, "mmd_bandwidths")]:
+        with pytest.raises(InputError, match=f"option {key} "):
+            FLEXI.parse_options(options)
+    ok = FLEXI.parse_options({"mmd_sampler": "ddpm", "mmd_sampler_steps": 250, "mmd_chain_steps": 4,
+                              "mmd_grad_steps": 4, "mmd_bandwidths": [1, 2]})
+    assert ok["mmd_bandwidths"] == [1.0, 2.0] and FLEXI.parse_options({})["mmd_weight"] == 0.0
+
+
+def test_mmd2_estimator():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 1, 8, 8, generator=g), torch.randn(64, 1, 8, 8, generator=g)
+    assert abs(mmd2(a, a, [0.5, 1.0, 2.0])) < 1e-5
+    # biased estimator: same-distribution batches sit at a positive floor ~ 2 (k(u, u) - E k) / m
+    same, shifted = mmd2(a, b, [0.5, 1.0, 2.0]), mmd2(a, b + 1.0, [0.5, 1.0, 2.0])
+    assert shifted > 0.3 and shifted > 5 * same
+    assert same_class_partners(torch.tensor([3, 1, 3, 2, 3]), 4) == [2, 1, 4, 3]  # next of the class, or itself
+
+
+def test_mmd_chain_patch_sizes_and_gradient_window(tiny_model):
+    model = _mmd_model(tiny_model)
+    grid = GaussianDiffusion.respaced("ddim", 10)
+    g = torch.Generator().manual_seed(2)
+    x0, y = torch.randn(6, 1, 16, 16, generator=g), torch.tensor([1, 2, 1, 2, 3, 3])
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.patch_size, self.weak_patch_size = model, model.patch_size, model.weak_patch_size
+
+        def forward(self, x, t, y, patch_size, drop_labels):
+            calls.append((patch_size, drop_labels, int(t[0]), torch.is_grad_enabled()))
+            return self.inner(x, t, y, patch_size=patch_size, drop_labels=drop_labels)
+
+    for s in range(4):
+        calls.clear()
+        with torch.set_grad_enabled(s == 1):
+            bootstrapped_mmd_loss(Recorder(), x0, y, grid, start_index=5, weak_steps=s, chain_steps=3,
+                                  grad_steps=2, batch=4)
+        assert [c[0] for c in calls] == [4] * s + [2] * (3 - s)  # weak first, exactly s_weak calls
+        assert [c[2] for c in calls] == [500, 400, 300] and not any(c[1] for c in calls)  # conditional only
+        if s == 1:
+            assert [c[3] for c in calls] == [False, True, True]  # gradients through the last 2 steps only
+
+    shared = model.blocks[0].attn.qkv.weight
+
+    def grads(**kw):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        loss = bootstrapped_mmd_loss(model, x0, y, grid, start_index=3, chain_steps=2, batch=4, **kw)
+        loss.backward()
+        return loss, model.patch_size_embed["p4"].grad, model.patch_size_embed["p2"].grad, shared.grad
+
+    # first step weak, second base: with a 1-step window the weak-only e_4 sees no gradient; with 2 it does
+    loss1, weak1, base1, shared1 = grads(weak_steps=1, grad_steps=1)
+    loss2, weak2, _, shared2 = grads(weak_steps=1, grad_steps=2)
+    assert loss1 > 0 and torch.equal(loss1, loss2)  # the window changes gradients, not the value
+    assert weak1 is None and base1.abs().sum() > 0 and shared1.abs().sum() > 0
+    assert weak2.abs().sum() > 0 and not torch.allclose(shared1, shared2)  # and flow back through the chain
+    _, weak3, base3, _ = grads(weak_steps=2, grad_steps=1)
+    assert weak3.abs().sum() > 0 and base3 is None
+
+
+def test_mmd_random_choices_stay_in_range():
+    seen = []
+
+    class Stub(torch.nn.Module):  # records (timestep, patch size) and predicts zero noise: only the draws matter
+        patch_size, weak_patch_size = 2, 4
+
+        def forward(self, x, t, y, patch_size, drop_labels):
+            seen.append((int(t[0]), patch_size))
+            return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+    grid = GaussianDiffusion.respaced("ddim", 10)
+    torch.manual_seed(0)
+    for _ in range(200):
+        bootstrapped_mmd_loss(Stub(), torch.randn(2, 1, 4, 4), torch.tensor([0, 0]), grid, chain_steps=2, batch=2)
+    starts = [t for t, _ in seen[::2]]
+    assert set(starts) == set(range(200, 1000, 100))  # t1 = t2 + 2 grid steps, t2 anywhere on the grid's 0..700
+    assert sum(t == 200 for t in starts) > 2.5 * sum(t == 900 for t in starts)  # biased to the data end
+    weak = [sum(p == 4 for _, p in seen[i:i + 2]) for i in range(0, len(seen), 2)]
+    assert set(weak) == {0, 1, 2} and all(seen[i][1] >= seen[i + 1][1] for i in range(0, len(seen), 2))
+
+
+def test_mmd_weight_zero_is_the_old_loss(tiny_model):
+    model = _mmd_model(tiny_model)
+    diffusion = GaussianDiffusion.base()
+    x0, y = torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 1, 2])
+    options = FLEXI.parse_options({})
+    results = []
+    for fn in (FlexiDiTLoss(options), lambda *a: flexidit_loss(*a, weak_ratio=0.5, distill_weight=0.0,
+                                                               teacher=None)):
+        torch.manual_seed(0)
+        terms = [fn(model, x0, y, diffusion) for _ in range(6)]
+        results.append((terms, torch.rand(3)))  # the RNG is left where the old loss left it
+    (new, rng_new), (old, rng_old) = results
+    assert torch.equal(rng_new, rng_old) and len({float(t["patch_size"]) for t in old}) == 2
+    for a, b in zip(new, old):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mmd_every_counts_steps_and_resumes(tmp_path):
+    options = {"mmd_weight": 1.0, "mmd_every": 2, "mmd_batch": 4, "mmd_sampler_steps": 5}
+    _finetune(tmp_path / "a", options, 5, log_every=2)  # with the MMD term on, every step is logged
+    rows = _rows(tmp_path / "a" / "ft.csv")
+    mmd = [float(r["mmd"]) for r in rows]
+    assert [m == m for m in mmd] == [True, False, True, False, True] and all(m >= 0 for m in mmd[::2])
+    for r, m in zip(rows, mmd):  # weight 1: the term is in the loss on its steps only
+        assert float(r["loss"]) == pytest.approx(float(r["mse"]) + float(r["vb"]) + (m if m == m else 0), rel=1e-5)
+    _finetune(tmp_path / "b", options, 3)  # state saved at step 3; the counter continues from it
+    _, _, resumed_ema = _finetune(tmp_path / "b", options, 5)
+    rows_b = _rows(tmp_path / "b" / "ft.csv")
+    assert [float(r["mmd"]) == float(r["mmd"]) for r in rows_b] == [True, False, True, False, True]
+    assert float(rows_b[-1]["mmd"]) == pytest.approx(mmd[-1], rel=1e-5)
+
+
+def test_mmd_compute_accounting(tiny_model):
+    model = FLEXI.convert(tiny_model, {})
+    loss = FlexiDiTLoss(FLEXI.parse_options({"mmd_weight": 0.5, "mmd_every": 4, "mmd_chain_steps": 2}))
+    assert loss.chain_kinds(model.config) == [(2, 2), (4, 2), (4, 4)]  # s_weak = 0, 1, 2, weak first
+    base, weak = (flexidit_macs_per_call(model.config, p) for p in (2, 4))
+    assert loss.mmd_forward_macs(model.config, 8) == pytest.approx(8 * 2 * (base + weak) / 2 / 4)  # min(32, 8) chains
+    assert FlexiDiTLoss(FLEXI.parse_options({})).mmd_forward_macs(model.config, 8) == 0.0

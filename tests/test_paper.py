@@ -19,6 +19,7 @@ from ditpareto.data import center_crop_arr
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import sha256_of
 from ditpareto.results import read_metrics_csv
+from ditpareto.study import grid_points
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((REPO / "config").glob("paper-*.yaml"))
@@ -50,7 +51,7 @@ def test_paper_config_states_the_protocol(configfile):
     assert config["metrics"]["feature_extractor"] == "inception-v3-compat"
     s = config["sampling"]
     assert (s["sampler"], s["steps"], s["cfg_scale"], s["guidance_channels"], s["num_samples"]) == (
-        "ddpm", 250, 1.5, "dit3", 50000)
+        "ddpm", [250], 1.5, "dit3", 50000)
     assert set(config["methods"]) == {"dit", "dit-ft", "dydit", "flexdit", "flexidit"}
 
 
@@ -77,10 +78,12 @@ def test_paper_study_plans_on_the_slurm_profile(venv_env, tmp_path, configfile):
                        "--workflow-profile", str(REPO / "profiles/slurm"), "--directory", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(line.split() for line in result.stdout.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:])
-    points = sum(len(m["budgets"]) * (1 + len(m.get("cfg_sweep", []))) for m in config["methods"].values())
+    points = len(grid_points(validated(config)))
+    assert points == sum(len(m["budgets"]) * (1 + len(m.get("cfg_sweep", []))) for m in config["methods"].values())
     assert int(counts["evaluate"]) == int(counts["merge_samples"]) == points
     assert int(counts["sample"]) == points * config["sampling"]["shards"]
-    assert "train_fid_classifier" not in counts and int(counts["prepare_data"]) == 1
+    assert "train_extractor" not in counts and "calibrate_extractor" not in counts
+    assert int(counts["prepare_data"]) == 1  # the train draw: FID uses the ADM reference batch
 
 
 def test_adm_center_crop_resizes_the_short_side_and_takes_the_centre():
@@ -161,11 +164,11 @@ def miniature(config: dict, inputs: dict) -> dict:
                           sha256=sha256_of(inputs["checkpoint"]))
     config["metrics"].update(inception_weights=str(inputs["inception"]), reference_batch=str(inputs["reference"]),
                              kid_subset_size=4)
-    config["sampling"].update(steps=4, num_samples=6, batch_size=3, shards=2)
-    tiny = {"steps": 3, "batch_size": 4, "lr": 0.001, "ema_decay": 0.9, "seed": 0}
+    config["sampling"].update(steps=[4], num_samples=6, batch_size=3, shards=2)
+    config["finetune"].update(train_gmacs=None, steps=3, batch_size=4)
     config["methods"] = {
         "dit": {"budgets": ["4"]},
-        "flexidit": {"budgets": ["0.50"], "options": config["methods"]["flexidit"]["options"], "finetune": tiny},
+        "flexidit": {"budgets": ["0.50"], "options": config["methods"]["flexidit"]["options"]},
     }
     return config
 
@@ -178,15 +181,15 @@ def test_miniature_paper_run_end_to_end(venv_env, tmp_path, paper_inputs):
                        "--directory", str(tmp_path), "results/tables/metrics.csv",
                        "results/metrics/reference.json")  # the notebooks are tested by test_workflow
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    with np.load(tmp_path / "resources/data/dataset.npz") as data:
-        assert data["train_latents"].shape == (12, 4, 8, 8) and list(np.unique(data["train_labels"])) == [0, 1, 2]
+    with np.load(tmp_path / "resources/data/train.npz") as data:
+        assert data["latents"].shape == (12, 4, 8, 8) and list(np.unique(data["labels"])) == [0, 1, 2]
     table = read_metrics_csv(tmp_path / "results/tables/metrics.csv")
     assert sorted(zip(table["method"], table["budget"])) == [("dit", "4"), ("flexidit", "0.50")]
     assert table["fid"].notna().all() and (table["fid"] > 0).all()
     assert (table["params.reference"] == "reference_batch").all() and (table["params.num_samples"] == 6).all()
     assert (table["shards_merged"] == 2).all() and table["params.vae"].str.endswith("sd-vae").all()
     assert not pd.isna(table["fid_vs_reference_images"]).any()
-    with np.load(tmp_path / "results/samples/dit/budget~4/cfg~1.50/seed~0.npz") as samples:
+    with np.load(tmp_path / "results/samples/dit/budget~4/steps~4/ft~0.00/cfg~1.50/seed~0.npz") as samples:
         assert samples["images"].shape == (6, 64, 64, 3)  # decoded by the VAE
     reference = json.loads((tmp_path / "results/metrics/reference.json").read_text())
     assert abs(reference["floor"]["fid"]) < 1e-3 < reference["noise"]["fid"]  # the batch against its own mu/sigma

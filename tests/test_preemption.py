@@ -14,15 +14,16 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = "results/checkpoints/dit-ft/finetuned.pt"
-STATE = "results/training/dit-ft/state.pt"
+TARGET = "results/checkpoints/dit-ft/ft~1.00/trained.pt"
+STATE = "results/training/dit-ft/ft~1.00/state.pt"
 
 
 def kill_config(tmp_path: Path) -> Path:
     """The mini study cut to the dit-ft fine-tune, long enough to be killed twice, with frequent states."""
     config = yaml.safe_load((REPO / "config/mini.yaml").read_text())
-    config["methods"] = {"dit-ft": {"budgets": ["2"], "finetune": {
-        "steps": 800, "batch_size": 32, "lr": 0.001, "ema_decay": 0.9, "seed": 0, "checkpoint_every": 100}}}
+    config["methods"] = {"dit-ft": {"budgets": ["2"]}}
+    config["finetune"] = {"train_gmacs": None, "steps": 800, "batch_size": 32, "lr": 0.001, "warmup_fraction": 0.05,
+                          "schedule": "cosine", "ema_horizon": 0.1, "seed": 0, "checkpoint_every": 100}
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -81,7 +82,7 @@ def test_sigterm_then_sigkill_then_rerun_gives_the_uninterrupted_weights(venv_en
     assert rc == 0, out[-3000:]
 
     job = snakemake(venv_env, killed, configfile)  # 1: SIGTERM mid-run (state saved at that step, exit 143)
-    pid = wait_for(lambda: finetune_pid(killed) if (killed / "results/training/dit-ft/state.loss.csv").exists() else None,
+    pid = wait_for(lambda: finetune_pid(killed) if (killed / "results/training/dit-ft/ft~1.00/state.loss.csv").exists() else None,
                    "the fine-tune to log its first steps")
     os.kill(pid, signal.SIGTERM)
     rc, out = finished(job)

@@ -72,10 +72,10 @@ def test_sigterm_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(tmp
     import sys
     import time
 
-    from ditpareto.data import save_splits
+    from ditpareto.data import digits_draw, save_draw
 
     data = tmp_path / "digits.npz"
-    save_splits(prepare_digits(), data)
+    save_draw(digits_draw("train"), data)
 
     def pretrain(name):
         return [sys.executable, "-m", "ditpareto", "--threads", "1", "pretrain", "--model", "dit-micro-2",
@@ -108,10 +108,10 @@ def test_sigkill_leaves_no_partial_output_and_a_rerun_ends_with_the_uninterrupte
     import time
 
     from ditpareto.cli import main
-    from ditpareto.data import save_splits
+    from ditpareto.data import digits_draw, save_draw
 
     data, checkpoint = tmp_path / "digits.npz", tmp_path / "converted.pt"
-    save_splits(prepare_digits(), data)
+    save_draw(digits_draw("train"), data)
     torch.manual_seed(0)
     torch.save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), checkpoint)
 

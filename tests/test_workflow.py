@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import TABLE, run_snakemake
 from ditpareto.results import TIMING_COLUMNS, read_metrics_csv
+from ditpareto.study import grid_points
 
 REPO = Path(__file__).resolve().parents[1]
 # Paper configs name inputs the user provides: tests/test_paper.py plans them with placeholders.
@@ -57,30 +58,31 @@ def mini_run(venv_env, tmp_path_factory):
 
 
 def mini_grid():
-    config = yaml.safe_load(MINI.read_text())
-    fixed = float(config["sampling"]["cfg_scale"])
-    return sorted(
-        (method, budget, cfg, seed)
-        for method, entry in config["methods"].items()
-        for budget in entry["budgets"]
-        for cfg in {fixed, *map(float, entry.get("cfg_sweep", []))}
-        for seed in config["sampling"]["seeds"]
-    )
+    from test_config import with_defaults
+
+    config = with_defaults(yaml.safe_load(MINI.read_text()))
+    return sorted((p.method, p.budget, p.steps, p.ft, float(p.cfg), p.seed) for p in grid_points(config))
 
 
 def test_mini_run_writes_table_and_figure(mini_run):
     table = read_metrics_csv(mini_run / "results/tables/metrics.csv")
-    assert sorted(zip(table["method"], table["budget"], table["cfg_scale"], table["seed"])) == mini_grid()
+    keys = zip(table["method"], table["budget"], table["steps"], table["ft"], table["cfg_scale"], table["seed"])
+    assert sorted(keys) == mini_grid()
+    assert {"full@0.50", "full@0.61-0.86", "0.00"} <= set(table["budget"])  # parity points
+    assert set(table["ft"]) == {"0.00", "0.50", "1.00"}  # untouched base, plateau and shared fine-tunes
     assert table["cfg_scale"].nunique() > 1  # the mini config sweeps guidance for one method
     metric_cols = ["fid", "kid_mean", "inception_score_mean", "precision", "recall", "gmacs_per_call",
                    "gmacs_per_image", "latency_ms_per_image"]
     assert np.isfinite(table[metric_cols].to_numpy(dtype=float)).all()
     # executed FLOPs scale with the step count; per-call cost is the same network
     by_budget = table[table["method"] == "dit"].set_index("budget")
+    assert (by_budget["steps"].astype(str) == by_budget.index).all()  # dit's budget is its step count
     assert by_budget.loc["4", "gmacs_per_image"] == pytest.approx(2 * by_budget.loc["2", "gmacs_per_image"])
     assert by_budget.loc["4", "gmacs_per_call"] == pytest.approx(by_budget.loc["2", "gmacs_per_call"])
     assert (mini_run / "results/figures/pareto_fid_vs_gmacs.pdf").stat().st_size > 1000
-    for rule in ["sample", "evaluate", "pretrain_base", "train_fid_classifier", "fid_reference"]:
+    assert (table.loc[table["method"] != "dit", "train_gmacs"] > 0).all() and (by_budget["train_gmacs"] == 0).all()
+    for rule in ["sample", "evaluate", "pretrain_base", "train_extractor", "calibrate_extractor", "fid_reference",
+                 "finetune"]:
         assert list((mini_run / "benchmarks" / rule).rglob("*.tsv")), rule
     assert all(log.stat().st_size >= 0 for log in (mini_run / "logs").rglob("*.log"))
 

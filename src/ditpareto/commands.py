@@ -33,11 +33,19 @@ def _overrides(args) -> dict:
 
 
 def _prepare_data_args(p):
-    p.add_argument("--dataset", default="digits", choices=["digits", "imagefolder"],
-                   help="digits (scikit-learn, pixels) or imagefolder (class sub-folders -> SD-VAE latents)")
+    p.add_argument("--dataset", default="glyphs", choices=["glyphs", "digits", "imagefolder"],
+                   help="glyphs (procedural digits, pixels), digits (scikit-learn, pixels) or imagefolder (class "
+                   "sub-folders -> SD-VAE latents) (default: glyphs)")
+    p.add_argument("--draw", default="train", choices=["train", "reference", "floor", "extractor", "extractor_val"],
+                   help="which independent draw: training, FID reference, FID floor, extractor train/validation "
+                   "(default: train; imagefolder has train only)")
     p.add_argument("--image-size", type=int, default=16, metavar="PX", help="output image side (default: 16)")
-    p.add_argument("--heldout-fraction", type=float, default=0.3, metavar="F", help="digits: held-out share (default: 0.3)")
-    p.add_argument("--split-seed", type=int, default=0, metavar="S", help="digits: seed of the split (default: 0)")
+    g = p.add_argument_group("glyphs")
+    g.add_argument("--num", type=int, default=None, metavar="N", help="glyphs: samples in the draw")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="glyphs: dataset seed (default: 0)")
+    g = p.add_argument_group("digits")
+    g.add_argument("--heldout-fraction", type=float, default=0.3, metavar="F", help="held-out share (default: 0.3)")
+    g.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the split (default: 0)")
     g = p.add_argument_group("imagefolder")
     g.add_argument("--path", default=None, metavar="DIR", help="train folder, one sub-folder per class (ImageNet layout)")
     g.add_argument("--max-per-class", type=int, default=None, metavar="N", help="first N images per class (default: all)")
@@ -47,32 +55,54 @@ def _prepare_data_args(p):
                    help="image decoding worker processes; 0 or 1 decodes in this process (default: 0)")
     g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available (default)")
     _latent_args(p)
-    p.add_argument("--out", required=True, metavar="NPZ", help="output .npz: train_/heldout_ images (digits) or "
-                   "train_latents (imagefolder), with labels")
+    p.add_argument("--out", required=True, metavar="NPZ", help="output .npz: images (N,H,W,C) uint8 or latents, "
+                   "labels, attr_* (glyphs); a record <out>.json beside it")
 
 
 def prepare_data(args):
     import numpy as np
 
-    from ditpareto.data import LatentSet, image_folder, prepare_digits, save_latents, save_splits
+    from ditpareto.data import ImageSet, LatentSet, digits_draw, image_folder, save_draw
     from ditpareto.errors import InputError
     from ditpareto.latents import encode_image_folder, load_vae, vae_factor
+    from ditpareto.results import provenance, write_json
 
-    if args.dataset == "digits":
-        splits = prepare_digits(args.image_size, args.heldout_fraction, args.split_seed)
-        save_splits(splits, args.out)
-        return {name: list(s.images.shape) for name, s in splits.items()}
-    if not args.path or not args.vae:
-        raise InputError("--dataset imagefolder needs --path (the train folder) and --vae (the SD-VAE folder)")
-    folder = image_folder(args.path, args.image_size, args.max_per_class)
-    vae = load_vae(args.vae, resolve_device(args.device))
-    if args.image_size % vae_factor(vae):
-        raise InputError(f"image size {args.image_size} is not divisible by the VAE's factor {vae_factor(vae)}")
-    latents, labels = encode_image_folder(folder, vae, args.latent_scale, args.encode_batch_size, args.encode_seed,
-                                          args.workers if args.workers > 1 else 0)
-    save_latents(LatentSet(latents, labels), args.out, classes=np.array(folder.classes), image_size=args.image_size,
-                 latent_scale=args.latent_scale)
-    return {"train_latents": list(latents.shape), "classes": len(folder.classes)}
+    record = {"dataset": args.dataset, "draw": args.draw, "image_size": args.image_size, **provenance()}
+    if args.dataset == "glyphs":
+        from ditpareto import glyphs
+
+        if not args.num or args.num < 1:
+            raise InputError("--dataset glyphs needs --num N >= 1 (the draw's size)")
+        draw = glyphs.draw_glyphs(args.draw, args.num, args.image_size, args.seed, progress=True)
+        save_draw(ImageSet(draw.images, draw.labels), args.out, attributes=draw.attributes)
+        record.update({"num": args.num, "seed": args.seed, "settings": glyphs.GlyphSettings().__dict__,
+                       "fonts": glyphs.font_record(), "renderer": glyphs.renderer_versions(),
+                       "flat_token_fraction": glyphs.flat_token_fraction(draw.images),
+                       "label_counts": np.bincount(draw.labels, minlength=10).tolist()})
+    elif args.dataset == "digits":
+        data = digits_draw(args.draw, args.image_size, args.heldout_fraction, args.split_seed)
+        save_draw(data, args.out)
+        record.update({"num": len(data.labels), "heldout_fraction": args.heldout_fraction,
+                       "split_seed": args.split_seed})
+    else:
+        if args.draw != "train":
+            raise InputError("--dataset imagefolder has only the train draw (FID uses the ADM reference batch)")
+        if not args.path or not args.vae:
+            raise InputError("--dataset imagefolder needs --path (the train folder) and --vae (the SD-VAE folder)")
+        folder = image_folder(args.path, args.image_size, args.max_per_class)
+        vae = load_vae(args.vae, resolve_device(args.device))
+        if args.image_size % vae_factor(vae):
+            raise InputError(f"image size {args.image_size} is not divisible by the VAE's factor {vae_factor(vae)}")
+        latents, labels = encode_image_folder(folder, vae, args.latent_scale, args.encode_batch_size,
+                                              args.encode_seed, args.workers if args.workers > 1 else 0)
+        save_draw(LatentSet(latents, labels), args.out, classes=np.array(folder.classes),
+                  image_size=np.array(args.image_size), latent_scale=np.array(args.latent_scale))
+        record.update({"num": len(labels), "classes": len(folder.classes), "latent_shape": list(latents.shape[1:])})
+    from ditpareto.models.checkpoint import sha256_of
+
+    record["sha256"] = sha256_of(args.out)
+    write_json(record, str(args.out) + ".json")
+    return {k: record[k] for k in ("dataset", "draw", "num", "sha256")}
 
 
 #################################################################################
@@ -88,6 +118,12 @@ def _train_args(p, steps_default: int = 1000):
     g.add_argument("--ema-decay", type=float, default=0.999, metavar="D", help="EMA decay (default: 0.999)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="training seed (default: 0)")
     g.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="resumable state every N steps")
+    g.add_argument("--warmup-steps", type=int, default=0, metavar="N", help="linear lr warm-up steps (default: 0)")
+    g.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="lr after the warm-up: constant, or cosine decay to --min-lr-ratio x lr (default: constant)")
+    g.add_argument("--min-lr-ratio", type=float, default=0.0, metavar="R", help="cosine floor, of lr (default: 0)")
+    g.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="keep the EMA weights every N steps in <state dir>/snapshots/ (default: 0, none)")
     g.add_argument("--state", required=True, metavar="PT", help="resumable training state (model, EMA, optimizer, RNG)")
     g.add_argument("--log-csv", required=True, metavar="CSV", help="loss curve output")
 
@@ -100,7 +136,9 @@ def train_config(args, **identity):
 
     run_id = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-                       seed=args.seed, checkpoint_every=args.checkpoint_every, run_id=run_id)
+                       seed=args.seed, checkpoint_every=args.checkpoint_every, warmup_steps=args.warmup_steps,
+                       schedule=args.schedule, min_lr_ratio=args.min_lr_ratio, snapshot_every=args.snapshot_every,
+                       run_id=run_id)
 
 
 def _pretrain_args(p):
@@ -113,12 +151,12 @@ def _pretrain_args(p):
 def pretrain(args):
     import torch
 
-    from ditpareto.data import load_split
+    from ditpareto.data import load_draw
     from ditpareto.models import build_dit
     from ditpareto.models.checkpoint import atomic_save, sha256_of
     from ditpareto.train import is_main_process, run_training
 
-    data = load_split(args.data, "train")
+    data = load_draw(args.data)
     torch.manual_seed(args.seed)  # the initialisation is part of the run: same seed, same weights
     model = build_dit(args.model, args.image_size, class_dropout_prob=args.class_dropout, **_overrides(args))
     config = train_config(args, data=sha256_of(args.data), model=args.model, image_size=args.image_size,
@@ -159,34 +197,109 @@ def import_base(args):
     return {"out": args.out, "sha256": digest}
 
 
+def _checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
+    """Check a file's sha256 (when given) and contents (``validate(path)``), then copy it (and its .json record,
+    when one lies beside it) to ``out``; returns the digest."""
+    import shutil
+
+    from ditpareto.errors import InputError
+    from ditpareto.models.checkpoint import sha256_of
+
+    if not Path(checkpoint).is_file():
+        raise InputError(f"{what} {checkpoint} does not exist")
+    digest = sha256_of(checkpoint)
+    if sha256 and digest != sha256.lower():
+        raise InputError(f"{what} {checkpoint} has sha256 {digest}, config says {sha256}")
+    validate(checkpoint)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, out)
+    record = Path(str(checkpoint) + ".json")
+    if record.is_file():
+        from ditpareto.results import read_record, write_json
+
+        write_json(read_record(record), str(out) + ".json")
+    return digest
+
+
+def _import_extractor_args(p):
+    p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
+                   help="which trained extractor the file holds (default: glyph-cnn)")
+    p.add_argument("--checkpoint", required=True, metavar="PT", help="extractor weights (state dict)")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
+    p.add_argument("--out", required=True, metavar="PT", help="validated copy for the pipeline")
+
+
+def import_extractor(args):
+    from ditpareto.glyph_extractor import load_glyph_cnn
+    from ditpareto.metrics import load_classifier
+
+    loader = load_glyph_cnn if args.extractor == "glyph-cnn" else load_classifier
+    digest = _checked_copy(args.checkpoint, args.sha256, args.out, "extractor checkpoint", loader)
+    return {"out": args.out, "sha256": digest}
+
+
+def _import_finetuned_args(p):
+    _method_args(p, budget_required=False)
+    p.add_argument("--checkpoint", required=True, metavar="PT",
+                   help="a fine-tune from `finetune` (its training record <checkpoint>.json beside it)")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
+    p.add_argument("--out", required=True, metavar="PT", help="validated copy for the pipeline (+ its record)")
+
+
+def import_finetuned(args):
+    from ditpareto.errors import InputError
+
+    method, options = method_and_options(args)
+    spec = model_spec(args)
+    if not Path(str(args.checkpoint) + ".json").is_file():
+        raise InputError(f"fine-tune {args.checkpoint} has no training record {args.checkpoint}.json "
+                         "(train_gmacs, steps, samples seen)")
+    digest = _checked_copy(args.checkpoint, args.sha256, args.out, f"{method.name} fine-tune",
+                           lambda path: method.load_model(path, spec, options))
+    return {"method": method.name, "budget": args.budget, "out": args.out, "sha256": digest}
+
+
 def _classifier_args(p):
-    p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data")
+    p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
+                   help="which network: glyph-cnn (heads for digit, font, style, rotation, background; needs a "
+                   "glyphs draw) or digits-classifier (default: glyph-cnn)")
+    p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data (--draw extractor)")
+    p.add_argument("--val", required=True, metavar="NPZ", help="validation draw (--draw extractor_val)")
     p.add_argument("--steps", type=int, default=600, metavar="N", help="training steps (default: 600)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default: 0)")
-    p.add_argument("--out", required=True, metavar="PT", help="classifier weights (state dict)")
+    p.add_argument("--out", required=True, metavar="PT", help="extractor weights (state dict)")
     p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
 
 
 def train_classifier(args):
-    from ditpareto.data import load_split
-    from ditpareto.metrics import save_classifier, train_digits_classifier
+    from ditpareto.data import load_attributes, load_draw
     from ditpareto.results import provenance, write_json
 
-    model, stats = train_digits_classifier(load_split(args.data, "train"), load_split(args.data, "heldout"),
-                                           steps=args.steps, seed=args.seed)
-    save_classifier(model, args.out)
-    write_json({**stats, "steps": args.steps, "seed": args.seed, **provenance()}, args.report)
+    train, val = load_draw(args.data), load_draw(args.val)
+    if args.extractor == "glyph-cnn":
+        from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
+
+        model, stats = train_glyph_cnn(train, load_attributes(args.data), val, load_attributes(args.val),
+                                       steps=args.steps, seed=args.seed)
+        save_glyph_cnn(model, args.out)
+    else:
+        from ditpareto.metrics import save_classifier, train_digits_classifier
+
+        model, stats = train_digits_classifier(train, val, steps=args.steps, seed=args.seed)
+        save_classifier(model, args.out)
+    write_json({**stats, "extractor": args.extractor, "steps": args.steps, "seed": args.seed, **provenance()},
+               args.report)
     return stats
 
 
 def _metric_args(p):
     g = p.add_argument_group("metrics")
     reference = g.add_mutually_exclusive_group(required=True)
-    reference.add_argument("--data", metavar="NPZ", help="dataset whose train split is the FID reference (digits)")
+    reference.add_argument("--reference", metavar="NPZ", help="real draw whose statistics FID compares against")
     reference.add_argument("--reference-batch", metavar="NPZ",
                            help="ADM reference batch: FID against its mu/sigma, KID/P/R against its arr_0 images")
-    g.add_argument("--extractor", default="digits-classifier", choices=["digits-classifier", "inception-v3-compat"],
-                   help="torch-fidelity feature extractor (default: digits-classifier)")
+    g.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier", "inception-v3-compat"],
+                   help="torch-fidelity feature extractor (default: glyph-cnn)")
     g.add_argument("--extractor-weights", required=True, metavar="PT",
                    help="local weights file of the extractor (never downloaded)")
     g.add_argument("--kid-subset-size", type=int, default=500, metavar="N", help="KID subset size (default: 500)")
@@ -201,21 +314,82 @@ def metric_settings(args):
 
 def _reference_args(p):
     _metric_args(p)
-    p.add_argument("--out", required=True, metavar="JSON", help="floor (held-out vs train) and noise metrics")
+    p.add_argument("--floor", default=None, metavar="NPZ", help="independent real draw (--draw floor): the floor")
+    p.add_argument("--floor-samples", type=int, default=None, metavar="N",
+                   help="use the floor draw's first N images (a grid point's size; default: all)")
+    p.add_argument("--out", required=True, metavar="JSON", help="floor (real vs reference) and noise metrics")
+
+
+def _first(data, n: int | None, what: str):
+    from ditpareto.data import ImageSet
+    from ditpareto.errors import InputError
+
+    if n is None:
+        return data
+    if n < 2 or n > len(data.labels):
+        raise InputError(f"{what} has {len(data.labels)} images; {n} were asked for")
+    return ImageSet(data.images[:n], data.labels[:n])
 
 
 def reference(args):
-    from ditpareto.data import load_split
+    from ditpareto.data import load_draw
+    from ditpareto.errors import InputError
     from ditpareto.metrics import fid_floor_and_noise, load_reference_batch, reference_batch_floor_and_noise
     from ditpareto.results import provenance, write_json
 
     if args.reference_batch:
         result = reference_batch_floor_and_noise(load_reference_batch(args.reference_batch), metric_settings(args))
     else:
-        result = fid_floor_and_noise(load_split(args.data, "train"), load_split(args.data, "heldout"),
-                                     metric_settings(args))
+        if not args.floor:
+            raise InputError("--reference needs --floor (an independent real draw)")
+        floor = _first(load_draw(args.floor), args.floor_samples, f"floor draw {args.floor}")
+        result = fid_floor_and_noise(load_draw(args.reference), floor, metric_settings(args))
     write_json({**result, **provenance()}, args.out)
     return result
+
+
+def _calibrate_args(p):
+    _metric_args(p)
+    p.add_argument("--floor", required=True, metavar="NPZ", help="independent real draw of at least K x N images")
+    p.add_argument("--samples", type=int, default=1000, metavar="N", help="images per set: a grid point's size")
+    p.add_argument("--replicates", type=int, default=5, metavar="K",
+                   help="independent clean sets of N for the seed-to-seed spread (default: 5)")
+    p.add_argument("--min-ratio", type=float, default=4.0, metavar="R",
+                   help="the smallest degradation must raise FID by R x the spread (default: 4)")
+    p.add_argument("--out", required=True, metavar="CSV", help="calibration table; a summary JSON beside it")
+
+
+def calibrate(args):
+    import pandas as pd
+
+    from ditpareto.calibration import calibrate as run_calibration
+    from ditpareto.data import load_draw
+    from ditpareto.errors import InputError
+    from ditpareto.metrics import extract_features, fid_from_features
+    from ditpareto.results import provenance, write_json
+
+    if args.reference_batch:
+        raise InputError("calibrate compares real draws: pass --reference (a draw), not --reference-batch")
+    floor = load_draw(args.floor).images
+    if args.replicates < 2 or args.samples < 2 or len(floor) < args.replicates * args.samples:
+        raise InputError(f"calibration needs --replicates >= 2 sets of --samples >= 2 images: {args.replicates} x "
+                         f"{args.samples} from a floor draw of {len(floor)}")
+    settings = metric_settings(args)
+    settings.progress = False
+    sets = [floor[i * args.samples:(i + 1) * args.samples] for i in range(args.replicates)]
+    result = run_calibration(lambda images: extract_features(images, settings), load_draw(args.reference).images,
+                             sets, fid_from_features, args.min_ratio)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(result.rows).to_csv(args.out, index=False)
+    summary = {"extractor": args.extractor, "samples": args.samples, "replicates": args.replicates,
+               "seed_spread": result.spread, "floor_fid": result.floor, "monotone": result.monotone,
+               "smallest_rise_over_spread": result.min_ratio, "min_ratio": args.min_ratio,
+               "passed": result.passed, **provenance()}
+    write_json(summary, Path(args.out).with_suffix(".json"))
+    if not result.passed:
+        log.warning("extractor calibration FAILED: monotone=%s, smallest rise %.2f x the spread (need %.1f)",
+                    result.monotone, result.min_ratio, args.min_ratio)
+    return {k: summary[k] for k in ("seed_spread", "floor_fid", "monotone", "smallest_rise_over_spread", "passed")}
 
 
 #################################################################################
@@ -245,29 +419,71 @@ def convert(args):
 def _finetune_args(p):
     _method_args(p, budget_required=False)
     p.add_argument("--checkpoint", required=True, metavar="PT", help="converted model from `convert`")
-    p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data (train split)")
+    p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data")
     _train_args(p, steps_default=300)
-    p.add_argument("--out", required=True, metavar="PT", help="fine-tuned EMA weights (state dict)")
+    g = p.add_argument_group("equal-compute recipe")
+    g.add_argument("--train-gmacs", type=float, default=None, metavar="G",
+                   help="training compute budget in GMACs (forward + backward, every term of the method's loss, "
+                   "counted like sampling): sets the step count, replacing --steps")
+    g.add_argument("--warmup-fraction", type=float, default=None, metavar="F",
+                   help="warm-up as a share of the steps (replaces --warmup-steps)")
+    g.add_argument("--ema-horizon", type=float, default=None, metavar="F",
+                   help="EMA horizon as a share of the steps: decay = 1 - 1 / (F x steps) (replaces --ema-decay)")
+    p.add_argument("--out", required=True, metavar="PT",
+                   help="fine-tuned EMA weights (state dict); a training record <out>.json beside it")
 
 
 def finetune(args):
     import torch
 
-    from ditpareto.data import load_split
+    from ditpareto.data import load_draw
     from ditpareto.models.checkpoint import atomic_save, sha256_of
     from ditpareto.train import is_main_process
+
+    import time
+
+    from ditpareto.errors import InputError
+    from ditpareto.flops import steps_for_train_macs
+    from ditpareto.results import provenance, write_json
 
     method, options = method_and_options(args)
     budget = method.parse_budget(args.budget) if args.budget is not None else None
     spec = model_spec(args)
     model = method.load_model(args.checkpoint, spec, options)  # the method decides what trains
-    data = load_split(args.data, "train")
+    data = load_draw(args.data)
+    if args.batch_size > len(data.labels):
+        raise InputError(f"--batch-size {args.batch_size} exceeds the {len(data.labels)} training images")
+    x0 = data.as_model_input()[: args.batch_size]
+    macs_at = method.train_step_macs(model, x0, torch.from_numpy(data.labels[: args.batch_size]), options, budget)
+    if args.train_gmacs is not None:
+        if not args.train_gmacs > 0:
+            raise InputError(f"--train-gmacs must be > 0, got {args.train_gmacs}")
+        args.steps, train_macs = steps_for_train_macs(macs_at, args.train_gmacs * 1e9)
+    else:
+        train_macs = float(sum(macs_at(i) for i in range(args.steps)))
+    if args.warmup_fraction is not None:
+        args.warmup_steps = round(args.warmup_fraction * args.steps)
+    if args.ema_horizon is not None:
+        args.ema_decay = 1 - 1 / max(1.0, args.ema_horizon * args.steps)
     train = train_config(args, method=method.name, options=options, budget=args.budget, spec=spec,
                          checkpoint=sha256_of(args.checkpoint), data=sha256_of(args.data))
+    start = time.perf_counter()
     ema = method.finetune(model, data, options, budget, train, args.state, args.log_csv)
     if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
         atomic_save(method.state_to_save(ema), args.out)
-    return {"method": method.name, "budget": args.budget, "steps": args.steps, "out": args.out}
+        record = {
+            "method": method.name, "budget": args.budget, "options": options,
+            "train_gmacs": train_macs / 1e9, "train_gmacs_budget": args.train_gmacs,
+            "gmacs_per_step_first": macs_at(0) / 1e9, "optimizer_steps": train.steps,
+            "samples_seen": train.steps * train.batch_size, "batch_size": train.batch_size, "lr": train.lr,
+            "schedule": train.schedule, "warmup_steps": train.warmup_steps, "min_lr_ratio": train.min_lr_ratio,
+            "ema_decay": train.ema_decay, "seed": train.seed, "run_id": train.run_id,
+            "wall_seconds_this_run": time.perf_counter() - start, "checkpoint_in": sha256_of(args.checkpoint),
+            "data": sha256_of(args.data), "sha256": sha256_of(args.out), **provenance(),
+        }
+        write_json(record, str(args.out) + ".json")
+    return {"method": method.name, "budget": args.budget, "steps": train.steps, "train_gmacs": train_macs / 1e9,
+            "out": args.out}
 
 
 #################################################################################
@@ -328,7 +544,8 @@ def method_and_options(args):
 
 def _sample_args(p):
     _method_args(p)
-    p.add_argument("--checkpoint", required=True, metavar="PT", help="the method's model checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="PT",
+                   help="the method's model checkpoint (a fine-tune's training record <checkpoint>.json is read too)")
     p.add_argument("--seed", type=int, required=True, metavar="S", help="seed: sample i uses generator S*2**20+i (S < 4096)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N",
                    help="samples of the whole grid point, over all shards (default: 1000)")
@@ -336,6 +553,9 @@ def _sample_args(p):
     p.add_argument("--shards", type=int, default=1, metavar="K",
                    help="shards the N samples are split into; merge them with merge-samples (default: 1)")
     p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
+    p.add_argument("--ft", default="1.00", metavar="X",
+                   help="the checkpoint's fine-tuning compute as a multiple of the shared budget, a table label "
+                   "(default: 1.00)")
     _sampling_args(p)
     _latent_args(p)
     p.add_argument("--device", default="auto", metavar="DEV", help="torch device; auto: cuda if available (default)")
@@ -396,6 +616,8 @@ def sample(args):
     record = {
         "method": method.name,
         "budget": method.budget_label(budget),
+        "steps": plan.num_steps,
+        "ft": args.ft,
         "cfg_scale": settings.cfg_scale,
         "seed": args.seed,
         "nominal_compute_ratio": method.nominal_compute_ratio(budget, settings),
@@ -416,8 +638,20 @@ def sample(args):
         },
         **provenance(),
     }
+    record.update(training_fields(args.checkpoint))
     write_json(record, args.record)
     return {k: record[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
+
+
+def training_fields(checkpoint: str) -> dict:
+    """What the sampled model's fine-tune cost (0 for the untouched base): from <checkpoint>.json when present."""
+    from ditpareto.results import read_record
+
+    path = Path(str(checkpoint) + ".json")
+    if not path.is_file():
+        return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0}
+    record = read_record(path, required=("train_gmacs", "optimizer_steps", "samples_seen"))
+    return {k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")}
 
 
 def _merge_samples_args(p):
@@ -458,7 +692,7 @@ def _evaluate_args(p):
 def evaluate(args):
     import numpy as np
 
-    from ditpareto.data import load_split
+    from ditpareto.data import load_draw
     from ditpareto.metrics import compute_metrics, load_reference_batch, metrics_against_reference_batch
     from ditpareto.results import read_json, write_json
 
@@ -469,13 +703,13 @@ def evaluate(args):
         metrics = metrics_against_reference_batch(images, reference, metric_settings(args))
         reference_images = 0 if reference.images is None else len(reference.images)
     else:
-        reference_set = load_split(args.data, "train")
+        reference_set = load_draw(args.reference)
         metrics = compute_metrics(images, reference_set.images, metric_settings(args))
         reference_images = len(reference_set.images)
     record = read_json(args.record)
     record.update(metrics)
     record["params"]["feature_extractor"] = args.extractor
-    record["params"]["reference"] = "reference_batch" if args.reference_batch else "train_split"
+    record["params"]["reference"] = "reference_batch" if args.reference_batch else "reference_draw"
     record["params"]["reference_images"] = int(reference_images)
     write_json(record, args.out)
     return metrics
@@ -575,12 +809,22 @@ COMMANDS = [
     Command("import-base", import_base, "Check a pretrained DiT (sha256, keys, shapes) and copy it into the study.",
             "python -m ditpareto import-base --model dit-xl-2 --image-size 256 --checkpoint DiT-XL-2-256x256.pt "
             "--sha256 HEX --out resources/pretrained/base.pt", _import_base_args, model_args=True),
-    Command("train-classifier", train_classifier, "Train the digits classifier used as FID feature extractor.",
-            "python -m ditpareto train-classifier --data resources/data/digits.npz --out clf.pt --report clf.json",
-            _classifier_args),
-    Command("reference", reference, "Real-vs-real FID floor (held-out vs train) and pure-noise FID.",
-            "python -m ditpareto reference --data resources/data/digits.npz --extractor-weights clf.pt --out ref.json",
-            _reference_args),
+    Command("import-extractor", import_extractor, "Check a shipped FID extractor (sha256, keys, shapes) and copy it.",
+            "python -m ditpareto import-extractor --checkpoint assets/extractor/glyph-cnn-16.pt --sha256 HEX "
+            "--out resources/fid/extractor.pt", _import_extractor_args),
+    Command("import-finetuned", import_finetuned, "Check a fine-tune (sha256, keys, shapes, record) and copy it.",
+            "python -m ditpareto import-finetuned --method dydit --budget 0.50 --model dit-toy-2 --image-size 16 "
+            "--in-channels 1 --num-classes 10 --checkpoint assets/finetuned/dydit/budget~0.50/finetuned.pt "
+            "--out finetuned.pt", _import_finetuned_args, model_args=True),
+    Command("train-classifier", train_classifier, "Train the FID feature extractor (glyphs CNN or digits classifier).",
+            "python -m ditpareto train-classifier --data resources/data/extractor.npz "
+            "--val resources/data/extractor_val.npz --out cnn.pt --report cnn.json", _classifier_args),
+    Command("reference", reference, "Real-vs-real FID floor (independent draw vs reference) and pure-noise FID.",
+            "python -m ditpareto reference --reference resources/data/reference.npz --floor resources/data/floor.npz "
+            "--floor-samples 1000 --extractor-weights cnn.pt --out ref.json", _reference_args),
+    Command("calibrate", calibrate, "Calibrate the FID extractor: graded degradations vs the seed-to-seed spread.",
+            "python -m ditpareto calibrate --reference resources/data/reference.npz --floor resources/data/floor.npz "
+            "--samples 1000 --extractor-weights cnn.pt --out results/metrics/calibration.csv", _calibrate_args),
     Command("convert", convert, "Convert a pretrained DiT into a method's model (its initialisation).",
             "python -m ditpareto convert --method flexidit --base base.pt --model dit-tiny-2 --image-size 16 "
             "--in-channels 1 --num-classes 10 --out converted.pt", _convert_args, model_args=True),
@@ -596,7 +840,7 @@ COMMANDS = [
             "python -m ditpareto merge-samples --shards s0.npz s1.npz --records s0.json s1.json --out s.npz "
             "--record s.json", _merge_samples_args),
     Command("evaluate", evaluate, "FID/KID/IS/precision/recall of a grid point with torch-fidelity.",
-            "python -m ditpareto evaluate --samples s.npz --record s.json --data resources/data/digits.npz "
+            "python -m ditpareto evaluate --samples s.npz --record s.json --reference resources/data/reference.npz "
             "--extractor-weights clf.pt --out metrics.json", _evaluate_args),
     Command("flops", flops, "Executed MACs per network call and per image (DiT's GFLOPs convention).",
             "python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256", _flops_args,

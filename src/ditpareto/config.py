@@ -8,8 +8,8 @@ from ditpareto.diffusion import space_timesteps
 from ditpareto.errors import InputError
 from ditpareto.methods import get_method
 from ditpareto.methods.base import SamplingSettings
-from ditpareto.methods.dit import StaticDiT
 from ditpareto.models import dit_config
+from ditpareto.study import FINETUNE_MODES, STEP_BUDGET_METHODS, checkpoint_budget, shipped_checkpoint
 
 
 def resolve_path(path: str, root: str | Path) -> Path:
@@ -18,43 +18,84 @@ def resolve_path(path: str, root: str | Path) -> Path:
     return p if p.is_absolute() else Path(root) / p
 
 
+def _budget(method, key: str, text: str):
+    try:
+        value = method.parse_budget(text)
+    except InputError as exc:
+        raise InputError(f"config {key}: {exc}") from None
+    if method.budget_label(value) != text:
+        raise InputError(f"config {key}: write {text!r} as {method.budget_label(value)!r} (one label per budget)")
+    return value
+
+
 def check_study(config: dict, root: str | Path) -> None:
     """Raise InputError naming the first problem: unknown method, budget out of range, missing file, ..."""
-    base = config["base"]
+    base, sampling = config["base"], config["sampling"]
     dit_config(base["model"], config["dataset"]["image_size"], in_channels=base["in_channels"],
                num_classes=base["num_classes"])
-    sampling = config["sampling"]
-    space_timesteps(1000, sampling["sampler"], sampling["steps"])
-    settings = SamplingSettings(sampler=sampling["sampler"], steps=sampling["steps"])
+    steps = sampling["steps"]
+    if len(set(steps)) != len(steps):
+        raise InputError(f"config sampling.steps has duplicates: {steps}")
+    for n in steps:
+        space_timesteps(1000, sampling["sampler"], n)
+    settings = SamplingSettings(sampler=sampling["sampler"], steps=steps[0])
+    plateau = config.get("finetune", {}).get("plateau", {})
     for name, entry in config["methods"].items():
         method = get_method(name)
         try:
             method.parse_options(entry.get("options", {}))
         except InputError as exc:
             raise InputError(f"config methods.{name}.options: {exc}") from None
-        labels = []
-        for text in entry["budgets"]:
-            try:
-                value = method.parse_budget(text)
-            except InputError as exc:
-                raise InputError(f"config methods.{name}.budgets: {exc}") from None
-            if method.budget_label(value) != text:
-                raise InputError(
-                    f"config methods.{name}.budgets: write {text!r} as {method.budget_label(value)!r} (one label per budget)"
-                )
-            if isinstance(method, StaticDiT):  # dit and dit-ft: the budget is a step count
+        labels = entry["budgets"]
+        for text in labels:
+            value = _budget(method, f"methods.{name}.budgets", text)
+            if name in STEP_BUDGET_METHODS:  # dit and dit-ft: the budget is a step count
                 space_timesteps(1000, sampling["sampler"], value)
-            labels.append(text)
+            method.nominal_compute_ratio(value, settings)
         if len(set(labels)) != len(labels):
             raise InputError(f"config methods.{name}.budgets has duplicates: {labels}")
-        method.nominal_compute_ratio(method.parse_budget(labels[0]), settings)
+        if entry.get("parity"):
+            _budget(method, f"methods.{name}.parity", entry["parity"])
+            if checkpoint_budget(entry["parity"]) not in labels and FINETUNE_MODES[name] == "per_budget":
+                raise InputError(f"config methods.{name}.parity {entry['parity']!r} samples the fine-tune of "
+                                 f"budget {checkpoint_budget(entry['parity'])!r}, which is not in its budgets {labels}")
+        if name in plateau.get("budgets", {}):
+            _budget(method, f"finetune.plateau.budgets.{name}", plateau["budgets"][name])
+        _check_source(name, entry, labels)
     if sampling["shards"] > sampling["num_samples"]:
         raise InputError(f"config sampling.shards ({sampling['shards']}) exceeds sampling.num_samples")
+    _check_dataset(config)
     _check_latent_setting(config)
     missing = [f"{key}: {path}" for key, path, kind in required_paths(config, root) if not _exists(path, kind)]
     if missing:
         raise InputError("config names paths that do not exist (nothing is downloaded; provide them locally):\n  "
                          + "\n  ".join(missing))
+
+
+def _check_source(name: str, entry: dict, labels: list[str]) -> None:
+    if entry.get("source", "train") != "checkpoint":
+        return
+    if FINETUNE_MODES[name] == "none":
+        raise InputError(f"config methods.{name}.source: {name} does not fine-tune (remove `source`)")
+    keys = {shipped_checkpoint(name, b)[1] for b in labels}
+    missing = sorted(keys - set(entry.get("sha256", {})))
+    if missing:
+        raise InputError(f"config methods.{name}.sha256 lacks {missing}: a shipped fine-tune is imported only "
+                         "by its sha256 (or set source: train)")
+
+
+def _check_dataset(config: dict) -> None:
+    dataset, metrics, sampling = config["dataset"], config["metrics"], config["sampling"]
+    if dataset["name"] == "glyphs":
+        need = metrics["calibration"]["replicates"] * sampling["num_samples"]
+        if metrics["feature_extractor"] == "glyph-cnn" and dataset["draws"]["floor"] < need:
+            raise InputError(f"config dataset.draws.floor ({dataset['draws']['floor']}) must hold "
+                             f"calibration.replicates x sampling.num_samples = {need} images")
+        if dataset["draws"]["floor"] < sampling["num_samples"]:
+            raise InputError(f"config dataset.draws.floor must be >= sampling.num_samples ({sampling['num_samples']})")
+    if metrics["feature_extractor"] == "glyph-cnn" and dataset["name"] != "glyphs":
+        raise InputError("config metrics.feature_extractor glyph-cnn needs dataset.name glyphs (its heads are the "
+                         "glyph attributes); use digits-classifier for digits")
 
 
 def _check_latent_setting(config: dict) -> None:
@@ -77,6 +118,11 @@ def required_paths(config: dict, root: str | Path) -> list[tuple[str, Path, str]
         if not base.get("checkpoint"):
             raise InputError("config base.checkpoint is required when base.source is 'checkpoint'")
         paths.append(("base.checkpoint", resolve_path(base["checkpoint"], root), "file"))
+    extractor = metrics.get("extractor", {})
+    if metrics["feature_extractor"] != "inception-v3-compat" and extractor.get("source") == "checkpoint":
+        if not extractor.get("checkpoint"):
+            raise InputError("config metrics.extractor.checkpoint is required when its source is 'checkpoint'")
+        paths.append(("metrics.extractor.checkpoint", resolve_path(extractor["checkpoint"], root), "file"))
     if metrics["feature_extractor"] == "inception-v3-compat":
         if not metrics.get("inception_weights"):
             raise InputError("config metrics.inception_weights is required for inception-v3-compat")
@@ -87,7 +133,12 @@ def required_paths(config: dict, root: str | Path) -> list[tuple[str, Path, str]
         paths.append(("dataset.path", resolve_path(dataset["path"], root), "dir"))
     if config.get("latents", {}).get("vae"):
         paths.append(("latents.vae", resolve_path(config["latents"]["vae"], root), "vae"))
-    return paths
+    for name, entry in config["methods"].items():
+        if entry.get("source", "train") == "checkpoint" and FINETUNE_MODES[name] != "none":
+            for budget in entry["budgets"]:
+                path, key = shipped_checkpoint(name, budget)
+                paths.append((f"methods.{name} shipped fine-tune {key}", resolve_path(path, root), "file"))
+    return list(dict.fromkeys(paths))
 
 
 def _exists(path: Path, kind: str) -> bool:

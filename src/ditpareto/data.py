@@ -1,7 +1,9 @@
-"""Datasets stored in one .npz each: uint8 image arrays (N, H, W, C) or SD-VAE latents (N, C, h, w), plus labels.
+"""Datasets as independent draws, one .npz each: uint8 images (N, H, W, C) or SD-VAE latents (N, C, h, w), labels.
 
-``digits`` (scikit-learn, pixels) is the embedded default; ``imagefolder`` (ImageNet's train folder layout: one
-sub-folder per class) is the paper setting: ADM centre-crop preprocessing, then SD-VAE latents (``ditpareto.latents``).
+``glyphs`` (procedural digits, ``ditpareto.glyphs``) is the embedded default: training, FID reference, FID floor
+and the feature extractor's sets are independent draws. ``digits`` (scikit-learn) is kept as an option;
+``imagefolder`` (ImageNet's train folder layout: one sub-folder per class) is the paper setting: ADM centre-crop
+preprocessing, then SD-VAE latents (``ditpareto.latents``); it has a ``train`` draw only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("digits", "imagefolder")
+DATASETS = ("glyphs", "digits", "imagefolder")
+# Independent draws of one study (``ditpareto.glyphs.DRAW_IDS``): one file each, resources/data/{draw}.npz.
+DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
 
 
 @dataclass
@@ -91,6 +95,13 @@ def image_folder(root: str | os.PathLike, image_size: int, max_per_class: int | 
     return folder
 
 
+def digits_draw(draw: str, image_size: int = 16, heldout_fraction: float = 0.3, split_seed: int = 0) -> ImageSet:
+    """A draw of scikit-learn's digits (no independent draws exist: ``train``/``reference``/``extractor`` are the
+    train split, ``floor``/``extractor_val`` the held-out split, as the study did before glyphs)."""
+    splits = prepare_digits(image_size, heldout_fraction, split_seed)
+    return splits["heldout" if draw in ("floor", "extractor_val") else "train"]
+
+
 def prepare_digits(image_size: int = 16, heldout_fraction: float = 0.3, split_seed: int = 0) -> dict[str, ImageSet]:
     """scikit-learn's digits (ships in the wheel: offline), upsampled from 8x8, stratified train/held-out split."""
     from sklearn.datasets import load_digits
@@ -113,33 +124,69 @@ def prepare_digits(image_size: int = 16, heldout_fraction: float = 0.3, split_se
     }
 
 
-def save_splits(splits: dict[str, ImageSet], path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for name, split in splits.items():
-        arrays[f"{name}_images"] = split.images
-        arrays[f"{name}_labels"] = split.labels
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+def save_npz(arrays: dict[str, np.ndarray], path: str | os.PathLike, compress: bool = True) -> None:
+    """np.savez with fixed zip timestamps, written atomically: the same arrays give the same bytes (and sha256)."""
+    import zipfile
 
-
-def save_latents(latents: LatentSet, path: str | os.PathLike, **metadata) -> None:
-    """The train split as latents (``train_latents``, ``train_labels``) plus metadata arrays, written atomically."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, train_latents=latents.latents, train_labels=latents.labels, **metadata)
-    os.replace(tmp, path)
-
-
-def load_split(path: str | os.PathLike, split: str) -> ImageSet | LatentSet:
-    """A split of a prepared dataset: images (``{split}_images``) or latents (``{split}_latents``)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp.npz")
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(tmp, "w", compression=method) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asarray(array), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def save_draw(data: ImageSet | LatentSet, path: str | os.PathLike, attributes: dict | None = None,
+              **metadata) -> None:
+    """One draw in one .npz: ``images`` (uint8 N,H,W,C) or ``latents`` (float32 N,C,h,w), ``labels``, optional
+    ``attr_<name>`` integer arrays (sample attributes) and metadata arrays."""
+    arrays = {"images": data.images} if isinstance(data, ImageSet) else {"latents": data.latents}
+    arrays["labels"] = data.labels
+    arrays.update({f"attr_{k}": v for k, v in (attributes or {}).items()})
+    arrays.update(metadata)
+    save_npz(arrays, path, compress=isinstance(data, ImageSet))
+
+
+def _checked_npz(path: Path) -> dict[str, np.ndarray]:
+    from ditpareto.errors import InputError
+
     if not path.is_file():
-        raise FileNotFoundError(f"dataset {path} does not exist")
-    with np.load(path) as data:
-        if f"{split}_latents" in data:
-            return LatentSet(data[f"{split}_latents"], data[f"{split}_labels"])
-        if f"{split}_images" not in data:
-            raise KeyError(f"dataset {path} has no split {split!r} (has {sorted(data.files)})")
-        return ImageSet(data[f"{split}_images"], data[f"{split}_labels"])
+        raise InputError(f"dataset {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # truncated zip, pickled objects, not an npz
+        raise InputError(f"dataset {path} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def load_draw(path: str | os.PathLike) -> ImageSet | LatentSet:
+    """A prepared draw (``prepare-data``), checked: keys, dtypes, shapes, finite latents, integer labels."""
+    from ditpareto.errors import InputError
+
+    path = Path(path)
+    data = _checked_npz(path)
+    if "labels" not in data or not ({"images", "latents"} & set(data)):
+        raise InputError(f"dataset {path} needs `images` or `latents` and `labels`, has {sorted(data)}")
+    labels = data["labels"]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+        raise InputError(f"dataset {path}: labels must be non-negative integers (N,), got {labels.dtype} "
+                         f"{labels.shape}")
+    try:
+        if "images" in data:
+            return ImageSet(data["images"], labels.astype(np.int64))
+        if not np.isfinite(data["latents"]).all():
+            raise InputError(f"dataset {path}: latents hold non-finite values")
+        return LatentSet(data["latents"], labels.astype(np.int64))
+    except ValueError as exc:
+        raise InputError(f"dataset {path}: {exc}") from None
+
+
+def load_attributes(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The ``attr_<name>`` arrays of a draw (sample attributes for the feature extractor's auxiliary heads)."""
+    data = _checked_npz(Path(path))
+    return {k[len("attr_"):]: v.astype(np.int64) for k, v in data.items() if k.startswith("attr_")}

@@ -33,6 +33,32 @@ def count_macs(fn: Callable[[], object]) -> int:
     return counter.get_total_flops() // 2
 
 
+def count_train_macs(loss_fn, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, diffusion) -> int:
+    """MACs of one training step: ``loss_fn(model, x0, y, diffusion)["loss"]`` forward and backward (the optimizer
+    and EMA updates run no matmuls). On a copy of the model, with the global RNG restored afterwards."""
+    import copy
+
+    model = copy.deepcopy(model).train()
+
+    def step():
+        loss_fn(model, x0, y, diffusion)["loss"].backward()
+
+    with torch.random.fork_rng(devices=[]):
+        return count_macs(step)
+
+
+def steps_for_train_macs(macs_at: Callable[[int], float], budget_macs: float, limit: int = 10**7) -> tuple[int, float]:
+    """(steps, MACs) of the run whose cumulative training MACs come closest to ``budget_macs`` (at least 1 step)."""
+    total, steps = 0.0, 0
+    while steps < limit:
+        step = macs_at(steps)
+        if total + step / 2 > budget_macs and steps >= 1:
+            break
+        total += step
+        steps += 1
+    return steps, total
+
+
 def dit_macs_per_call(config: DiTConfig) -> int:
     """Closed-form MACs of one DiT forward for one image (DiT's convention; the counter must agree)."""
     d, t, p = config.hidden_size, config.num_tokens, config.patch_size

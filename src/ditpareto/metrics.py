@@ -1,9 +1,11 @@
 """FID / KID / IS / precision / recall of generated samples, computed with torch-fidelity 0.4.0.
 
-Two feature extractors:
+Three feature extractors:
 
-* ``digits-classifier`` (default): a small CNN trained here on scikit-learn digits and registered with
-  torch-fidelity; FID/KID/PRC use its 64-d penultimate features, IS its logits.
+* ``glyph-cnn`` (default): a CNN trained here on an independent glyphs draw with heads for digit, font family,
+  style, rotation and background (``ditpareto.glyph_extractor``); FID/KID/PRC use its 64-d penultimate features,
+  IS its digit logits. ``ditpareto.calibration`` checks that FID sees blur, resampling, noise and shifts.
+* ``digits-classifier``: a small CNN trained here on scikit-learn digits (the ``digits`` dataset).
 * ``inception-v3-compat``: torch-fidelity's InceptionV3 with weights from a local file (never downloaded). The
   extractor is named explicitly, so torch-fidelity uses it for every metric: PRC uses its pool3 ("2048") features
   instead of torch-fidelity's default (VGG16, which would download weights). Precision/recall on Inception features
@@ -30,11 +32,15 @@ from tqdm.auto import tqdm
 
 from ditpareto.data import ImageSet
 from ditpareto.errors import InputError
+from ditpareto.glyph_extractor import grey_float as _grey_float
+from ditpareto.glyph_extractor import load_glyph_cnn
 from ditpareto.models.checkpoint import atomic_save, extract_state_dict, load_into, read_checkpoint
 
 DIGITS_EXTRACTOR = "digits-classifier"
+GLYPH_EXTRACTOR = "glyph-cnn"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
-EXTRACTORS = (DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
+EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
+TRAINED_EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR)
 NUM_DIGIT_CLASSES = 10
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "inception_score_mean", "inception_score_std", "precision", "recall")
 _FIDELITY_KEYS = {
@@ -75,16 +81,11 @@ class DigitsClassifier(nn.Module):
         """Penultimate activations (N, 64): what FID/KID/PRC compare."""
         return self.body(x)
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def _grey_float(images: np.ndarray | torch.Tensor, channels_last: bool = True) -> torch.Tensor:
-    """uint8 images -> float (N, 1, H, W) in [0, 1], averaging colour channels."""
-    x = torch.as_tensor(images)
-    if channels_last:
-        x = x.permute(0, 3, 1, 2)
-    return x.float().mean(dim=1, keepdim=True) / 255.0
 
 
 def _shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -166,14 +167,17 @@ def load_classifier(path: str | os.PathLike) -> DigitsClassifier:
 # ------------------------------------------------------------------------------------ torch-fidelity extractor
 
 
-class DigitsFeatureExtractor(FeatureExtractorBase):
-    """torch-fidelity wrapper of :class:`DigitsClassifier`: features "feat" (64-d) and "logits"."""
+class TrainedFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of a network trained by the pipeline: features "feat" (64-d) and "logits" (digits).
+    Its weights file is validated (weights_only, keys, shapes) before use."""
+
+    loader = staticmethod(load_classifier)
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
-            raise InputError(f"feature extractor {name!r} needs feature_extractor_weights_path (a trained classifier)")
-        self.net = load_classifier(feature_extractor_weights_path)
+            raise InputError(f"feature extractor {name!r} needs feature_extractor_weights_path (trained weights)")
+        self.net = self.loader(feature_extractor_weights_path)
         self.requires_grad_(False)
         self.eval()
 
@@ -181,7 +185,7 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
             raise ValueError(f"expected uint8 N x 3 x H x W images, got {getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
         feat = self.net.features(_grey_float(x, channels_last=False))
-        out = {"feat": feat, "logits": self.net.head(feat)}
+        out = {"feat": feat, "logits": self.net.logits(feat)}
         return tuple(out[name] for name in self.features_list)
 
     @staticmethod
@@ -201,15 +205,29 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
         return torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
 
 
+class DigitsFeatureExtractor(TrainedFeatureExtractor):
+    """The digits classifier (``digits-classifier``)."""
+
+
+class GlyphFeatureExtractor(TrainedFeatureExtractor):
+    """The glyphs CNN (``glyph-cnn``)."""
+
+    loader = staticmethod(load_glyph_cnn)
+
+
+_REGISTERED = {DIGITS_EXTRACTOR: DigitsFeatureExtractor, GLYPH_EXTRACTOR: GlyphFeatureExtractor}
+
+
 def register_extractors() -> None:
-    """Register "digits-classifier" with torch-fidelity (idempotent)."""
-    current = FEATURE_EXTRACTORS_REGISTRY.get(DIGITS_EXTRACTOR)
-    if current is DigitsFeatureExtractor:
-        return
-    if current is not None and current.__qualname__ != DigitsFeatureExtractor.__qualname__:
-        raise RuntimeError(f"torch-fidelity already has a different feature extractor named {DIGITS_EXTRACTOR!r}")
-    FEATURE_EXTRACTORS_REGISTRY.pop(DIGITS_EXTRACTOR, None)  # a reloaded copy of this module
-    torch_fidelity.register_feature_extractor(DIGITS_EXTRACTOR, DigitsFeatureExtractor)
+    """Register the pipeline's trained extractors with torch-fidelity (idempotent)."""
+    for name, cls in _REGISTERED.items():
+        current = FEATURE_EXTRACTORS_REGISTRY.get(name)
+        if current is cls:
+            continue
+        if current is not None and current.__qualname__ != cls.__qualname__:
+            raise RuntimeError(f"torch-fidelity already has a different feature extractor named {name!r}")
+        FEATURE_EXTRACTORS_REGISTRY.pop(name, None)  # a reloaded copy of this module
+        torch_fidelity.register_feature_extractor(name, cls)
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -396,10 +414,40 @@ def reference_batch_floor_and_noise(reference: ReferenceBatch, settings: MetricS
             "noise": metrics_against_reference_batch(noise, reference, settings)}
 
 
-def fid_floor_and_noise(train: ImageSet, heldout: ImageSet, settings: MetricSettings, noise_seed: int = 0) -> dict:
-    """Reference points: held-out vs train (the real-vs-real floor) and uniform noise (held-out's shape) vs train."""
-    noise = np.random.default_rng(noise_seed).integers(0, 256, size=heldout.images.shape, dtype=np.uint8)
+def fid_floor_and_noise(reference: ImageSet, floor: ImageSet, settings: MetricSettings, noise_seed: int = 0) -> dict:
+    """Reference points: an independent real draw vs the reference (the real-vs-real floor) and uniform noise (the
+    floor draw's shape) vs the reference."""
+    noise = np.random.default_rng(noise_seed).integers(0, 256, size=floor.images.shape, dtype=np.uint8)
     return {
-        "floor": compute_metrics(heldout.images, train.images, settings),
-        "noise": compute_metrics(noise, train.images, settings),
+        "floor": compute_metrics(floor.images, reference.images, settings),
+        "noise": compute_metrics(noise, reference.images, settings),
     }
+
+
+# ------------------------------------------------------------------------------------ per-sample features
+
+
+def extract_features(images: np.ndarray, settings: MetricSettings, layer: str = "feat") -> np.ndarray:
+    """Per-sample features (N, D) float64 of uint8 images (N, H, W, C) with the configured extractor, through
+    torch-fidelity (the same extraction as the metrics)."""
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    _check_images("images", images, 1)
+    if settings.feature_extractor == INCEPTION_EXTRACTOR:
+        _check_inception_weights(settings.weights_path)
+        layer = "2048" if layer == "feat" else layer
+    register_extractors()
+    cuda = torch.cuda.is_available()
+    extractor = create_feature_extractor(settings.feature_extractor, [layer], cuda=cuda, verbose=settings.progress,
+                                         feature_extractor_weights_path=settings.weights_path)
+    features = get_featuresdict_from_dataset(_UInt8Images(images), extractor, settings.batch_size, cuda, True,
+                                             settings.progress)
+    return features[layer].double().numpy()
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets (torch-fidelity's formula)."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    stats = [{"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False)} for f in (a, b)]
+    return float(fid_statistics_to_metric(stats[0], stats[1], False)[torch_fidelity.KEY_METRIC_FID])

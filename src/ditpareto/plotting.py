@@ -233,13 +233,16 @@ def plot_sample_grid(samples: dict[str, str | os.PathLike], out_paths, count: in
 def sample_grid_files(table: pd.DataFrame, samples_root: str | os.PathLike, cfg: float | None, seed: int) -> dict:
     """Row label -> samples file of every (method, budget) in the table at guidance ``cfg`` and ``seed``, in plot
     order."""
-    from ditpareto.results import samples_file
+    from ditpareto.study import GridPoint, cfg_label, ft_label, samples_file
 
     points = at_cfg(table[table["seed"] == seed], cfg)
+    points = points[points["ft"].astype(float).isin([0.0, 1.0])]  # plateau points are not in the grid figure
     files = {}
     for method in _methods_in(points):
-        sub = points[points["method"] == method].sort_values("nominal_compute_ratio", ascending=False)
+        sub = points[points["method"] == method].sort_values(["nominal_compute_ratio", "steps"], ascending=False)
         for row in sub.itertuples():
-            label = f"{METHOD_LABELS.get(method, method)} {row.budget}"
-            files[label] = samples_file(samples_root, method, row.budget, row.cfg_scale, seed)
+            label = f"{METHOD_LABELS.get(method, method)} {row.budget} ({row.steps} steps)"
+            point = GridPoint(method, str(row.budget), int(row.steps), ft_label(float(row.ft)),
+                              cfg_label(row.cfg_scale), seed)
+            files[label] = samples_file(samples_root, point)
     return files

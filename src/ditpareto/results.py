@@ -13,17 +13,7 @@ from ditpareto import __version__
 
 # Columns that depend on the machine's speed, not on the config; excluded from determinism checks.
 TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds")
-KEY_COLUMNS = ("method", "budget", "cfg_scale", "seed")
-
-
-def cfg_label(scale: float) -> str:
-    """A guidance scale as it appears in paths (cfg~2.00)."""
-    return f"{float(scale):.2f}"
-
-
-def samples_file(root: str | os.PathLike, method: str, budget: str, cfg: float, seed: int) -> Path:
-    """A grid point's samples: <root>/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz (the Snakefile's scheme)."""
-    return Path(root) / method / f"budget~{budget}" / f"cfg~{cfg_label(cfg)}" / f"seed~{seed}.npz"
+KEY_COLUMNS = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
 
 
 def git_commit() -> str:
@@ -54,6 +44,22 @@ def read_json(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def read_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """A JSON record (an object) with the ``required`` keys; InputError naming the file and the problem."""
+    from ditpareto.errors import InputError
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"record {path} cannot be read as JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"record {path} holds a {type(record).__name__}, not a JSON object")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise InputError(f"record {path} lacks {missing}")
+    return record
+
+
 def flatten(record: dict, prefix: str = "") -> dict:
     """Nested dicts -> dotted columns (``params.cfg_scale``)."""
     flat = {}
@@ -72,12 +78,13 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
         raise ValueError("no metrics files given")
     rows = [flatten(read_json(p)) for p in paths]
     table = pd.DataFrame(rows)
-    order = [c for c in ("method", "budget", "cfg_scale", "seed", "nominal_compute_ratio", "gmacs_per_image", "fid")
+    order = [c for c in ("method", "budget", "steps", "ft", "cfg_scale", "seed", "nominal_compute_ratio",
+                         "gmacs_per_image", "fid", "train_gmacs", "optimizer_steps", "samples_seen")
              if c in table]
     table = table[order + [c for c in table.columns if c not in order]]
-    keys = [c for c in ("method", "nominal_compute_ratio", "cfg_scale", "seed") if c in table]
+    keys = [c for c in ("method", "nominal_compute_ratio", "steps", "ft", "cfg_scale", "seed") if c in table]
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"budget": str})
+    return pd.read_csv(path, dtype={"budget": str, "ft": str})

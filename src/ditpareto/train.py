@@ -9,6 +9,7 @@ import contextlib
 import copy
 import csv
 import logging
+import math
 import os
 import shutil
 import signal
@@ -41,6 +42,13 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
+    # Learning-rate schedule: linear warm-up over warmup_steps, then constant or cosine down to min_lr_ratio x lr
+    # at the last step. Every AdamW parameter group follows it at its own peak (lr x its multiplier).
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    # Every N steps keep a copy of the EMA weights in <state dir>/snapshots/ema-step<N>.pt (0: none).
+    snapshot_every: int = 0
     # What is trained (method, options, budget, input checkpoint...): a saved state resumes only a run with the
     # same run_id and settings, so a changed config never continues a stale run.
     run_id: str = ""
@@ -48,15 +56,34 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
             raise ValueError(f"invalid training settings: {self}")
+        if self.schedule not in SCHEDULES or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"invalid learning-rate schedule: {self.schedule}, warm-up {self.warmup_steps}, "
+                             f"min_lr_ratio {self.min_lr_ratio}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the peak learning rate for the update that ends at step ``step + 1``."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+SCHEDULES = ("constant", "cosine")
 
 
 # Settings that change neither the weights nor the trajectory: a resume may differ in these. More steps than the
-# saved run also resume (constant learning rate: N steps then M - N more equal M steps).
-_RESUME_FREE = ("steps", "checkpoint_every", "log_every")
+# saved run also resume under a constant learning rate (N steps then M - N more equal M steps); a decaying schedule
+# depends on the total, so there the step count must match.
+_RESUME_FREE = ("steps", "checkpoint_every", "log_every", "snapshot_every")
 
 
 def _resume_identity(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _RESUME_FREE}
+    free = _RESUME_FREE if config.get("schedule", "constant") == "constant" else _RESUME_FREE[1:]
+    return {k: v for k, v in config.items() if k not in free}
 
 
 def distributed_env() -> tuple[int, int, int]:
@@ -79,6 +106,11 @@ def _saved_state(state_path: Path, config: TrainConfig) -> tuple[dict | None, bo
     same = _resume_identity(state.get("config", {})) == _resume_identity(asdict(config))
     same = same and int(state.get("world_size", 1)) == distributed_env()[1]  # each rank resumes its own RNG
     return state, not same or int(state["step"]) > config.steps
+
+
+def snapshot_path(state_path: str | os.PathLike, step: int) -> Path:
+    """Where ``snapshot_every`` keeps the EMA weights of ``step``: <state dir>/snapshots/ema-step<step>.pt."""
+    return Path(state_path).parent / "snapshots" / f"ema-step{step:07d}.pt"
 
 
 def resume_step(state_path: str | os.PathLike, config: TrainConfig) -> int | None:
@@ -235,6 +267,8 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
             dist.broadcast(tensor, 0)
     params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:  # the schedule scales each group's own peak
+        group["peak_lr"] = group["lr"]
     synced = [p for group in optimizer.param_groups for p in group["params"]]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     state, stale = _saved_state(state_path, config)
@@ -291,6 +325,8 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
         sigterm = stack.enter_context(_sigterm_flag())
         for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", mininterval=5,
                          disable=not main):
+            for group in optimizer.param_groups:
+                group["lr"] = group["peak_lr"] * config.lr_factor(step)
             idx = torch.randint(0, n, (batch_size,))
             terms = loss_fn(model, x0[idx].to(device), labels[idx].to(device), diffusion)
             optimizer.zero_grad(set_to_none=True)
@@ -309,7 +345,8 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
                     logged = dict(zip(terms, (values / world).tolist()))
                 else:
                     logged = {k: float(v.detach()) for k, v in terms.items()}
-                row = {"step": done, **logged, "steps_per_s": (done - start) / (time.perf_counter() - t0)}
+                row = {"step": done, **logged, "lr": optimizer.param_groups[0]["lr"],
+                       "steps_per_s": (done - start) / (time.perf_counter() - t0)}
                 if main:
                     if writer is None:
                         writer = csv.DictWriter(writer_file, fieldnames=list(row))
@@ -325,6 +362,8 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
                 raise Preempted(done)
             if done % config.checkpoint_every == 0 and done < config.steps:
                 save_state(done)
+            if main and config.snapshot_every and done % config.snapshot_every == 0:
+                atomic_save(ema.state_dict(), snapshot_path(state_path, done))
     save_state(config.steps)
     if main:
         final_csv.parent.mkdir(parents=True, exist_ok=True)

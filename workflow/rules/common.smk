@@ -4,9 +4,8 @@ import json
 import shlex
 
 import ditpareto
+from ditpareto import study
 from ditpareto.config import check_study, resolve_path
-from ditpareto.methods import get_method
-from ditpareto.results import cfg_label, samples_file
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -14,21 +13,31 @@ check_study(config, workflow.basedir)
 
 VERSION = ditpareto.__version__
 ENV = "../../envs/ditpareto.yaml"
+DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
 
 
 wildcard_constraints:
     method="|".join(config["methods"]),
-    budget=r"[0-9][0-9.\-]*",
+    budget=r"(full@)?[0-9][0-9.\-]*",
+    steps=r"\d+",
+    ft=r"\d+\.\d\d",
+    run=r"(budget~[0-9][0-9.\-]*/)?ft~\d+\.\d\d",
     cfg=r"\d+\.\d\d",
     seed=r"\d+",
     shard=r"\d+",
     shards=r"\d+",
+    draw="|".join(DRAWS),
+
+
+def q(value):
+    """A value as one shell word."""
+    return shlex.quote(str(value))
 
 
 def model_flags():
     base = config["base"]
     return (
-        f"--model {base['model']} --image-size {config['dataset']['image_size']} "
+        f"--model {q(base['model'])} --image-size {config['dataset']['image_size']} "
         f"--in-channels {base['in_channels']} --num-classes {base['num_classes']}"
     )
 
@@ -36,9 +45,8 @@ def model_flags():
 def sampling_flags():
     s = config["sampling"]
     return (
-        f"--sampler {s['sampler']} --steps {s['steps']} "
-        f"--guidance-channels {s['guidance_channels']} --num-samples {s['num_samples']} "
-        f"--batch-size {s['batch_size']}"
+        f"--sampler {s['sampler']} --guidance-channels {s['guidance_channels']} "
+        f"--num-samples {s['num_samples']} --batch-size {s['batch_size']}"
     )
 
 
@@ -46,7 +54,9 @@ def pretrain_flags():
     p = config["base"]["pretrain"]
     return (
         f"--steps {p['steps']} --batch-size {p['batch_size']} --lr {p['lr']} "
-        f"--ema-decay {p['ema_decay']} --seed {p['seed']} --class-dropout {p['class_dropout']}"
+        f"--ema-decay {p['ema_decay']} --seed {p['seed']} --class-dropout {p['class_dropout']} "
+        f"--warmup-steps {p['warmup_steps']} --schedule {p['schedule']} --min-lr-ratio {p['min_lr_ratio']} "
+        f"--checkpoint-every {p['checkpoint_every']} --snapshot-every {p['snapshot_every']}"
     )
 
 
@@ -72,18 +82,20 @@ def latent_flags():
     latents = config.get("latents", {})
     if not latents.get("vae"):
         return ""
-    return f"--vae {shlex.quote(external('latents.vae'))} --latent-scale {latents['scale_factor']}"
+    return f"--vae {q(external('latents.vae'))} --latent-scale {latents['scale_factor']}"
 
 
-def dataset_flags():
+def dataset_flags(wildcards):
     d = config["dataset"]
+    if d["name"] == "glyphs":
+        return f"--dataset glyphs --image-size {d['image_size']} --seed {d['seed']} --num {d['draws'][wildcards.draw]}"
     if d["name"] == "digits":
         return (
             f"--dataset digits --image-size {d['image_size']} --heldout-fraction {d['heldout_fraction']} "
             f"--split-seed {d['split_seed']}"
         )
     flags = (
-        f"--dataset imagefolder --image-size {d['image_size']} --path {shlex.quote(external('dataset.path'))} "
+        f"--dataset imagefolder --image-size {d['image_size']} --path {q(external('dataset.path'))} "
         f"--encode-batch-size {d['encode_batch_size']} --encode-seed {config['latents']['encode_seed']} "
         f"{latent_flags()}"
     )
@@ -92,20 +104,34 @@ def dataset_flags():
 
 def get_dataset_inputs(wildcards):
     """The VAE's config for latent studies (the image folder is checked at start, not tracked file by file)."""
-    if config["dataset"]["name"] == "digits":
+    if config["dataset"]["name"] != "imagefolder":
         return []
     return [f"{external('latents.vae')}/config.json"]
 
 
+def reference_batch():
+    return bool(config["metrics"].get("reference_batch"))
+
+
 def get_metric_reference(wildcards):
-    """What FID compares against: the ADM reference batch (paper) or the prepared dataset's train split."""
-    if config["metrics"].get("reference_batch"):
+    """What FID compares against: the ADM reference batch (paper) or the reference draw."""
+    if reference_batch():
         return external("metrics.reference_batch")
-    return "resources/data/dataset.npz"
+    return "resources/data/reference.npz"
 
 
 def reference_flag():
-    return "--reference-batch" if config["metrics"].get("reference_batch") else "--data"
+    return "--reference-batch" if reference_batch() else "--reference"
+
+
+def get_floor(wildcards):
+    return [] if reference_batch() else ["resources/data/floor.npz"]
+
+
+def floor_flags(input):
+    if reference_batch():
+        return ""
+    return f"--floor {q(input.floor)} --floor-samples {config['sampling']['num_samples']}"
 
 
 def shard_count():
@@ -114,15 +140,40 @@ def shard_count():
 
 def get_shards(wildcards):
     """The grid point's sample shards and their records (shard~I-of-K, I = 0..K-1)."""
-    stem = f"results/samples/{wildcards.method}/budget~{wildcards.budget}/cfg~{wildcards.cfg}/seed~{wildcards.seed}"
-    names = [f"{stem}/shard~{i}-of-{shard_count()}" for i in range(shard_count())]
+    point = study.GridPoint(
+        wildcards.method,
+        wildcards.budget,
+        int(wildcards.steps),
+        wildcards.ft,
+        wildcards.cfg,
+        int(wildcards.seed),
+    )
+    names = [
+        study.shard_stem("results/samples", point, i, shard_count()) for i in range(shard_count())
+    ]
     return {"shards": [f"{n}.npz" for n in names], "records": [f"{n}.record.json" for n in names]}
 
 
+def trained_extractor():
+    return config["metrics"]["feature_extractor"] != "inception-v3-compat"
+
+
 def get_extractor_weights(wildcards):
-    if config["metrics"]["feature_extractor"] == "digits-classifier":
-        return "resources/fid/classifier.pt"
+    if trained_extractor():
+        return "resources/fid/extractor.pt"
     return str(resolve_path(config["metrics"]["inception_weights"], workflow.basedir))
+
+
+def get_extractor_source(wildcards):
+    e = config["metrics"]["extractor"]
+    if e["source"] == "train":
+        return "resources/fid/extractor_here.pt"
+    return str(resolve_path(e["checkpoint"], workflow.basedir))
+
+
+def extractor_sha256_flag():
+    e = config["metrics"]["extractor"]
+    return f"--sha256 {e['sha256']}" if e.get("sha256") and e["source"] == "checkpoint" else ""
 
 
 def metric_flags():
@@ -131,47 +182,73 @@ def metric_flags():
 
 
 def get_method_checkpoint(wildcards):
-    mode = get_method(wildcards.method).finetune_mode
-    if mode == "none":
+    """The checkpoint a grid point samples (the base for dit)."""
+    if study.FINETUNE_MODES[wildcards.method] == "none":
         return "resources/pretrained/base.pt"
-    if mode == "shared":
-        return f"results/checkpoints/{wildcards.method}/finetuned.pt"
-    return f"results/checkpoints/{wildcards.method}/budget~{wildcards.budget}/finetuned.pt"
+    return study.finetuned_checkpoint(wildcards.method, wildcards.budget, wildcards.ft)
+
+
+def run_budget(wildcards):
+    """The budget a fine-tune run trains for ("" for a shared fine-tune)."""
+    head = wildcards.run.split("/")[0]
+    return head[len("budget~") :] if head.startswith("budget~") else ""
+
+
+def run_ft(wildcards):
+    return wildcards.run.split("ft~")[-1]
+
+
+def get_finetuned_source(wildcards):
+    """A shipped fine-tune (source: checkpoint, shared compute) or the one trained here."""
+    entry, budget = config["methods"][wildcards.method], run_budget(wildcards)
+    if entry.get("source", "train") == "checkpoint" and run_ft(wildcards) == study.UNIT_FINETUNE:
+        path, _ = study.shipped_checkpoint(wildcards.method, budget)
+        path = str(resolve_path(path, workflow.basedir))
+    else:
+        path = f"results/checkpoints/{wildcards.method}/{wildcards.run}/trained.pt"
+    return {"weights": path, "record": f"{path}.json"}
+
+
+def finetuned_sha256_flag(wildcards):
+    entry = config["methods"][wildcards.method]
+    if entry.get("source", "train") != "checkpoint" or run_ft(wildcards) != study.UNIT_FINETUNE:
+        return ""
+    _, key = study.shipped_checkpoint(wildcards.method, run_budget(wildcards))
+    sha = entry.get("sha256", {}).get(key)
+    return f"--sha256 {sha}" if sha else ""
+
+
+def budget_flag(wildcards):
+    budget = run_budget(wildcards)
+    return f"--budget {q(budget)}" if budget else ""
 
 
 def options_flag(wildcards):
     """Method options as one shell-quoted JSON argument."""
     options = config["methods"][wildcards.method].get("options", {})
-    return f"--options {shlex.quote(json.dumps(options, sort_keys=True))}"
+    return f"--options {q(json.dumps(options, sort_keys=True))}"
 
 
 def finetune_flags(wildcards):
-    f = config["methods"][wildcards.method]["finetune"]
+    f = config["finetune"]
+    budget = (
+        f"--train-gmacs {f['train_gmacs'] * float(run_ft(wildcards))}"
+        if f.get("train_gmacs")
+        else f"--steps {max(1, round(f['steps'] * float(run_ft(wildcards))))}"
+    )
     return (
-        f"--steps {f['steps']} --batch-size {f['batch_size']} --lr {f['lr']} "
-        f"--ema-decay {f['ema_decay']} --seed {f['seed']} --checkpoint-every {f['checkpoint_every']}"
+        f"{budget} --batch-size {f['batch_size']} --lr {f['lr']} --warmup-fraction {f['warmup_fraction']} "
+        f"--schedule {f['schedule']} --min-lr-ratio {f['min_lr_ratio']} --ema-horizon {f['ema_horizon']} "
+        f"--seed {f['seed']} --checkpoint-every {f['checkpoint_every']}"
     )
 
 
-def method_cfgs(entry):
-    """The fixed scale (sampling.cfg_scale) plus the method's cfg_sweep, as sorted unique labels."""
-    scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", [])]
-    return sorted({cfg_label(s) for s in scales}, key=float)
-
-
 def grid_points():
-    """(method, budget, cfg, seed) of every grid point; every method shares the seeds."""
-    return [
-        (method, budget, cfg, seed)
-        for method, entry in config["methods"].items()
-        for budget in entry["budgets"]
-        for cfg in method_cfgs(entry)
-        for seed in config["sampling"]["seeds"]
-    ]
+    return study.grid_points(config)
 
 
 def get_all_metrics(wildcards):
-    return [f"results/metrics/{m}/budget~{b}/cfg~{c}/seed~{s}.json" for m, b, c, s in grid_points()]
+    return [str(study.metrics_file("results/metrics", p)) for p in grid_points()]
 
 
 def repo_file(relative):
@@ -180,13 +257,26 @@ def repo_file(relative):
 
 
 def get_grid_samples(wildcards):
-    """Samples of the first seed at the fixed guidance scale: one row per (method, budget) in the grid figure."""
-    cfg, seed = config["sampling"]["cfg_scale"], config["sampling"]["seeds"][0]
+    """Samples of the first seed at the fixed guidance scale and shared fine-tune: one row per grid point."""
+    cfg, seed = study.cfg_label(config["sampling"]["cfg_scale"]), config["sampling"]["seeds"][0]
     return [
-        str(samples_file("results/samples", m, b, cfg, seed))
-        for m, entry in config["methods"].items()
-        for b in entry["budgets"]
+        str(study.samples_file("results/samples", p))
+        for p in grid_points()
+        if p.cfg == cfg and p.seed == seed and p.ft in (study.NO_FINETUNE, study.UNIT_FINETUNE)
     ]
+
+
+def final_targets():
+    targets = [
+        "results/tables/metrics.csv",
+        "results/notebooks/pareto.ipynb",
+        "results/notebooks/latency.ipynb",
+        "results/notebooks/claims.ipynb",
+        "results/notebooks/samples.ipynb",
+    ]
+    if config["metrics"]["feature_extractor"] == "glyph-cnn":
+        targets.append("results/metrics/calibration.csv")
+    return targets
 
 
 def notebook_parameters(input, **extra):

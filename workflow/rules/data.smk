@@ -1,29 +1,30 @@
-# Inputs every method shares: the dataset, the base DiT and the FID feature extractor.
+# Inputs every method shares: the dataset's draws, the base DiT and the FID feature extractor.
 
 
 rule prepare_data:
     input:
         get_dataset_inputs,
     output:
-        "resources/data/dataset.npz",
+        data="resources/data/{draw}.npz",
+        record="resources/data/{draw}.npz.json",
     log:
-        "logs/prepare_data/dataset.log",
+        "logs/prepare_data/{draw}.log",
     benchmark:
-        "benchmarks/prepare_data/dataset.tsv"
+        "benchmarks/prepare_data/{draw}.tsv"
     conda:
         ENV
     threads: 2
     params:
-        dataset=dataset_flags(),
+        dataset=dataset_flags,
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} prepare-data {params.dataset} --workers {threads} "
-        "--out {output} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} prepare-data {params.dataset} --draw {wildcards.draw} "
+        "--workers {threads} --out {output.data:q} > {log:q} 2>&1"
 
 
 rule pretrain_base:
     input:
-        data="resources/data/dataset.npz",
+        data="resources/data/train.npz",
     output:
         weights="resources/pretrained/pretrained_here.pt",
         loss="results/training/pretrain_base/loss.csv",
@@ -43,8 +44,9 @@ rule pretrain_base:
         state="results/training/pretrain_base/state.pt",
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} --nproc {resources.gpu} pretrain {params.model} {params.train} --data {input.data} "
-        "--state {params.state} --log-csv {output.loss} --out {output.weights} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} --nproc {resources.gpu} pretrain {params.model} {params.train} "
+        "--data {input.data:q} --state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} "
+        "> {log:q} 2>&1"
 
 
 rule import_base:
@@ -61,34 +63,88 @@ rule import_base:
         sha256=sha256_flag(),
         version=VERSION,
     shell:
-        "python -m ditpareto import-base {params.model} --checkpoint {input} {params.sha256} "
-        "--out {output} > {log} 2>&1"
+        "python -m ditpareto import-base {params.model} --checkpoint {input:q} {params.sha256} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
-rule train_fid_classifier:
+rule train_extractor:
     input:
-        data="resources/data/dataset.npz",
+        data="resources/data/extractor.npz",
+        val="resources/data/extractor_val.npz",
     output:
-        weights="resources/fid/classifier.pt",
-        report="results/metrics/fid_classifier.json",
+        weights="resources/fid/extractor_here.pt",
+        report="results/metrics/extractor.json",
     log:
-        "logs/train_fid_classifier/classifier.log",
+        "logs/train_extractor/extractor.log",
     benchmark:
-        "benchmarks/train_fid_classifier/classifier.tsv"
+        "benchmarks/train_extractor/extractor.tsv"
     conda:
         ENV
     threads: 2
     params:
-        steps=config["metrics"]["classifier_steps"],
+        extractor=config["metrics"]["feature_extractor"],
+        steps=config["metrics"]["extractor"]["steps"],
+        seed=config["metrics"]["extractor"]["seed"],
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} train-classifier --data {input.data} --steps {params.steps} "
-        "--out {output.weights} --report {output.report} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} train-classifier --extractor {params.extractor} "
+        "--data {input.data:q} --val {input.val:q} --steps {params.steps} --seed {params.seed} "
+        "--out {output.weights:q} --report {output.report:q} > {log:q} 2>&1"
+
+
+rule import_extractor:
+    input:
+        get_extractor_source,
+    output:
+        "resources/fid/extractor.pt",
+    log:
+        "logs/import_extractor/extractor.log",
+    conda:
+        ENV
+    params:
+        extractor=config["metrics"]["feature_extractor"],
+        sha256=extractor_sha256_flag(),
+        version=VERSION,
+    shell:
+        "python -m ditpareto import-extractor --extractor {params.extractor} --checkpoint {input:q} "
+        "{params.sha256} --out {output:q} > {log:q} 2>&1"
+
+
+rule calibrate_extractor:
+    input:
+        reference="resources/data/reference.npz",
+        floor="resources/data/floor.npz",
+        extractor=get_extractor_weights,
+    output:
+        table=report(
+            "results/metrics/calibration.csv",
+            caption="../report/calibration.rst",
+            category="Tables",
+        ),
+        summary="results/metrics/calibration.json",
+    log:
+        "logs/calibrate_extractor/calibration.log",
+    benchmark:
+        "benchmarks/calibrate_extractor/calibration.tsv"
+    conda:
+        ENV
+    threads: 2
+    params:
+        metrics=metric_flags(),
+        samples=config["sampling"]["num_samples"],
+        replicates=config["metrics"]["calibration"]["replicates"],
+        min_ratio=config["metrics"]["calibration"]["min_ratio"],
+        version=VERSION,
+    shell:
+        "python -m ditpareto --threads {threads} calibrate --reference {input.reference:q} --floor {input.floor:q} "
+        "--samples {params.samples} --replicates {params.replicates} --min-ratio {params.min_ratio} "
+        "{params.metrics} --extractor-weights {input.extractor:q} --out {output.table:q} > {log:q} 2>&1"
 
 
 rule fid_reference:
     input:
         reference=get_metric_reference,
+        floor=get_floor,
         extractor=get_extractor_weights,
     output:
         "results/metrics/reference.json",
@@ -102,7 +158,8 @@ rule fid_reference:
     params:
         metrics=metric_flags(),
         reference=reference_flag(),
+        floor=lambda wildcards, input: floor_flags(input),
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} reference {params.reference} {input.reference} {params.metrics} "
-        "--extractor-weights {input.extractor} --out {output} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} reference {params.reference} {input.reference:q} {params.floor} "
+        "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Method models: convert the base DiT, then fine-tune (once per method, or once per budget).
+# Method models: convert the base DiT, fine-tune with the shared recipe (once per method, or once per budget, at
+# a multiple of the shared training compute), and import the fine-tune a grid point samples (shipped or trained).
 
 
 rule convert_checkpoint:
@@ -15,21 +16,22 @@ rule convert_checkpoint:
         options=options_flag,
         version=VERSION,
     shell:
-        "python -m ditpareto convert --method {wildcards.method} {params.options} --base {input.base} "
-        "{params.model} --out {output} > {log} 2>&1"
+        "python -m ditpareto convert --method {wildcards.method} {params.options} --base {input.base:q} "
+        "{params.model} --out {output:q} > {log:q} 2>&1"
 
 
 rule finetune:
     input:
         checkpoint="results/checkpoints/{method}/converted.pt",
-        data="resources/data/dataset.npz",
+        data="resources/data/train.npz",
     output:
-        weights="results/checkpoints/{method}/finetuned.pt",
-        loss="results/training/{method}/loss.csv",
+        weights="results/checkpoints/{method}/{run}/trained.pt",
+        record="results/checkpoints/{method}/{run}/trained.pt.json",
+        loss="results/training/{method}/{run}/loss.csv",
     log:
-        "logs/finetune/{method}.log",
+        "logs/finetune/{method}/{run}.log",
     benchmark:
-        "benchmarks/finetune/{method}.tsv"
+        "benchmarks/finetune/{method}/{run}.tsv"
     conda:
         ENV
     threads: 2
@@ -39,39 +41,32 @@ rule finetune:
     params:
         model=model_flags(),
         options=options_flag,
+        budget=budget_flag,
         train=finetune_flags,
-        state="results/training/{method}/state.pt",
+        state="results/training/{method}/{run}/state.pt",
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} {params.options} "
-        "--checkpoint {input.checkpoint} --data {input.data} {params.model} {params.train} "
-        "--state {params.state} --log-csv {output.loss} --out {output.weights} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} "
+        "{params.options} {params.budget} --checkpoint {input.checkpoint:q} --data {input.data:q} {params.model} "
+        "{params.train} --state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} > {log:q} 2>&1"
 
 
-rule finetune_budget:
+rule import_finetuned:
     input:
-        checkpoint="results/checkpoints/{method}/converted.pt",
-        data="resources/data/dataset.npz",
+        unpack(get_finetuned_source),
     output:
-        weights="results/checkpoints/{method}/budget~{budget}/finetuned.pt",
-        loss="results/training/{method}/budget~{budget}/loss.csv",
+        weights="results/checkpoints/{method}/{run}/finetuned.pt",
+        record="results/checkpoints/{method}/{run}/finetuned.pt.json",
     log:
-        "logs/finetune_budget/{method}/budget~{budget}.log",
-    benchmark:
-        "benchmarks/finetune_budget/{method}/budget~{budget}.tsv"
+        "logs/import_finetuned/{method}/{run}.log",
     conda:
         ENV
-    threads: 2
-    resources:
-        # GPUs (profiles/slurm sets 8): one torchrun process per GPU; 0 or 1 trains in one process.
-        gpu=0,
     params:
         model=model_flags(),
         options=options_flag,
-        train=finetune_flags,
-        state="results/training/{method}/budget~{budget}/state.pt",
+        budget=budget_flag,
+        sha256=finetuned_sha256_flag,
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} {params.options} "
-        "--budget {wildcards.budget} --checkpoint {input.checkpoint} --data {input.data} {params.model} "
-        "{params.train} --state {params.state} --log-csv {output.loss} --out {output.weights} > {log} 2>&1"
+        "python -m ditpareto import-finetuned --method {wildcards.method} {params.options} {params.budget} "
+        "{params.model} --checkpoint {input.weights:q} {params.sha256} --out {output.weights:q} > {log:q} 2>&1"

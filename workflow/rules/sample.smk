@@ -1,16 +1,17 @@
-# The grid: method x budget x guidance scale x seed -> sample shards -> merged samples -> metrics.
+# The grid: method x budget x steps x fine-tune compute x guidance scale x seed -> sample shards -> merged
+# samples -> metrics.
 
 
 rule sample:
     input:
         checkpoint=get_method_checkpoint,
     output:
-        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.npz",
-        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.record.json",
+        samples="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.npz",
+        record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.record.json",
     log:
-        "logs/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.log",
+        "logs/sample/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.log",
     benchmark:
-        "benchmarks/sample/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.tsv"
+        "benchmarks/sample/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.tsv"
     conda:
         ENV
     threads: 2
@@ -22,41 +23,42 @@ rule sample:
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
-        "--budget {wildcards.budget} --cfg-scale {wildcards.cfg} --seed {wildcards.seed} "
-        "--shard {wildcards.shard} --shards {wildcards.shards} --checkpoint {input.checkpoint} "
+        "--budget {wildcards.budget:q} --steps {wildcards.steps} --ft {wildcards.ft} --cfg-scale {wildcards.cfg} "
+        "--seed {wildcards.seed} "
+        "--shard {wildcards.shard} --shards {wildcards.shards} --checkpoint {input.checkpoint:q} "
         "{params.model} {params.sampling} {params.latents} "
-        "--out {output.samples} --record {output.record} > {log} 2>&1"
+        "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
 
 
 rule merge_samples:
     input:
         unpack(get_shards),
     output:
-        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
-        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
+        samples="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.npz",
+        record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.record.json",
     log:
-        "logs/merge_samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.log",
+        "logs/merge_samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.log",
     conda:
         ENV
     params:
         version=VERSION,
     shell:
-        "python -m ditpareto merge-samples --shards {input.shards} --records {input.records} "
-        "--out {output.samples} --record {output.record} > {log} 2>&1"
+        "python -m ditpareto merge-samples --shards {input.shards:q} --records {input.records:q} "
+        "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
 
 
 rule evaluate:
     input:
-        samples="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.npz",
-        record="results/samples/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.record.json",
+        samples="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.npz",
+        record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.record.json",
         reference=get_metric_reference,
         extractor=get_extractor_weights,
     output:
-        "results/metrics/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.json",
+        "results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.json",
     log:
-        "logs/evaluate/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.log",
+        "logs/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.log",
     benchmark:
-        "benchmarks/evaluate/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}.tsv"
+        "benchmarks/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.tsv"
     conda:
         ENV
     threads: 2
@@ -65,6 +67,6 @@ rule evaluate:
         reference=reference_flag(),
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} evaluate --samples {input.samples} "
-        "--record {input.record} {params.reference} {input.reference} {params.metrics} "
-        "--extractor-weights {input.extractor} --out {output} > {log} 2>&1"
+        "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
+        "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
+        "--extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"

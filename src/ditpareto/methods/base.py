@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -11,6 +12,23 @@ from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.models import DiT
 from ditpareto.models.dit import guided_forward
+from ditpareto.study import FINETUNE_MODES, FULL_PREFIX
+
+
+class FullCompute(NamedTuple):
+    """Budget "full@B": the model fine-tuned for budget ``of`` run at full compute (the method's parity point)."""
+
+    of: object
+
+
+def split_full(text) -> tuple[bool, object]:
+    """(is "full@B", B) for a budget label or value."""
+    if isinstance(text, FullCompute):
+        return True, text.of
+    text_s = str(text)
+    if text_s.startswith(FULL_PREFIX):
+        return True, text_s[len(FULL_PREFIX):]
+    return False, text
 
 
 @dataclass(frozen=True)
@@ -89,8 +107,11 @@ class Method:
 
     name: str = ""
     budget_help: str = ""
-    # "none": samples from the base checkpoint; "shared": one fine-tune for all budgets; "per_budget": one per budget.
-    finetune_mode: str = "none"
+
+    @property
+    def finetune_mode(self) -> str:
+        """"none" (samples the base), "shared" (one fine-tune for all budgets) or "per_budget" (study.FINETUNE_MODES)."""
+        return FINETUNE_MODES[self.name]
 
     # ------------------------------------------------------------------ vocabulary
     def parse_budget(self, text: str):
@@ -131,6 +152,13 @@ class Method:
 
         ``budget`` is None for a shared fine-tune; ``train`` is a ``ditpareto.train.TrainConfig``.
         """
+        raise InputError(f"method {self.name} has no fine-tuning stage")
+
+    def train_step_macs(self, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, options: dict,
+                        budget) -> Callable[[int], float]:
+        """MACs of fine-tuning step i (forward and backward of everything the loss runs: teachers, complete-model
+        and MMD terms included), counted by executing the method's loss on the batch (x0, y) with the sampling
+        counter; an expectation over the loss's random choices where it has any."""
         raise InputError(f"method {self.name} has no fine-tuning stage")
 
     # ------------------------------------------------------------------ sampling

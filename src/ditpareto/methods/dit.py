@@ -11,7 +11,6 @@ from ditpareto.models import load_dit
 class StaticDiT(Method):
     name = "dit"
     budget_help = "number of sampling steps (an integer; DDIM needs an integer stride giving exactly that many)"
-    finetune_mode = "none"
 
     def parse_budget(self, text) -> int:
         try:
@@ -54,7 +53,13 @@ class FineTunedDiT(StaticDiT):
     """
 
     name = "dit-ft"
-    finetune_mode = "shared"
+
+    def train_step_macs(self, model, x0, y, options, budget):
+        from ditpareto.flops import count_train_macs
+        from ditpareto.train import diffusion_loss
+
+        macs = count_train_macs(diffusion_loss, model.requires_grad_(True), x0, y, GaussianDiffusion.base())
+        return lambda step: macs
 
     def finetune(self, model, data, options, budget, train, state_path, log_csv):
         import torch

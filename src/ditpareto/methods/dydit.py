@@ -15,7 +15,10 @@ import torch
 
 from ditpareto.diffusion import GaussianDiffusion, space_timesteps
 from ditpareto.errors import InputError
-from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.methods.base import (
+    FullCompute, Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model, split_full,
+)
+from ditpareto.study import FULL_PREFIX
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops, token_router_macs
@@ -115,13 +118,17 @@ def _gate_fractions(gates) -> dict:
 class DyDiTMethod(Method):
     name = "dydit"
     budget_help = "FLOPs target λ in (0, 1] with two decimals, e.g. 0.50 (one fine-tune per λ)"
-    finetune_mode = "per_budget"
 
-    def parse_budget(self, text) -> float:
-        return parse_lambda(text)
+    def parse_budget(self, text):
+        """λ, or ``FullCompute(λ)`` for "full@λ" (the λ model with its routers bypassed)."""
+        full, inner = split_full(text)
+        return FullCompute(parse_lambda(inner)) if full else parse_lambda(text)
 
     def budget_label(self, value) -> str:
-        return f"{parse_lambda(value):.2f}"
+        value = self.parse_budget(value)
+        if isinstance(value, FullCompute):
+            return f"{FULL_PREFIX}{value.of:.2f}"
+        return f"{value:.2f}"
 
     def parse_options(self, options: dict | None) -> dict:
         options = dict(options or {})
@@ -143,7 +150,8 @@ class DyDiTMethod(Method):
         return 1.0
 
     def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
-        return parse_lambda(budget)
+        budget = self.parse_budget(budget)
+        return 1.0 if isinstance(budget, FullCompute) else budget
 
     # ------------------------------------------------------------------ models
     def convert(self, base, options):
@@ -165,7 +173,9 @@ class DyDiTMethod(Method):
         if budget is None:
             raise InputError("dydit fine-tunes once per λ: pass --budget")
         options = self.parse_options(options)
-        lam = parse_lambda(budget)
+        lam = self.parse_budget(budget)
+        if isinstance(lam, FullCompute):
+            raise InputError(f"dydit fine-tunes a FLOPs target λ, not {self.budget_label(lam)!r}")
         for name, p in model.named_parameters():
             p.requires_grad_(name != "pos_embed")
         routers = set(map(id, model.router_parameters()))
@@ -177,13 +187,31 @@ class DyDiTMethod(Method):
                            loss_fn=loss_fn, trainable=groups)
         return eval_model(ema)
 
+    def train_step_macs(self, model: DyDiT, x0, y, options, budget):
+        """The masked dynamic forward (full width: masks do not save training compute) with its routers, and
+        its backward; plus the complete-model loss during the first complete_steps steps."""
+        from ditpareto.flops import count_train_macs
+
+        options = self.parse_options(options)
+        lam = self.parse_budget(budget)
+        model.requires_grad_(True)
+        base = GaussianDiffusion.base()
+        later = count_train_macs(DyDiTLoss(lam, options, options["complete_steps"]), model, x0, y, base)
+        first = count_train_macs(DyDiTLoss(lam, options, 0), model, x0, y, base) if options["complete_steps"] else later
+        return lambda step: first if step < options["complete_steps"] else later
+
     # ------------------------------------------------------------------ sampling
     def plan(self, model: DyDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
         from ditpareto.flops import dit_macs_per_call, sampled_macs
 
-        lam = parse_lambda(budget)
+        lam = self.parse_budget(budget)
         space_timesteps(1000, settings.sampler, settings.steps)
         diffusion = GaussianDiffusion.respaced(settings.sampler, settings.steps)
+        if isinstance(lam, FullCompute):  # parity: every head, channel group and token (routers bypassed)
+            complete = lambda x, t, y: model.forward_masked(x, t, y, "complete")[0]  # noqa: E731
+            return SamplingPlan(diffusion, cfg_denoiser(complete, settings, spec.in_channels, spec.num_classes),
+                                calls_per_step=2 if settings.guided else 1,
+                                details={"lambda": lam.of, "routers": "bypassed"})
         steps = diffusion.num_timesteps
         model_t = [int(diffusion.timestep_map[steps - 1 - step]) for step in range(steps)]
         masks = [model.width_masks(t) for t in model_t]  # batch-independent: precomputed per sampling step

@@ -21,7 +21,10 @@ import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.methods.base import (
+    FullCompute, Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model, split_full,
+)
+from ditpareto.study import FULL_PREFIX
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.flexdit import PF_MODES, FlexDiT, FlexLayout, flexdit_from_dit, flexdit_macs_per_call
@@ -119,9 +122,15 @@ def stratified_loss(sides: list[int]):
 class FlexDiTMethod(Method):
     name = "flexdit"
     budget_help = "pruning-rate range RMIN-RMAX, two decimals, 0 < RMIN <= RMAX <= 1 (e.g. 0.61-0.86)"
-    finetune_mode = "per_budget"
 
-    def parse_budget(self, text) -> FlexBudget:
+    def parse_budget(self, text):
+        """The range, or ``FullCompute(range)`` for "full@RMIN-RMAX" (that model with every stage at the full grid)."""
+        full, inner = split_full(text)
+        if full:
+            return FullCompute(self._parse_range(inner))
+        return self._parse_range(text)
+
+    def _parse_range(self, text) -> FlexBudget:
         if isinstance(text, (tuple, list)) and len(text) == 2:
             values = [float(v) for v in text]
         else:
@@ -138,6 +147,8 @@ class FlexDiTMethod(Method):
 
     def budget_label(self, value) -> str:
         budget = self.parse_budget(value)
+        if isinstance(budget, FullCompute):
+            return f"{FULL_PREFIX}{budget.of.r_min:.2f}-{budget.of.r_max:.2f}"
         return f"{budget.r_min:.2f}-{budget.r_max:.2f}"
 
     def parse_options(self, options: dict | None) -> dict:
@@ -167,7 +178,10 @@ class FlexDiTMethod(Method):
 
     def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
         """The mean sparse-token density 1 - r_k over the 4 default stages (a label; FLOPs are counted separately)."""
-        rates = stage_rates(self.parse_budget(budget), DEFAULT_OPTIONS["stages"])
+        budget = self.parse_budget(budget)
+        if isinstance(budget, FullCompute):
+            return 1.0
+        rates = stage_rates(budget, DEFAULT_OPTIONS["stages"])
         return 1 - sum(rates) / len(rates)
 
     # ------------------------------------------------------------------ models
@@ -187,12 +201,15 @@ class FlexDiTMethod(Method):
         return eval_model(load_into(model, checkpoint, what=what))
 
     def sides(self, model: FlexDiT, budget) -> list[int]:
-        return stage_sides(self.parse_budget(budget), model.grid_size, model.stages)
+        budget = self.parse_budget(budget)
+        if isinstance(budget, FullCompute):
+            return [model.grid_size] * model.stages
+        return stage_sides(budget, model.grid_size, model.stages)
 
     def finetune(self, model: FlexDiT, data, options, budget, train, state_path, log_csv):
         from ditpareto.train import distributed_env, run_training
 
-        if budget is None:
+        if budget is None or isinstance(self.parse_budget(budget), FullCompute):
             raise InputError("flexdit fine-tunes once per budget: pass --budget RMIN-RMAX")
         world = distributed_env()[1]
         if train.batch_size // world < model.stages:
@@ -204,10 +221,19 @@ class FlexDiTMethod(Method):
         return run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv,
                             loss_fn=loss_fn)
 
+    def train_step_macs(self, model: FlexDiT, x0, y, options, budget):
+        """The stratified loss: one micro-batch per density stage at its sparse side, forward and backward."""
+        from ditpareto.flops import count_train_macs
+
+        model.requires_grad_(True)
+        macs = count_train_macs(stratified_loss(self.sides(model, budget)), model, x0, y, GaussianDiffusion.base())
+        return lambda step: macs
+
     # ------------------------------------------------------------------ sampling
     def plan(self, model: FlexDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
-        budget = self.parse_budget(budget)
-        sides, stages = self.sides(model, budget), model.stages
+        full = isinstance(self.parse_budget(budget), FullCompute)
+        budget = self.parse_budget(budget).of if full else self.parse_budget(budget)
+        sides, stages = self.sides(model, FullCompute(budget) if full else budget), model.stages
         diffusion = GaussianDiffusion.respaced(settings.sampler, settings.steps)
         step_stage = [stage_of(diffusion.timestep_map[diffusion.num_timesteps - 1 - step], stages)
                       for step in range(diffusion.num_timesteps)]
@@ -217,7 +243,7 @@ class FlexDiTMethod(Method):
 
         n = model.config.num_tokens
         details = {
-            "r_min": budget.r_min, "r_max": budget.r_max, "stages": stages,
+            "r_min": budget.r_min, "r_max": budget.r_max, "stages": stages, "full_compute": full,
             "stage_rates": [round(r, 4) for r in stage_rates(budget, stages)],
             "sparse_sides": sides, "sparse_tokens": [s * s for s in sides], "dense_tokens": n,
             "realised_rates": [round(1 - s * s / n, 4) for s in sides],

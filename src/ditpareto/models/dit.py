@@ -328,6 +328,8 @@ DIT_ARCHS: dict[str, dict] = {
 }
 # Tiny CPU models for the embedded default study and the tests.
 DIT_ARCHS["dit-tiny-2"] = dict(depth=4, hidden_size=64, num_heads=4, patch_size=2)
+# The default study's base: deep enough for two FlexDiT SDTMs with sparse blocks (1 + 2 x [1, 2, 1, 1] + 1).
+DIT_ARCHS["dit-toy-2"] = dict(depth=12, hidden_size=64, num_heads=4, patch_size=2)
 DIT_ARCHS["dit-micro-2"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2)
 
 

@@ -1,0 +1,122 @@
+"""The study's grid and path scheme, without torch: what the workflow plans and the results table is keyed by.
+
+A grid point is (method, budget, steps, ft, cfg, seed):
+  budget  the method's own compute knob (dit: the step count; "full@B": the budget-B model at full compute)
+  steps   sampling steps (for dit and dit-ft equal to the budget)
+  ft      fine-tuning compute as a multiple of the shared budget: "1.00", "0.00" for dit (no fine-tune), other
+          values for the plateau check
+Paths (the Snakefile's scheme):
+  results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.npz
+  results/checkpoints/{method}/[budget~{budget}/]ft~{ft}/finetuned.pt   (per-budget methods name the budget)
+  assets/finetuned/{method}/[budget~{budget}/]finetuned.pt               (shipped fine-tunes, ft 1.00)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# How each method fine-tunes: "none" (samples the base), "shared" (one fine-tune for all budgets), "per_budget".
+FINETUNE_MODES = {"dit": "none", "dit-ft": "shared", "flexidit": "shared", "dydit": "per_budget",
+                  "flexdit": "per_budget"}
+STEP_BUDGET_METHODS = ("dit", "dit-ft")  # the budget is the step count
+FULL_PREFIX = "full@"
+NO_FINETUNE, UNIT_FINETUNE = "0.00", "1.00"
+SHARED = "shared"  # the sha256 key of a shared fine-tune
+
+
+def cfg_label(scale: float) -> str:
+    """A guidance scale as it appears in paths (cfg~2.00)."""
+    return f"{float(scale):.2f}"
+
+
+def ft_label(multiplier: float) -> str:
+    return f"{float(multiplier):.2f}"
+
+
+def checkpoint_budget(budget: str) -> str:
+    """The budget whose fine-tune a grid point samples: B for "full@B", else the budget itself."""
+    return budget[len(FULL_PREFIX):] if budget.startswith(FULL_PREFIX) else budget
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    method: str
+    budget: str
+    steps: int
+    ft: str
+    cfg: str
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return (f"{self.method}/budget~{self.budget}/steps~{self.steps}/ft~{self.ft}/cfg~{self.cfg}"
+                f"/seed~{self.seed}")
+
+
+def samples_file(root: str | Path, point: GridPoint) -> Path:
+    return Path(root) / f"{point.stem}.npz"
+
+
+def metrics_file(root: str | Path, point: GridPoint) -> Path:
+    return Path(root) / f"{point.stem}.json"
+
+
+def shard_stem(root: str | Path, point: GridPoint, shard: int, shards: int) -> str:
+    """A sampling job's output stem: <root>/<point>/shard~I-of-K (+ .npz, .record.json)."""
+    return f"{root}/{point.stem}/shard~{shard}-of-{shards}"
+
+
+def finetuned_checkpoint(method: str, budget: str, ft: str, root: str = "results/checkpoints") -> str:
+    """The fine-tune a grid point of ``method`` at (budget, ft) samples; shared fine-tunes ignore the budget."""
+    if FINETUNE_MODES[method] == "per_budget":
+        return f"{root}/{method}/budget~{checkpoint_budget(budget)}/ft~{ft}/finetuned.pt"
+    return f"{root}/{method}/ft~{ft}/finetuned.pt"
+
+
+def shipped_checkpoint(method: str, budget: str) -> tuple[str, str]:
+    """(path, sha256 key) of a shipped fine-tune at the shared budget."""
+    if FINETUNE_MODES[method] == "per_budget":
+        b = checkpoint_budget(budget)
+        return f"assets/finetuned/{method}/budget~{b}/finetuned.pt", b
+    return f"assets/finetuned/{method}/finetuned.pt", SHARED
+
+
+def method_cfgs(config: dict, entry: dict) -> list[str]:
+    """The fixed scale (sampling.cfg_scale) plus the method's cfg_sweep, as sorted unique labels."""
+    scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", [])]
+    return sorted({cfg_label(s) for s in scales}, key=float)
+
+
+def grid_points(config: dict) -> list[GridPoint]:
+    """Every grid point: budgets x step counts x guidance scales x seeds per method, each method's parity point
+    (first step count, fixed CFG, every seed) and the plateau points (first step count, fixed CFG, first seed)."""
+    sampling = config["sampling"]
+    steps, seeds = sampling["steps"], sampling["seeds"]
+    fixed = cfg_label(sampling["cfg_scale"])
+    plateau = config.get("finetune", {}).get("plateau", {})
+    points: list[GridPoint] = []
+    for method, entry in config["methods"].items():
+        ft = NO_FINETUNE if FINETUNE_MODES[method] == "none" else UNIT_FINETUNE
+        for budget in entry["budgets"]:
+            counts = [int(budget)] if method in STEP_BUDGET_METHODS else steps
+            points += [GridPoint(method, budget, n, ft, cfg, seed) for n in counts
+                       for cfg in method_cfgs(config, entry) for seed in seeds]
+        if entry.get("parity"):
+            points += [GridPoint(method, entry["parity"], steps[0], ft, fixed, seed) for seed in seeds]
+        budget = plateau.get("budgets", {}).get(method)
+        if budget is not None and ft == UNIT_FINETUNE:
+            n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
+            points += [GridPoint(method, budget, n, ft_label(m), fixed, seeds[0]) for m in plateau["multipliers"]
+                       if ft_label(m) != UNIT_FINETUNE]
+    return list(dict.fromkeys(points))
+
+
+def finetunes(config: dict) -> list[tuple[str, str, str]]:
+    """(method, checkpoint budget or "" for shared, ft) of every fine-tune the grid samples."""
+    out = []
+    for p in grid_points(config):
+        mode = FINETUNE_MODES[p.method]
+        if mode != "none":
+            out.append((p.method, checkpoint_budget(p.budget) if mode == "per_budget" else "", p.ft))
+    return list(dict.fromkeys(out))
