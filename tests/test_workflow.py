@@ -87,7 +87,7 @@ def test_mini_run_writes_table_and_figure(mini_run):
     assert all(log.stat().st_size >= 0 for log in (mini_run / "logs").rglob("*.log"))
 
 
-FIGURES = ["pareto_fid_vs_gmacs.png", "fid_vs_latency.png", "measured_vs_nominal_compute.png",
+FIGURES = ["pareto_fid_vs_gmacs.png", "plateau_fid_vs_train_gmacs.png", "fid_vs_latency.png", "measured_vs_nominal_compute.png",
            "claims_relative.png", "sample_grid.png"]
 
 

@@ -553,6 +553,8 @@ def _sample_args(p):
     p.add_argument("--shards", type=int, default=1, metavar="K",
                    help="shards the N samples are split into; merge them with merge-samples (default: 1)")
     p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
+    p.add_argument("--reference-steps", type=int, default=None, metavar="N",
+                   help="the full step count nominal compute ratios refer to (default: this point's steps)")
     p.add_argument("--ft", default="1.00", metavar="X",
                    help="the checkpoint's fine-tuning compute as a multiple of the shared budget, a table label "
                    "(default: 1.00)")
@@ -620,7 +622,10 @@ def sample(args):
         "ft": args.ft,
         "cfg_scale": settings.cfg_scale,
         "seed": args.seed,
-        "nominal_compute_ratio": method.nominal_compute_ratio(budget, settings),
+        # relative to the static DiT at the study's full step count: a method at fewer steps saves both ways
+        "nominal_compute_ratio": method.nominal_compute_ratio(budget, settings) * plan.num_steps
+        / (args.reference_steps or plan.num_steps),
+        "reference_steps": args.reference_steps or plan.num_steps,
         **summarize(macs),
         "latency_ms_per_image": 1000 * float(timed.mean()),
         "latency_ms_per_image_std": 1000 * float(timed.std()),

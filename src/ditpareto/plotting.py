@@ -70,11 +70,21 @@ def pareto_frontier(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
+def main_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the shared fine-tuning compute (ft 1.00) or without a fine-tune (0.00): the plateau check's other
+    multiples are left out."""
+    if "ft" not in table:
+        return table
+    return table[table["ft"].astype(float).isin([0.0, 1.0])]
+
+
 def summarize_seeds(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Mean and std over seeds per (method, budget, cfg_scale)."""
-    keys = [k for k in ("method", "budget", "cfg_scale") if k in table]
+    """Mean and std over seeds per (method, budget, steps, ft, cfg_scale)."""
+    keys = [k for k in ("method", "budget", "steps", "ft", "cfg_scale") if k in table]
+    extra = {c: (c, "first") for c in ("conversion_cost", "parity_gap") if c in table}
     grouped = table.groupby(keys, as_index=False)
-    out = grouped.agg(**{x: (x, "mean"), y: (y, "mean"), f"{y}_std": (y, "std"), "seeds": ("seed", "count")})
+    out = grouped.agg(**{x: (x, "mean"), y: (y, "mean"), f"{y}_std": (y, "std"), "seeds": ("seed", "count"),
+                         **extra})
     out[f"{y}_std"] = out[f"{y}_std"].fillna(0.0)
     out["label"] = out["method"].map(lambda m: METHOD_LABELS.get(m, m))
     return out
@@ -89,8 +99,19 @@ def cfg_curves(points: pd.DataFrame, fixed_cfg: float | None, y: str = "fid") ->
     fixed = at_cfg(points, fixed_cfg)
     swept = points.groupby("method")["cfg_scale"].transform("nunique") > 1
     ranked = points[swept].sort_values([y, "cfg_scale"], kind="stable")
-    best = ranked.groupby(["method", "budget"], as_index=False).head(1)
+    keys = [k for k in ("method", "budget", "steps") if k in ranked]
+    best = ranked.groupby(keys, as_index=False).head(1)
     return fixed, best
+
+
+STEP_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+
+
+def step_markers(points: pd.DataFrame) -> dict:
+    """Marker per sampling step count (most steps first)."""
+    if "steps" not in points:
+        return {}
+    return {n: STEP_MARKERS[i % len(STEP_MARKERS)] for i, n in enumerate(sorted(set(points["steps"]), reverse=True))}
 
 
 def plot_pareto(
@@ -103,31 +124,76 @@ def plot_pareto(
     x_label: str = "GMACs per image (whole trajectory, CFG included)",
     fixed_cfg: float | None = None,
 ) -> None:
-    """Per-method points (mean ± std over seeds) at the fixed guidance scale with each method's pareto frontier as
-    a solid line; methods sampled at several scales add their best-CFG-per-budget frontier, dashed."""
+    """Per-method points (mean ± std over seeds) at the fixed guidance scale, marker = sampling step count, with each
+    method's pareto frontier over all its budgets and step counts as a solid line; methods sampled at several scales
+    add their best-CFG-per-budget frontier, dashed. Parity points (a method at full compute) whose FID exceeds
+    dit-ft's at full steps by more than the tolerance are labelled "conversion cost"."""
     set_style()
-    points, best = cfg_curves(summarize_seeds(table, x, y), fixed_cfg, y)
-    palette = method_palette()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    points, best = cfg_curves(summarize_seeds(main_grid(table), x, y), fixed_cfg, y)
+    palette, markers = method_palette(), step_markers(points)
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
     for method in _methods_in(points):
         sub = points[points["method"] == method]
         label = sub["label"].iloc[0]
         color = palette.get(label)
-        ax.errorbar(sub[x], sub[y], yerr=sub[f"{y}_std"], fmt="o", color=color, alpha=0.45, capsize=2)
+        for steps, group in sub.groupby("steps") if "steps" in sub else [(None, sub)]:
+            ax.errorbar(group[x], group[y], yerr=group[f"{y}_std"], fmt=markers.get(steps, "o"), color=color,
+                        alpha=0.5, capsize=2, markersize=5)
         front = pareto_frontier(sub, x, y)
         cfg = f" (CFG {fixed_cfg:g})" if fixed_cfg is not None and not best.empty else ""
-        ax.plot(front[x], front[y], "-o", color=color, label=label + cfg)
+        ax.plot(front[x], front[y], "-", color=color, label=label + cfg)
         if method in set(best["method"]):
             front = pareto_frontier(best[best["method"] == method], x, y)
-            ax.plot(front[x], front[y], "--s", color=color, markerfacecolor="none", label=f"{label} (best CFG)")
+            ax.plot(front[x], front[y], "--", color=color, label=f"{label} (best CFG)")
+        if "conversion_cost" in sub:
+            for _, row in sub[sub["conversion_cost"].fillna(False).astype(bool)].iterrows():
+                ax.annotate(f"conversion cost (+{row['parity_gap']:.2f})", (row[x], row[y]), fontsize="x-small",
+                            color=color, xytext=(4, -10), textcoords="offset points")
+    for steps, marker in markers.items():
+        ax.plot([], [], marker, color="0.3", linestyle="none", label=f"{steps} steps")
     if floor is not None:
         ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="real vs real (floor)")
     ax.set_xscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y.upper() if y == "fid" else y)
-    if title:
-        ax.set_title(title)
-    ax.legend(frameon=True, fontsize="small")
+    ax.set_title(title or "toy scale (dit-toy-2, 16 px glyphs): FID vs compute", fontsize="medium")
+    ax.legend(frameon=True, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, out_paths)
+
+
+def plateau_points(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the plateau check: (method, budget, steps) sampled at more than one fine-tuning compute."""
+    if "ft" not in table or "train_gmacs" not in table:
+        return table.iloc[0:0]
+    tuned = table[table["ft"].astype(float) > 0]
+    keys = ["method", "budget", "steps", "cfg_scale", "seed"]
+    several = tuned.groupby(keys)["ft"].transform("nunique") > 1
+    return tuned[several]
+
+
+def plot_plateau(table: pd.DataFrame, out_paths, y: str = "fid") -> None:
+    """FID against training MACs (the plateau check): one line per method at its checked budget."""
+    set_style()
+    points = plateau_points(table)
+    palette = method_palette()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for method in _methods_in(points) if not points.empty else []:
+        sub = points[points["method"] == method].sort_values("train_gmacs")
+        label = METHOD_LABELS.get(method, method)
+        ax.plot(sub["train_gmacs"] / 1e3, sub[y], "-o", color=palette.get(label),
+                label=f"{label} {sub['budget'].iloc[0]} ({sub['steps'].iloc[0]} steps)")
+        for _, row in sub.iterrows():
+            ax.annotate(f"{float(row['ft']):g}x", (row["train_gmacs"] / 1e3, row[y]), fontsize="x-small",
+                        xytext=(3, 3), textcoords="offset points")
+    if points.empty:
+        ax.text(0.5, 0.5, "no plateau check in this study (finetune.plateau)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tuning compute, TMACs (forward + backward)")
+    ax.set_ylabel(y.upper() if y == "fid" else y)
+    ax.set_title("plateau check (toy scale)", fontsize="medium")
+    ax.legend(frameon=True, fontsize="x-small")
     fig.tight_layout()
     _save(fig, out_paths)
 
@@ -148,7 +214,7 @@ def plot_fid_vs_latency(table: pd.DataFrame, out_paths, fixed_cfg: float | None 
 def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | None = None) -> None:
     """Each budget's executed compute (relative to the full static DiT) against the compute its label intends."""
     set_style()
-    points = at_cfg(with_compute_ratio(table), fixed_cfg)
+    points = at_cfg(with_compute_ratio(main_grid(table)), fixed_cfg)
     palette = method_palette()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for method in _methods_in(points):
@@ -172,9 +238,10 @@ def relative_points(table: pd.DataFrame, claims: pd.DataFrame, fixed_cfg: float 
     """Measured and published points on common axes: compute ratio and FID change against each source's own
     static DiT at full compute (ours: the untouched base at the full step count; papers: their DiT row at the
     same model and resolution). Columns: method, source, setting, compute_ratio, delta_fid."""
-    ours = at_cfg(with_compute_ratio(table), fixed_cfg)
+    ours = at_cfg(with_compute_ratio(main_grid(table)), fixed_cfg)
     base_fid = float(full_static(ours)["fid"].mean())
-    ours = ours.groupby(["method", "budget"], as_index=False)[["measured_compute_ratio", "fid"]].mean()
+    keys = [k for k in ("method", "budget", "steps") if k in ours]
+    ours = ours.groupby(keys, as_index=False)[["measured_compute_ratio", "fid"]].mean()
     rows = [{"method": r.method, "source": "measured (toy scale)", "setting": r.budget,
              "compute_ratio": r.measured_compute_ratio, "delta_fid": r.fid - base_fid} for r in ours.itertuples()]
     baselines = claims[claims["method"] == "dit"].set_index(["model", "resolution"])["fid"]

@@ -83,7 +83,31 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
              if c in table]
     table = table[order + [c for c in table.columns if c not in order]]
     keys = [c for c in ("method", "nominal_compute_ratio", "steps", "ft", "cfg_scale", "seed") if c in table]
-    return table.sort_values(keys, kind="stable").reset_index(drop=True)
+    return mark_parity(table.sort_values(keys, kind="stable").reset_index(drop=True))
+
+
+def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
+    """``parity_gap``: a dynamic method's FID at full compute (nominal ratio 1: FlexiDiT 0.00, DyDiT with routers
+    bypassed, FlexDiT at the full grid) minus dit-ft's at the same steps, guidance, seed and fine-tuning compute;
+    ``conversion_cost``: the gap exceeds ``study.PARITY_TOLERANCE`` (empty on other rows)."""
+    from ditpareto.study import PARITY_TOLERANCE, STEP_BUDGET_METHODS
+
+    table = table.copy()
+    table["parity_gap"] = float("nan")
+    table["conversion_cost"] = pd.Series([pd.NA] * len(table), dtype="boolean")
+    needed = {"method", "nominal_compute_ratio", "steps", "ft", "cfg_scale", "seed", "fid"}
+    if not needed <= set(table.columns):
+        return table
+    full = (table["nominal_compute_ratio"] - 1).abs() < 1e-9
+    keys = ["steps", "ft", "cfg_scale", "seed"]
+    reference = table[full & (table["method"] == "dit-ft")].set_index(keys)["fid"]
+    for index, row in table[full & ~table["method"].isin(STEP_BUDGET_METHODS)].iterrows():
+        key = tuple(row[k] for k in keys)
+        if key in reference.index:
+            gap = float(row["fid"]) - float(reference.loc[key])
+            table.loc[index, "parity_gap"] = gap
+            table.loc[index, "conversion_cost"] = gap > PARITY_TOLERANCE
+    return table
 
 
 def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:

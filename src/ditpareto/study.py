@@ -23,6 +23,8 @@ STEP_BUDGET_METHODS = ("dit", "dit-ft")  # the budget is the step count
 FULL_PREFIX = "full@"
 NO_FINETUNE, UNIT_FINETUNE = "0.00", "1.00"
 SHARED = "shared"  # the sha256 key of a shared fine-tune
+# A method's full-compute point within this FID of dit-ft at full steps is at parity; beyond, "conversion cost".
+PARITY_TOLERANCE = 0.3
 
 
 def cfg_label(scale: float) -> str:

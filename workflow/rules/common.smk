@@ -46,7 +46,7 @@ def sampling_flags():
     s = config["sampling"]
     return (
         f"--sampler {s['sampler']} --guidance-channels {s['guidance_channels']} "
-        f"--num-samples {s['num_samples']} --batch-size {s['batch_size']}"
+        f"--num-samples {s['num_samples']} --batch-size {s['batch_size']} --reference-steps {s['steps'][0]}"
     )
 
 

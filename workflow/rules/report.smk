@@ -26,7 +26,7 @@ rule aggregate:
     params:
         version=VERSION,
     shell:
-        "python -m ditpareto aggregate {input} --out {output} > {log} 2>&1"
+        "python -m ditpareto aggregate {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule notebook_pareto:
@@ -42,6 +42,11 @@ rule notebook_pareto:
             category="Figures",
         ),
         pdf="results/figures/pareto_fid_vs_gmacs.pdf",
+        plateau=report(
+            "results/figures/plateau_fid_vs_train_gmacs.png",
+            caption="../report/plateau.rst",
+            category="Figures",
+        ),
     log:
         "logs/notebook/pareto.log",
     conda:
@@ -50,8 +55,8 @@ rule notebook_pareto:
         parameters=lambda wildcards, input: notebook_parameters(input),
         version=VERSION,
     shell:
-        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
-        "--parameters {params.parameters:q} --figures {output.png} {output.pdf} > {log} 2>&1"
+        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
+        "--parameters {params.parameters:q} --figures {output.png:q} {output.pdf:q} {output.plateau:q} > {log:q} 2>&1"
 
 
 rule notebook_latency:
@@ -79,8 +84,8 @@ rule notebook_latency:
         parameters=lambda wildcards, input: notebook_parameters(input),
         version=VERSION,
     shell:
-        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
-        "--parameters {params.parameters:q} --figures {output.latency} {output.compute} > {log} 2>&1"
+        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
+        "--parameters {params.parameters:q} --figures {output.latency:q} {output.compute:q} > {log:q} 2>&1"
 
 
 rule notebook_claims:
@@ -104,8 +109,8 @@ rule notebook_claims:
         parameters=lambda wildcards, input: notebook_parameters(input, claims_path=input.claims),
         version=VERSION,
     shell:
-        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
-        "--parameters {params.parameters:q} --figures {output.png} > {log} 2>&1"
+        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
+        "--parameters {params.parameters:q} --figures {output.png:q} > {log:q} 2>&1"
 
 
 rule notebook_samples:
@@ -131,5 +136,5 @@ rule notebook_samples:
         ),
         version=VERSION,
     shell:
-        "python -m ditpareto notebook --notebook {input.notebook} --out {output.executed} "
-        "--parameters {params.parameters:q} --figures {output.png} > {log} 2>&1"
+        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
+        "--parameters {params.parameters:q} --figures {output.png:q} > {log:q} 2>&1"
