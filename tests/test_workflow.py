@@ -29,9 +29,9 @@ def snakemake(env, *args, cwd=REPO, check=True):
     return result
 
 
-def run_study(env, workdir: Path, configfile: Path = MINI, *extra):
+def run_study(env, workdir: Path, configfile: Path = MINI, *extra, check=True):
     return snakemake(env, "--cores", "2", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                     "--configfile", str(configfile), "--replace-workflow-config", *extra)
+                     "--configfile", str(configfile), "--replace-workflow-config", *extra, check=check)
 
 
 def test_snakefmt_check(venv_env):
@@ -116,6 +116,51 @@ def test_html_report_has_every_figure_and_the_table(venv_env, mini_run):
 def test_rerun_does_no_work(venv_env, mini_run):
     result = run_study(venv_env, mini_run, MINI, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_shipped_fine_tunes_regenerate_and_import_as_trained(venv_env, mini_run, tmp_path):
+    """The miniature of the shipping path: the mini study's own fine-tunes (its `finetune` rule at the shared budget)
+    are collected as a shipped folder, sha256-pinned in the config, and a study with every `source: checkpoint`
+    imports them and reproduces the table bit for bit, training nothing."""
+    import shutil
+
+    from ditpareto.models.checkpoint import sha256_of
+    from ditpareto.study import FINETUNE_MODES, shipped_checkpoint
+    from test_config import with_defaults
+
+    config = with_defaults(yaml.safe_load(MINI.read_text()))
+    config["finetune"]["plateau"] = {}
+    shipped = tmp_path / "shipped"
+    config["finetune"]["shipped_dir"] = str(shipped)
+    for method, entry in config["methods"].items():
+        if FINETUNE_MODES[method] == "none":
+            continue
+        entry.update(source="checkpoint", sha256={})
+        for budget in entry["budgets"]:
+            path, key = shipped_checkpoint(method, budget, str(shipped))
+            run = f"budget~{budget}/ft~1.00" if key == budget else "ft~1.00"
+            trained = mini_run / "results/checkpoints" / method / run / "trained.pt"
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(trained, path)
+            shutil.copyfile(f"{trained}.json", f"{path}.json")
+            entry["sha256"][key] = sha256_of(path)
+    configfile = tmp_path / "shipped.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    shutil.copytree(mini_run / "resources", workdir / "resources")  # same data, base and extractor
+    result = run_study(venv_env, workdir, configfile, TABLE)
+    out = result.stdout + result.stderr
+    assert "rule finetune" not in out and "import_finetuned" in out
+    first = read_metrics_csv(mini_run / TABLE)
+    first = first[first["ft"] != "0.50"].reset_index(drop=True)  # the plateau points are not shipped
+    second = read_metrics_csv(workdir / TABLE)
+    drop = [c for c in (*TIMING_COLUMNS, "git_commit") if c in first.columns]
+    pd.testing.assert_frame_equal(first.drop(columns=drop), second.drop(columns=drop))
+    bad = dict(config)
+    bad["methods"]["dit-ft"]["sha256"]["shared"] = "0" * 64
+    configfile.write_text(yaml.safe_dump(bad))
+    result = run_study(venv_env, tmp_path / "bad", configfile, TABLE, check=False)
+    assert result.returncode != 0 and "sha256" in result.stdout + result.stderr
 
 
 def test_two_clean_runs_give_identical_tables(venv_env, two_point_local_run, two_point_study, tmp_path):

@@ -136,7 +136,7 @@ def required_paths(config: dict, root: str | Path) -> list[tuple[str, Path, str]
     for name, entry in config["methods"].items():
         if entry.get("source", "train") == "checkpoint" and FINETUNE_MODES[name] != "none":
             for budget in entry["budgets"]:
-                path, key = shipped_checkpoint(name, budget)
+                path, key = shipped_checkpoint(name, budget, config["finetune"]["shipped_dir"])
                 paths.append((f"methods.{name} shipped fine-tune {key}", resolve_path(path, root), "file"))
     return list(dict.fromkeys(paths))
 

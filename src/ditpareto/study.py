@@ -76,12 +76,15 @@ def finetuned_checkpoint(method: str, budget: str, ft: str, root: str = "results
     return f"{root}/{method}/ft~{ft}/finetuned.pt"
 
 
-def shipped_checkpoint(method: str, budget: str) -> tuple[str, str]:
-    """(path, sha256 key) of a shipped fine-tune at the shared budget."""
+SHIPPED_DIR = "assets/finetuned"
+
+
+def shipped_checkpoint(method: str, budget: str, root: str = SHIPPED_DIR) -> tuple[str, str]:
+    """(path, sha256 key) of a shipped fine-tune at the shared budget: <root>/{method}/[budget~{b}/]finetuned.pt."""
     if FINETUNE_MODES[method] == "per_budget":
         b = checkpoint_budget(budget)
-        return f"assets/finetuned/{method}/budget~{b}/finetuned.pt", b
-    return f"assets/finetuned/{method}/finetuned.pt", SHARED
+        return f"{root}/{method}/budget~{b}/finetuned.pt", b
+    return f"{root}/{method}/finetuned.pt", SHARED
 
 
 def method_cfgs(config: dict, entry: dict) -> list[str]:
