@@ -720,6 +720,51 @@ def evaluate(args):
     return metrics
 
 
+def _convergence_args(p):
+    p.add_argument("--snapshots", nargs="+", required=True, metavar="PT",
+                   help="EMA snapshots of a pretraining run (pretrain --snapshot-every): ema-step<N>.pt")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed, the same for every snapshot")
+    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples per snapshot (default: 1000)")
+    p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
+    _sampling_args(p)
+    _metric_args(p)
+    p.add_argument("--out", required=True, metavar="CSV", help="FID (and KID, precision, recall) per snapshot step")
+
+
+def convergence(args):
+    """The static DiT of every snapshot at --steps, the same noise and labels (paired), scored like the grid."""
+    import re
+
+    import pandas as pd
+
+    from ditpareto.data import load_draw
+    from ditpareto.errors import InputError
+    from ditpareto.methods import get_method
+    from ditpareto.metrics import compute_metrics
+    from ditpareto.sampling import generate
+
+    if args.reference_batch:
+        raise InputError("convergence scores against a reference draw: pass --reference")
+    method, settings, spec = get_method("dit"), sampling_settings(args), model_spec(args)
+    reference = load_draw(args.reference).images
+    rows = []
+    for path in sorted(args.snapshots):
+        match = re.search(r"step(\d+)", Path(path).name)
+        if not match:
+            raise InputError(f"snapshot {path} is not named ema-step<N>.pt")
+        model = method.load_model(path, spec, {})
+        plan = method.plan(model, settings.steps, settings, spec)
+        batch, _ = generate(plan, spec, settings, args.seed, range(args.num_samples), args.batch_size)
+        metrics = compute_metrics(batch.images, reference, metric_settings(args))
+        rows.append({"step": int(match.group(1)), "snapshot": Path(path).name, **metrics})
+        log.info("step %d: FID %.3f", rows[-1]["step"], metrics["fid"])
+    table = pd.DataFrame(rows).sort_values("step")
+    table["fid_change_from_previous"] = table["fid"].diff()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    return {"steps": table["step"].tolist(), "fid": [round(v, 3) for v in table["fid"]]}
+
+
 #################################################################################
 #                                FLOPs and tables                               #
 #################################################################################
@@ -847,6 +892,11 @@ COMMANDS = [
     Command("evaluate", evaluate, "FID/KID/IS/precision/recall of a grid point with torch-fidelity.",
             "python -m ditpareto evaluate --samples s.npz --record s.json --reference resources/data/reference.npz "
             "--extractor-weights clf.pt --out metrics.json", _evaluate_args),
+    Command("convergence", convergence, "FID of a pretraining run's EMA snapshots (paired seeds): is it converged?",
+            "python -m ditpareto convergence --snapshots snapshots/ema-step*.pt --model dit-toy-2 --image-size 16 "
+            "--in-channels 1 --num-classes 10 --steps 10 --cfg-scale 2.0 --reference resources/data/reference.npz "
+            "--extractor-weights resources/fid/extractor.pt --out convergence.csv", _convergence_args,
+            model_args=True),
     Command("flops", flops, "Executed MACs per network call and per image (DiT's GFLOPs convention).",
             "python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256", _flops_args,
             model_args=True),
