@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ditpareto.data import prepare_digits
@@ -145,3 +146,51 @@ def test_sigkill_leaves_no_partial_output_and_a_rerun_ends_with_the_uninterrupte
     full = torch.load(tmp_path / "full.pt", weights_only=True)
     resumed = torch.load(tmp_path / "cut.pt", weights_only=True)
     assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_cosine_schedule_with_warmup():
+    from ditpareto.train import TrainConfig
+
+    config = TrainConfig(steps=100, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    factors = [config.lr_factor(i) for i in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)  # linear warm-up
+    assert factors[10] == pytest.approx(1.0) and all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)  # down to min_lr_ratio at the last step
+    assert TrainConfig(steps=100).lr_factor(57) == 1.0  # constant, no warm-up: the old behaviour
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_snapshots_and_the_convergence_command(tmp_path):
+    """Pretraining keeps EMA snapshots; `convergence` scores each with the same seeds (paired) and writes the curve."""
+    import pandas as pd
+
+    from ditpareto.cli import main
+    from ditpareto.data import ImageSet, save_draw
+    from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
+    from ditpareto.glyphs import draw_glyphs
+
+    train, reference = draw_glyphs("train", 64), draw_glyphs("reference", 64)
+    save_draw(ImageSet(train.images, train.labels), tmp_path / "train.npz")
+    save_draw(ImageSet(reference.images, reference.labels), tmp_path / "reference.npz")
+    extractor, _ = train_glyph_cnn(ImageSet(train.images, train.labels), train.attributes,
+                                   ImageSet(reference.images, reference.labels), reference.attributes, steps=5)
+    save_glyph_cnn(extractor, tmp_path / "cnn.pt")
+    model = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+    assert main(["pretrain", *model, "--data", str(tmp_path / "train.npz"), "--steps", "6", "--batch-size", "8",
+                 "--warmup-steps", "2", "--schedule", "cosine", "--snapshot-every", "3",
+                 "--state", str(tmp_path / "run/state.pt"), "--log-csv", str(tmp_path / "loss.csv"),
+                 "--out", str(tmp_path / "base.pt")]) == 0
+    snapshots = sorted((tmp_path / "run/snapshots").glob("ema-step*.pt"))
+    assert [p.name for p in snapshots] == ["ema-step0000003.pt", "ema-step0000006.pt"]
+    final = torch.load(tmp_path / "base.pt", weights_only=True)
+    last = torch.load(snapshots[-1], weights_only=True)
+    assert all(torch.equal(final[k], last[k]) for k in final)  # the last snapshot is the shipped EMA
+    out = tmp_path / "convergence.csv"
+    assert main(["convergence", "--snapshots", *map(str, snapshots), *model, "--steps", "2", "--cfg-scale", "2.0",
+                 "--num-samples", "16", "--batch-size", "8", "--reference", str(tmp_path / "reference.npz"),
+                 "--extractor-weights", str(tmp_path / "cnn.pt"), "--kid-subset-size", "8",
+                 "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert table["step"].tolist() == [3, 6] and table["fid"].notna().all()
+    assert table["fid_change_from_previous"].iloc[1] == pytest.approx(table["fid"].iloc[1] - table["fid"].iloc[0])

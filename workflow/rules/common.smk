@@ -202,7 +202,9 @@ def get_finetuned_source(wildcards):
     """A shipped fine-tune (source: checkpoint, shared compute) or the one trained here."""
     entry, budget = config["methods"][wildcards.method], run_budget(wildcards)
     if entry.get("source", "train") == "checkpoint" and run_ft(wildcards) == study.UNIT_FINETUNE:
-        path, _ = study.shipped_checkpoint(wildcards.method, budget, config["finetune"]["shipped_dir"])
+        path, _ = study.shipped_checkpoint(
+            wildcards.method, budget, config["finetune"]["shipped_dir"]
+        )
         path = str(resolve_path(path, workflow.basedir))
     else:
         path = f"results/checkpoints/{wildcards.method}/{wildcards.run}/trained.pt"
