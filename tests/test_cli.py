@@ -116,7 +116,8 @@ def test_finetuned_static_dit_trains_in_official_layout_and_resumes_only_same_ru
     first, _ = finetune("a.pt", "0.001")
     assert first.keys() == base.keys()  # loads as a plain DiT: the sampling stage is the static baseline's
     assert not torch.equal(first["blocks.0.attn.qkv.weight"], base["blocks.0.attn.qkv.weight"])
-    # a rerun with another learning rate must not reuse the finished state of the first run
+    # a rerun with another learning rate must not reuse the finished state of the first run: it was retired
+    assert not (tmp_path / "state.pt").exists() and (tmp_path / "state.pt.done").exists()
     second, log = finetune("b.pt", "0.0001")
-    assert "other settings" in log and (tmp_path / "state.pt.stale").exists()
+    assert "resumed from" not in log
     assert not torch.equal(first["blocks.0.attn.qkv.weight"], second["blocks.0.attn.qkv.weight"])

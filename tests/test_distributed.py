@@ -62,22 +62,23 @@ def reference(inputs, tmp_path_factory):
     return run, weights, result
 
 
-def test_two_processes_train_write_once_and_a_rerun_resumes_from_the_final_state(inputs, reference):
+def test_two_processes_train_write_once_and_a_rerun_trains_again(inputs, reference):
     run, weights, result = reference
     assert "data-parallel in 2 processes" in result.stderr
     assert result.stdout.count('"out":') == 1  # only rank 0 reports (and writes)
     assert not list(run.glob("*.tmp"))
     base = torch.load(inputs / "converted.pt", weights_only=True)
     assert weights.keys() == base.keys() and not same(weights, base)
-    state = torch.load(run / "state.pt", weights_only=True)
+    assert not (run / "state.pt").exists()  # retired once the outputs are written
+    state = torch.load(run / "state.pt.done", weights_only=True)
     assert state["step"] == STEPS and state["world_size"] == 2 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["cpu"], state["rng"][1]["cpu"])  # each rank has its own stream
     steps = [int(line.split(",")[0]) for line in (run / "loss.csv").read_text().splitlines()[1:]]
     assert steps == [50, STEPS]
 
-    again, result = finetune(inputs, run)  # same args: resumes at the final step
-    assert "resumed from" in result.stderr and f"at step {STEPS}" in result.stderr
-    assert same(again, weights)
+    again, result = finetune(inputs, run)  # a forced rerun trains again (never "resumes" a finished run)
+    assert "resumed from" not in result.stderr
+    assert same(again, weights)  # deterministic
 
 
 def test_sigterm_to_the_launcher_group_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(
@@ -101,11 +102,11 @@ def test_sigterm_to_the_launcher_group_saves_state_and_a_rerun_ends_with_the_uni
 
 def test_a_state_from_another_process_count_is_set_aside(inputs, reference, tmp_path):
     run, weights, _ = reference
-    state = torch.load(run / "state.pt", weights_only=True)
+    state = torch.load(run / "state.pt.done", weights_only=True)
     torch.save(state, tmp_path / "state.pt")  # a finished 2-process state, rerun with one process
     in_process(finetune_cmd(inputs, tmp_path, nproc=1))
     assert (tmp_path / "state.pt.stale").exists()
-    assert torch.load(tmp_path / "state.pt", weights_only=True)["world_size"] == 1
+    assert torch.load(tmp_path / "state.pt.done", weights_only=True)["world_size"] == 1
     assert not same(torch.load(tmp_path / "out.pt", weights_only=True), weights)
 
 

@@ -170,3 +170,48 @@ def test_two_clean_runs_give_identical_tables(venv_env, two_point_local_run, two
     assert len(first) == 2
     drop = [c for c in TIMING_COLUMNS if c in first.columns]
     pd.testing.assert_frame_equal(first.drop(columns=drop), second.drop(columns=drop))
+
+
+def test_a_checkout_path_with_spaces_and_shell_metacharacters(venv_env, tmp_path, two_point_study):
+    """Every path reaches the shell quoted: a checkout (Snakefile, notebooks, shipped inputs) under a directory
+    named with a space, a semicolon and a command substitution runs, and runs nothing else."""
+    import shutil
+
+    from ditpareto.data import ImageSet
+    from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
+    from ditpareto.glyphs import draw_glyphs
+    from ditpareto.models import build_dit
+    from ditpareto.models.checkpoint import atomic_save, sha256_of
+
+    weird = tmp_path / "check out; touch PWNED $(touch PWNED2) `touch PWNED3`"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in tracked.splitlines():
+        if name.startswith(("Snakefile", "workflow/", "notebooks/", "profiles/", "envs/", "results/published/")):
+            (weird / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, weird / name)
+    inputs = weird / "inputs $HOME"
+    inputs.mkdir()
+    import torch
+
+    torch.manual_seed(0)
+    atomic_save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), inputs / "base.pt")
+    draw = draw_glyphs("extractor", 64)
+    model, _ = train_glyph_cnn(ImageSet(draw.images, draw.labels), draw.attributes,
+                               ImageSet(draw.images, draw.labels), draw.attributes, steps=2)
+    save_glyph_cnn(model, inputs / "cnn.pt")
+    config = yaml.safe_load(two_point_study.read_text())
+    config["base"].update(source="checkpoint", checkpoint=str(inputs / "base.pt"), sha256=sha256_of(inputs / "base.pt"))
+    config["metrics"]["extractor"] = {"source": "checkpoint", "checkpoint": str(inputs / "cnn.pt"),
+                                      "sha256": sha256_of(inputs / "cnn.pt")}
+    config["methods"] = {"dit": {"budgets": ["2"]}}
+    configfile = weird / "config" / "odd 'name'.yaml"
+    configfile.parent.mkdir(parents=True, exist_ok=True)
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = weird / "run dir"
+    result = subprocess.run(["snakemake", "--cores", "2", "-s", str(weird / "Snakefile"), "--directory", str(workdir),
+                             "--configfile", str(configfile), "--replace-workflow-config", TABLE,
+                             "results/notebooks/pareto.ipynb"], cwd=tmp_path, env=venv_env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert (workdir / TABLE).exists() and (workdir / "results/figures/pareto_fid_vs_gmacs.png").exists()
+    assert not [p for p in tmp_path.rglob("PWNED*")] and not list(Path.cwd().glob("PWNED*"))

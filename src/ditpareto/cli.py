@@ -32,6 +32,16 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-classes", type=int, default=1000, metavar="K", help="number of classes (default: 1000)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _add(sub, name: str, func, help_text: str, example: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=f"{help_text}\n\nexample:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m ditpareto", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ditpareto {__version__}")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="torch CPU threads, >= 1 (default: torch's)")
     parser.add_argument("--nproc", type=int, default=1, metavar="N",
                         help="data-parallel processes for pretrain/finetune: N > 1 relaunches the command under "
                         "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch "

@@ -132,8 +132,9 @@ def train_config(args, **identity):
     """Training settings from the CLI; ``identity`` (what is trained) becomes the run_id a resume must match."""
     import hashlib
 
-    from ditpareto.train import TrainConfig
+    from ditpareto.train import TrainConfig, code_version
 
+    identity = {**identity, "code": code_version()}  # a state never resumes under other code
     run_id = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
                        seed=args.seed, checkpoint_every=args.checkpoint_every, warmup_steps=args.warmup_steps,
@@ -154,7 +155,7 @@ def pretrain(args):
     from ditpareto.data import load_draw
     from ditpareto.models import build_dit
     from ditpareto.models.checkpoint import atomic_save, sha256_of
-    from ditpareto.train import is_main_process, run_training
+    from ditpareto.train import discard_state, is_main_process, run_training
 
     data = load_draw(args.data)
     torch.manual_seed(args.seed)  # the initialisation is part of the run: same seed, same weights
@@ -165,6 +166,7 @@ def pretrain(args):
                        args.state, args.log_csv)
     if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
         atomic_save(ema.state_dict(), args.out)
+        discard_state(args.state)
     return {"out": args.out, "steps": config.steps}
 
 
@@ -438,7 +440,7 @@ def finetune(args):
 
     from ditpareto.data import load_draw
     from ditpareto.models.checkpoint import atomic_save, sha256_of
-    from ditpareto.train import is_main_process
+    from ditpareto.train import discard_state, is_main_process
 
     import time
 
@@ -482,6 +484,7 @@ def finetune(args):
             "data": sha256_of(args.data), "sha256": sha256_of(args.out), **provenance(),
         }
         write_json(record, str(args.out) + ".json")
+        discard_state(args.state)
     return {"method": method.name, "budget": args.budget, "steps": train.steps, "train_gmacs": train_macs / 1e9,
             "out": args.out}
 
@@ -504,8 +507,18 @@ def _sampling_args(p):
 
 
 def sampling_settings(args):
+    """The sampler settings, checked before any model is loaded: a realisable step count, a finite scale >= 1."""
+    import math
+
+    from ditpareto.diffusion import space_timesteps
+    from ditpareto.errors import InputError
     from ditpareto.methods import SamplingSettings
 
+    if args.steps < 1:
+        raise InputError(f"--steps must be >= 1, got {args.steps}")
+    space_timesteps(1000, args.sampler, args.steps)
+    if not math.isfinite(args.cfg_scale) or args.cfg_scale < 1:
+        raise InputError(f"--cfg-scale must be a finite number >= 1, got {args.cfg_scale}")
     return SamplingSettings(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
                             guidance_channels=args.guidance_channels)
 
@@ -592,6 +605,9 @@ def sample(args):
 
     if args.num_samples < 1 or args.batch_size < 1:
         raise InputError("--num-samples and --batch-size must be >= 1")
+    check_seed(args.seed)
+    if args.reference_steps is not None and args.reference_steps < 1:
+        raise InputError(f"--reference-steps must be >= 1, got {args.reference_steps}")
     indices = shard_indices(args.num_samples, args.shard, args.shards)
     method, options = method_and_options(args)
     budget = method.parse_budget(args.budget)
@@ -659,6 +675,14 @@ def training_fields(checkpoint: str) -> dict:
     return {k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")}
 
 
+def check_seed(seed: int) -> None:
+    from ditpareto.errors import InputError
+    from ditpareto.diffusion import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be in [0, {MAX_SEED}] (sample i uses generator seed * 2**20 + i), got {seed}")
+
+
 def _merge_samples_args(p):
     p.add_argument("--shards", nargs="+", required=True, metavar="NPZ", help="shard samples from `sample --shard`")
     p.add_argument("--records", nargs="+", required=True, metavar="JSON", help="their sampling records (same order)")
@@ -670,13 +694,15 @@ def merge_samples(args):
     import numpy as np
 
     from ditpareto.errors import InputError
-    from ditpareto.results import read_json, write_json
+    from ditpareto.results import read_record, write_json
     from ditpareto.sampling import merge_records, merge_shards
 
     if len(args.shards) != len(args.records):
         raise InputError(f"{len(args.shards)} shard files but {len(args.records)} records")
     merged = merge_shards(args.shards)
-    record = merge_records([read_json(r) for r in args.records])
+    record = merge_records([read_record(r, required=(*SAMPLE_RECORD_KEYS, "shard_samples", "wall_seconds",
+                                                      "latency_ms_per_image", "latency_ms_per_image_std"))
+                            for r in args.records])
     if len(merged["indices"]) != record["params"]["num_samples"]:
         raise InputError(f"shards hold {len(merged['indices'])} samples, the records say {record['params']['num_samples']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -694,15 +720,19 @@ def _evaluate_args(p):
     p.add_argument("--out", required=True, metavar="JSON", help="metrics of this grid point")
 
 
+SAMPLE_RECORD_KEYS = ("method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "params")
+
+
 def evaluate(args):
-    import numpy as np
-
-    from ditpareto.data import load_draw
+    from ditpareto.data import load_draw, load_samples
+    from ditpareto.errors import InputError
     from ditpareto.metrics import compute_metrics, load_reference_batch, metrics_against_reference_batch
-    from ditpareto.results import read_json, write_json
+    from ditpareto.results import read_record, write_json
 
-    with np.load(args.samples) as samples:
-        images = samples["images"]
+    record = read_record(args.record, required=SAMPLE_RECORD_KEYS)  # before any compute
+    if not isinstance(record["params"], dict):
+        raise InputError(f"record {args.record}: params must be an object")
+    images = load_samples(args.samples)["images"]
     if args.reference_batch:
         reference = load_reference_batch(args.reference_batch)
         metrics = metrics_against_reference_batch(images, reference, metric_settings(args))
@@ -711,7 +741,6 @@ def evaluate(args):
         reference_set = load_draw(args.reference)
         metrics = compute_metrics(images, reference_set.images, metric_settings(args))
         reference_images = len(reference_set.images)
-    record = read_json(args.record)
     record.update(metrics)
     record["params"]["feature_extractor"] = args.extractor
     record["params"]["reference"] = "reference_batch" if args.reference_batch else "reference_draw"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ditpareto.diffusion import space_timesteps
@@ -28,14 +29,34 @@ def _budget(method, key: str, text: str):
     return value
 
 
+def _unique(key: str, values: list) -> None:
+    if len(set(values)) != len(values):
+        raise InputError(f"config {key} has duplicates: {values} (each would be a second row of the same point)")
+
+
+def _finite(key: str, value) -> None:
+    if not math.isfinite(float(value)):
+        raise InputError(f"config {key} must be a finite number, got {value}")
+
+
 def check_study(config: dict, root: str | Path) -> None:
-    """Raise InputError naming the first problem: unknown method, budget out of range, missing file, ..."""
+    """Raise InputError naming the first problem: unknown method, budget out of range, duplicate or non-finite
+    value, a shape a method cannot take, missing file, ..."""
     base, sampling = config["base"], config["sampling"]
-    dit_config(base["model"], config["dataset"]["image_size"], in_channels=base["in_channels"],
-               num_classes=base["num_classes"])
+    model = dit_config(base["model"], config["dataset"]["image_size"], in_channels=base["in_channels"],
+                       num_classes=base["num_classes"])
+    if model.input_size % model.patch_size:
+        raise InputError(f"config dataset.image_size {config['dataset']['image_size']}: the model input side "
+                         f"{model.input_size} is not divisible by {base['model']}'s patch size {model.patch_size}")
     steps = sampling["steps"]
-    if len(set(steps)) != len(steps):
-        raise InputError(f"config sampling.steps has duplicates: {steps}")
+    _unique("sampling.steps", steps)
+    _unique("sampling.seeds", sampling["seeds"])
+    _finite("sampling.cfg_scale", sampling["cfg_scale"])
+    for section, keys in (("finetune", ("train_gmacs", "lr")), ("base.pretrain", ("lr",))):
+        values = config.get("finetune", {}) if section == "finetune" else base.get("pretrain", {})
+        for key in keys:
+            if values.get(key) is not None:
+                _finite(f"{section}.{key}", values[key])
     for n in steps:
         space_timesteps(1000, sampling["sampler"], n)
     settings = SamplingSettings(sampler=sampling["sampler"], steps=steps[0])
@@ -43,9 +64,17 @@ def check_study(config: dict, root: str | Path) -> None:
     for name, entry in config["methods"].items():
         method = get_method(name)
         try:
-            method.parse_options(entry.get("options", {}))
+            options = method.parse_options(entry.get("options", {}))
         except InputError as exc:
             raise InputError(f"config methods.{name}.options: {exc}") from None
+        for scale in entry.get("cfg_sweep", []):
+            _finite(f"methods.{name}.cfg_sweep", scale)
+        _unique(f"methods.{name}.cfg_sweep", [float(v) for v in entry.get("cfg_sweep", [])])
+        if name == "flexidit":
+            weak = options["weak_patch_size"] or 2 * model.patch_size
+            if model.input_size % weak:
+                raise InputError(f"config methods.flexidit: the model input side {model.input_size} is not divisible "
+                                 f"by the weak patch size {weak} (options.weak_patch_size)")
         labels = entry["budgets"]
         for text in labels:
             value = _budget(method, f"methods.{name}.budgets", text)

@@ -152,16 +152,42 @@ def save_draw(data: ImageSet | LatentSet, path: str | os.PathLike, attributes: d
     save_npz(arrays, path, compress=isinstance(data, ImageSet))
 
 
-def _checked_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, what: str = "dataset") -> dict[str, np.ndarray]:
+    """Every array of an .npz, read without pickle; InputError naming the file when it is missing, truncated, not
+    an npz, or holds objects."""
     from ditpareto.errors import InputError
 
+    path = Path(path)
     if not path.is_file():
-        raise InputError(f"dataset {path} does not exist")
+        raise InputError(f"{what} {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except Exception as exc:  # truncated zip, pickled objects, not an npz
-        raise InputError(f"dataset {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _checked_npz(path: Path) -> dict[str, np.ndarray]:
+    return read_npz(path, "dataset")
+
+
+def load_samples(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A sampling job's npz, checked: ``images`` uint8 (N, H, W, C), ``labels`` and ``indices`` integer (N,)."""
+    from ditpareto.errors import InputError
+
+    data = read_npz(path, "samples")
+    missing = [k for k in ("images", "labels", "indices") if k not in data]
+    if missing:
+        raise InputError(f"samples {path} lack {missing} (have {sorted(data)})")
+    images, labels, indices = data["images"], data["labels"], data["indices"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+        raise InputError(f"samples {path}: images must be uint8 (N, H, W, C) with C in (1, 3), got {images.dtype} "
+                         f"{images.shape}")
+    for name, values in (("labels", labels), ("indices", indices)):
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or len(values) != len(images):
+            raise InputError(f"samples {path}: {name} must be {len(images)} integers, got {values.dtype} "
+                             f"{values.shape}")
+    return {"images": images, "labels": labels, "indices": indices}
 
 
 def load_draw(path: str | os.PathLike) -> ImageSet | LatentSet:

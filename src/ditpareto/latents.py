@@ -25,9 +25,20 @@ def load_vae(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     if not (Path(folder) / "config.json").is_file():
         raise InputError(f"VAE folder {folder} has no config.json (config key latents.vae; a diffusers "
                          "AutoencoderKL folder such as a local copy of stabilityai/sd-vae-ft-ema)")
+    import json
+
     import ditpareto.compat  # noqa: F401  (before diffusers imports torchvision)
     from diffusers import AutoencoderKL
 
+    from ditpareto.models.checkpoint import extract_state_dict, read_checkpoint
+
+    try:
+        json.loads((Path(folder) / "config.json").read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"VAE folder {folder}: config.json is not JSON ({exc})") from None
+    for weights in sorted(Path(folder).glob("*.bin")) + sorted(Path(folder).glob("*.pt*")):
+        # pickled weights are checked with weights_only=True before diffusers opens them (safetensors hold no code)
+        extract_state_dict(read_checkpoint(weights), f"VAE weights {weights}")
     vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
     return vae.to(device).eval().requires_grad_(False)
 

@@ -259,6 +259,10 @@ class MetricSettings:
             self.weights_path = str(self.weights_path)
             if not Path(self.weights_path).is_file():
                 raise InputError(f"feature extractor weights {self.weights_path} do not exist")
+            if self.feature_extractor == INCEPTION_EXTRACTOR:
+                # torch-fidelity unpickles this file with weights_only=False on every path (FID, IS, KID, PRC):
+                # it must pass the weights_only check before any of them runs
+                _check_inception_weights(self.weights_path)
         for name in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "kid_subset_size" else 1):
@@ -304,8 +308,6 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
         raise InputError(f"generated images are {generated.shape[1:3]} but reference images {reference.shape[1:3]}")
     if settings.weights_path is None:
         raise InputError(f"the {settings.feature_extractor} extractor needs MetricSettings.weights_path")
-    if settings.feature_extractor == INCEPTION_EXTRACTOR:
-        _check_inception_weights(settings.weights_path)
     register_extractors()
     raw = torch_fidelity.calculate_metrics(
         input1=_UInt8Images(generated),
@@ -345,14 +347,21 @@ class ReferenceBatch:
 
 def load_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
     """Read and check an ADM reference batch npz: ``mu`` (D,), ``sigma`` (D, D), optional ``arr_0`` uint8 images."""
+    from ditpareto.data import read_npz
+
     if not Path(path).is_file():
         raise InputError(f"reference batch {path} does not exist (config key metrics.reference_batch)")
-    with np.load(path) as data:
-        missing = [k for k in ("mu", "sigma") if k not in data]
-        if missing:
-            raise InputError(f"reference batch {path} lacks {missing} (has {sorted(data.files)})")
-        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
-        images = data["arr_0"] if "arr_0" in data else None
+    data = read_npz(path, "reference batch")
+    missing = [k for k in ("mu", "sigma") if k not in data]
+    if missing:
+        raise InputError(f"reference batch {path} lacks {missing} (has {sorted(data)})")
+    if not all(np.issubdtype(data[k].dtype, np.floating) and np.isfinite(data[k]).all() for k in ("mu", "sigma")):
+        raise InputError(f"reference batch {path}: mu and sigma must be finite floating-point arrays")
+    mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    images = data.get("arr_0")
+    if images is not None and (images.dtype != np.uint8 or images.ndim != 4):
+        raise InputError(f"reference batch {path}: arr_0 must be uint8 images (N, H, W, C), got {images.dtype} "
+                         f"{images.shape}")
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise InputError(f"reference batch {path}: mu {mu.shape} and sigma {sigma.shape} are not (D,) and (D, D)")
     return ReferenceBatch(mu, sigma, images)
@@ -434,7 +443,6 @@ def extract_features(images: np.ndarray, settings: MetricSettings, layer: str = 
 
     _check_images("images", images, 1)
     if settings.feature_extractor == INCEPTION_EXTRACTOR:
-        _check_inception_weights(settings.weights_path)
         layer = "2048" if layer == "feat" else layer
     register_extractors()
     cuda = torch.cuda.is_available()

@@ -279,7 +279,9 @@ def plot_sample_grid(samples: dict[str, str | os.PathLike], out_paths, count: in
     """One row per (method, budget) file, the first ``count`` samples: same seeds and labels in every row."""
     import numpy as np
 
-    rows = {name: np.load(path) for name, path in samples.items()}
+    from ditpareto.data import load_samples
+
+    rows = {name: load_samples(path) for name, path in samples.items()}
     labels = {name: tuple(d["labels"][:count]) for name, d in rows.items()}
     if len(set(labels.values())) > 1:
         raise ValueError("sample files disagree on labels: a grid needs the same seed and indices in every row")

@@ -41,7 +41,8 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON object from a file (InputError naming the file when it is unreadable or not an object)."""
+    return read_record(path)
 
 
 def read_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:

@@ -47,10 +47,9 @@ def shard_indices(num_samples: int, shard: int, shards: int) -> np.ndarray:
 
 def merge_shards(paths: Sequence[str]) -> dict[str, np.ndarray]:
     """Concatenate shard npz files (images, labels, indices) in index order; the indices must be 0..N-1 exactly."""
-    parts = []
-    for path in paths:
-        with np.load(path) as shard:
-            parts.append({key: shard[key] for key in ("images", "labels", "indices")})
+    from ditpareto.data import load_samples
+
+    parts = [load_samples(path) for path in paths]
     merged = {key: np.concatenate([p[key] for p in parts]) for key in ("images", "labels", "indices")}
     order = np.argsort(merged["indices"], kind="stable")
     merged = {key: value[order] for key, value in merged.items()}
@@ -88,7 +87,11 @@ def generate(
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         seconds_per_image.append((time.perf_counter() - t0) / len(chunk))
-        images.append((decode(x) if decode else x).cpu())
+        out = (decode(x) if decode else x).cpu()
+        if not bool(torch.isfinite(out).all()):  # would become all-black images and a meaningless FID
+            raise InputError(f"sampling produced non-finite values (NaN/Inf) for sample indices {chunk[0]}.."
+                             f"{chunk[-1]}: check the checkpoint and the guidance scale")
+        images.append(out)
         labels.append(y)
     if not images:
         raise ValueError("no sample indices given")

@@ -97,15 +97,54 @@ def is_main_process() -> bool:
     return distributed_env()[0] == 0
 
 
+STATE_KEYS = ("model", "ema", "opt", "rng", "step", "config")
+
+
 def _saved_state(state_path: Path, config: TrainConfig) -> tuple[dict | None, bool]:
     """(state, stale): the saved state at ``state_path`` (None when there is none) and whether it belongs to another
-    run (other settings or run_id, another number of processes, or more steps than ``config.steps``)."""
+    run (other settings or run_id, another number of processes, or more steps than ``config.steps``). A state that
+    cannot be read or lacks a field is set aside as ``<state>.damaged`` (never deleted) and the run starts over."""
     if not state_path.exists():
         return None, False
-    state = read_checkpoint(state_path)
+    try:
+        state = read_checkpoint(state_path)
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise InputError(f"training state {state_path} lacks {missing}")
+        int(state["step"])
+    except (InputError, TypeError, ValueError) as exc:
+        kept = state_path.with_name(state_path.name + ".damaged")
+        try:
+            os.replace(state_path, kept)
+            log.warning("%s; kept as %s, starting from step 0", str(exc).splitlines()[0], kept)
+        except OSError:  # another rank moved it first
+            pass
+        return None, False
     same = _resume_identity(state.get("config", {})) == _resume_identity(asdict(config))
     same = same and int(state.get("world_size", 1)) == distributed_env()[1]  # each rank resumes its own RNG
     return state, not same or int(state["step"]) > config.steps
+
+
+def discard_state(state_path: str | os.PathLike) -> None:
+    """Retire a finished run's state once its outputs are written (kept as ``<state>.done``, its running curve
+    removed): a rerun (forced, or after a code change) trains again instead of "resuming" at the last step and
+    writing the old weights."""
+    path = Path(state_path)
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".done"))
+    path.with_name(path.stem + ".loss.csv").unlink(missing_ok=True)
+
+
+def code_version() -> str:
+    """sha256 of the package's Python sources: part of a training run's identity (a state never resumes under
+    other code)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def snapshot_path(state_path: str | os.PathLike, step: int) -> Path:

@@ -33,7 +33,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of a forbidden type, not a torch file at all
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or ['empty'])[0]}); "
             "is it truncated or not a PyTorch file?"
         ) from exc
     if not isinstance(obj, Mapping):
@@ -64,7 +64,10 @@ def validate_state_dict(
         for k in expected
         if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
     ]
+    nonfinite = [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
     problems = []
+    if nonfinite:
+        problems.append(f"non-finite values (NaN/Inf) in {_head(sorted(nonfinite))}")
     if missing:
         problems.append(f"missing keys {_head(missing)}")
     if extra:

@@ -1,0 +1,298 @@
+"""Hostile and broken inputs: no loader runs code from a file, bad input fails early with one `error:` line (exit
+2) and loses nothing, stale or damaged training states never become the result. Exploit files are made here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ditpareto.data import ImageSet, save_draw
+from ditpareto.errors import InputError
+
+MODEL = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+
+
+class Exploit:
+    """Unpickling runs ``touch marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ditpareto", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_one_error_line(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "PAYLOAD_RAN"
+    yield path
+    assert not path.exists(), "a crafted file ran its payload"
+
+
+# ------------------------------------------------------------------------------------------- loader inventory
+# Every file a loader reads: torch checkpoints (DiT, method fine-tunes, extractors, training states) through
+# checkpoint.read_checkpoint (weights_only=True); torch-fidelity's Inception weights (it unpickles them itself:
+# checked by MetricSettings before any metric); a VAE folder's pickled weights (checked before diffusers);
+# every .npz (draws, samples, ADM reference batch) through data.read_npz (allow_pickle=False); JSON records.
+
+
+def test_checkpoint_loader_refuses_a_payload(tmp_path, marker):
+    from ditpareto.models.checkpoint import CheckpointError, read_checkpoint
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": Exploit(marker)}, path)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("entry", ["settings", "evaluate_reference_batch_without_images"])
+def test_inception_weights_are_checked_on_every_metrics_path(tmp_path, marker, entry):
+    from ditpareto.metrics import MetricSettings
+
+    weights = tmp_path / "pt_inception.pth"
+    torch.save({"w": Exploit(marker)}, weights)
+    if entry == "settings":
+        with pytest.raises(InputError):
+            MetricSettings(feature_extractor="inception-v3-compat", weights_path=str(weights))
+        return
+    # the path the hostile-input pass used: an ADM batch without arr_0 skips KID/PRC and goes to FID/IS directly
+    np.savez(tmp_path / "ref.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    samples = tmp_path / "s.npz"
+    np.savez(samples, images=np.zeros((4, 16, 16, 3), np.uint8), labels=np.zeros(4, np.int64),
+             indices=np.arange(4))
+    record = tmp_path / "s.json"
+    record.write_text(json.dumps({"method": "dit", "budget": "2", "steps": 2, "cfg_scale": 1.0, "seed": 0,
+                                  "gmacs_per_image": 1.0, "params": {}}))
+    result = cli("evaluate", "--samples", str(samples), "--record", str(record), "--reference-batch",
+                 str(tmp_path / "ref.npz"), "--extractor", "inception-v3-compat", "--extractor-weights", str(weights),
+                 "--out", str(tmp_path / "m.json"))
+    assert_one_error_line(result, "pt_inception.pth")
+
+
+def test_vae_weights_are_checked_before_diffusers(tmp_path, marker):
+    from ditpareto.latents import load_vae
+
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    torch.save({"w": Exploit(marker)}, folder / "diffusion_pytorch_model.bin")
+    with pytest.raises(InputError, match="diffusion_pytorch_model.bin"):
+        load_vae(folder)
+
+
+@pytest.mark.parametrize("kind", ["draw", "samples", "reference_batch"])
+def test_npz_loaders_refuse_pickled_objects(tmp_path, marker, kind):
+    from ditpareto.data import load_draw, load_samples
+    from ditpareto.metrics import load_reference_batch
+
+    path = tmp_path / f"{kind}.npz"
+    payload = np.array([Exploit(marker)], dtype=object)
+    np.savez(path, images=payload, labels=np.zeros(1, np.int64), indices=np.zeros(1, np.int64), mu=payload,
+             sigma=payload)
+    loader = {"draw": load_draw, "samples": load_samples, "reference_batch": load_reference_batch}[kind]
+    with pytest.raises(InputError, match="cannot be read"):
+        loader(path)
+
+
+# ------------------------------------------------------------------------------------- training states
+
+
+def _tiny_run(tmp_path, name="state.pt", steps=3):
+    from ditpareto.models import build_dit
+    from ditpareto.train import TrainConfig, run_training
+
+    torch.manual_seed(0)
+    model = build_dit("dit-micro-2", 16, in_channels=1, num_classes=10)
+    x, y = torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,))
+    config = TrainConfig(steps=steps, batch_size=4, checkpoint_every=1)
+    return run_training(model, x, y, config, tmp_path / name, tmp_path / "loss.csv")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no_step", "payload"])
+def test_a_damaged_state_is_set_aside_and_the_run_starts_over(tmp_path, marker, damage):
+    state = tmp_path / "state.pt"
+    if damage == "truncated":
+        _tiny_run(tmp_path, steps=2)
+        state.write_bytes(state.read_bytes()[:100])
+    elif damage == "no_step":
+        _tiny_run(tmp_path, steps=2)
+        saved = torch.load(state, weights_only=True)
+        del saved["step"]
+        torch.save(saved, state)
+    else:
+        torch.save({"w": Exploit(marker)}, state)
+    reference = _tiny_run(tmp_path / "clean")
+    again = _tiny_run(tmp_path)
+    assert (tmp_path / "state.pt.damaged").exists()
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), again.state_dict().values()))
+
+
+def test_code_changes_and_forced_reruns_train_again(tmp_path, monkeypatch):
+    """The run identity holds the code version (a state never resumes under other code), and a finished run's
+    state is retired once the outputs are written (a forced rerun retrains instead of copying old weights)."""
+    from ditpareto import commands, train
+    from ditpareto.data import digits_draw
+    from ditpareto.models import build_dit
+    from ditpareto.models.checkpoint import atomic_save
+
+    class Args:
+        steps, batch_size, lr, ema_decay, seed, checkpoint_every = 3, 8, 1e-3, 0.9, 0, 1
+        warmup_steps, schedule, min_lr_ratio, snapshot_every = 0, "constant", 0.0, 0
+
+    first = commands.train_config(Args(), method="dit-ft").run_id
+    monkeypatch.setattr(train, "code_version", lambda: "other code")
+    assert commands.train_config(Args(), method="dit-ft").run_id != first
+    monkeypatch.undo()
+
+    torch.manual_seed(0)
+    atomic_save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), tmp_path / "base.pt")
+    save_draw(digits_draw("train"), tmp_path / "train.npz")
+    args = ["finetune", "--method", "dit-ft", "--checkpoint", str(tmp_path / "base.pt"), "--data",
+            str(tmp_path / "train.npz"), *MODEL, "--steps", "3", "--batch-size", "8", "--state",
+            str(tmp_path / "state.pt"), "--log-csv", str(tmp_path / "loss.csv"), "--out", str(tmp_path / "ft.pt")]
+    assert cli(*args).returncode == 0
+    assert not (tmp_path / "state.pt").exists() and (tmp_path / "state.pt.done").exists()
+    rerun = cli(*args)
+    assert rerun.returncode == 0 and "resumed from" not in rerun.stderr
+
+
+# ---------------------------------------------------------------------------------- one error line, exit 2
+
+
+@pytest.fixture
+def micro_checkpoint(tmp_path):
+    from ditpareto.models import build_dit
+    from ditpareto.models.checkpoint import atomic_save
+
+    torch.manual_seed(0)
+    path = tmp_path / "base.pt"
+    atomic_save(build_dit("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), path)
+    return path
+
+
+def _sample_args(checkpoint, out, **overrides):
+    values = {"--method": "dit", "--budget": "2", "--steps": "2", "--seed": "0", "--num-samples": "4",
+              "--batch-size": "4", "--cfg-scale": "2.0", **overrides}
+    return ["sample", *[x for kv in values.items() for x in kv], "--checkpoint", str(checkpoint), *MODEL,
+            "--out", str(out), "--record", str(out) + ".json"]
+
+
+@pytest.mark.parametrize("flag, value, fragment", [
+    ("--steps", "0", "--steps"),
+    ("--seed", "5000", "--seed"),
+    ("--cfg-scale", "nan", "--cfg-scale"),
+    ("--cfg-scale", "inf", "--cfg-scale"),
+])
+def test_sample_refuses_bad_settings_before_loading_or_writing(tmp_path, flag, value, fragment):
+    out = tmp_path / "s.npz"
+    overrides = {flag: value, **({"--method": "dydit", "--budget": "0.50"} if flag == "--steps" else {})}
+    result = cli(*_sample_args(tmp_path / "missing.pt", out, **overrides))  # the checkpoint does not exist either
+    assert_one_error_line(result, fragment)
+    assert not out.exists()
+
+
+def test_threads_must_be_positive(tmp_path):
+    result = cli("--threads", "-1", "flops", "--method", "dit", *MODEL)
+    assert result.returncode == 2 and "--threads" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_empty_and_nan_checkpoints_are_refused(tmp_path, micro_checkpoint):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert_one_error_line(cli(*_sample_args(empty, tmp_path / "a.npz")), "empty.pt")
+    state = torch.load(micro_checkpoint, weights_only=True)
+    state["blocks.0.attn.qkv.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    assert_one_error_line(cli(*_sample_args(tmp_path / "nan.pt", tmp_path / "b.npz")), "non-finite",
+                          "blocks.0.attn.qkv.weight")
+    assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
+
+
+@pytest.fixture
+def good_samples(tmp_path, micro_checkpoint):
+    out = tmp_path / "good.npz"
+    assert cli(*_sample_args(micro_checkpoint, out)).returncode == 0
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing_key", "wrong_dtype", "not_npz"])
+def test_evaluate_and_merge_refuse_malformed_samples(tmp_path, good_samples, damage):
+    bad = tmp_path / "bad.npz"
+    data = dict(np.load(good_samples))
+    if damage == "truncated":
+        bad.write_bytes(good_samples.read_bytes()[:200])
+    elif damage == "missing_key":
+        np.savez(bad, images=data["images"], labels=data["labels"])
+    elif damage == "wrong_dtype":
+        np.savez(bad, images=data["images"].astype(np.float32), labels=data["labels"], indices=data["indices"])
+    else:
+        bad.write_text("not an npz")
+    record = str(good_samples) + ".json"
+    merged = cli("merge-samples", "--shards", str(bad), "--records", record, "--out", str(tmp_path / "m.npz"),
+                 "--record", str(tmp_path / "m.json"))
+    assert_one_error_line(merged, "bad.npz")
+    evaluated = cli("evaluate", "--samples", str(bad), "--record", record, "--reference", str(good_samples),
+                    "--extractor-weights", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "e.json"))
+    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"method": "dit"}'])
+def test_evaluate_checks_its_record_before_computing(tmp_path, good_samples, content):
+    record = tmp_path / "r.json"
+    record.write_text(content)
+    result = cli("evaluate", "--samples", str(good_samples), "--record", str(record), "--reference",
+                 str(good_samples), "--extractor-weights", str(good_samples), "--out", str(tmp_path / "e.json"))
+    assert_one_error_line(result, "r.json")
+    assert not (tmp_path / "e.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ config checks
+
+
+def _mini():
+    from pathlib import Path
+
+    import yaml
+
+    from test_config import with_defaults
+
+    return with_defaults(yaml.safe_load((Path(__file__).resolve().parents[1] / "config/mini.yaml").read_text()))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["sampling"].update(seeds=[0, 0]), "sampling.seeds has duplicates"),
+    (lambda c: c["sampling"].update(cfg_scale=float("nan")), "sampling.cfg_scale must be a finite"),
+    (lambda c: c["sampling"].update(cfg_scale=float("inf")), "sampling.cfg_scale must be a finite"),
+    (lambda c: c["methods"]["flexidit"].update(cfg_sweep=[3.0, 3.0]), "cfg_sweep has duplicates"),
+    (lambda c: c["methods"]["flexidit"].update(cfg_sweep=[float("inf")]), "cfg_sweep must be a finite"),
+    (lambda c: c["finetune"].update(lr=float("inf")), "finetune.lr must be a finite"),
+    (lambda c: c["dataset"].update(image_size=18), "not divisible by the weak patch size 4"),
+    (lambda c: c["dataset"].update(image_size=15), "not divisible by dit-micro-2's patch size 2"),
+])
+def test_config_refuses_before_any_job_naming_the_key(edit, message):
+    from pathlib import Path
+
+    from ditpareto.config import check_study
+
+    config = _mini()
+    edit(config)
+    with pytest.raises(InputError, match=message.replace(".", r"\.").replace("'", ".")):
+        check_study(config, Path(__file__).resolve().parents[1])
