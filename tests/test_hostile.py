@@ -296,3 +296,19 @@ def test_config_refuses_before_any_job_naming_the_key(edit, message):
     edit(config)
     with pytest.raises(InputError, match=message.replace(".", r"\.").replace("'", ".")):
         check_study(config, Path(__file__).resolve().parents[1])
+
+
+def test_latent_draws_are_memory_mapped_and_checked(tmp_path):
+    from ditpareto.data import LatentSet, load_draw
+
+    latents = np.random.default_rng(0).standard_normal((6, 4, 8, 8)).astype(np.float32)
+    save_draw(LatentSet(latents, np.arange(6)), tmp_path / "train.npz")
+    loaded = load_draw(tmp_path / "train.npz")
+    assert isinstance(loaded.latents, np.memmap) and np.array_equal(loaded.latents, latents)
+    assert torch.equal(loaded.as_model_input(), torch.from_numpy(latents))
+    latents[2, 0, 0, 0] = np.nan
+    save_draw(LatentSet(latents, np.arange(6)), tmp_path / "nan.npz")
+    from ditpareto.data import load_draw as again
+
+    with pytest.raises(InputError, match="finite"):
+        again(tmp_path / "nan.npz")

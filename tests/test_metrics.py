@@ -25,6 +25,7 @@ from ditpareto.models.checkpoint import CheckpointError
 
 import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402  (after ditpareto.compat)
 import torch_fidelity.feature_extractor_vgg16 as fidelity_vgg  # noqa: E402
+import torch_fidelity  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +231,20 @@ def test_inception_path_offline(tmp_path, monkeypatch, splits):
     assert all(math.isfinite(v) for v in out.values()), out
     assert out["fid"] > 0
     assert 0 <= out["precision"] <= 1 and 0 <= out["recall"] <= 1
+
+
+def test_one_extraction_gives_torch_fidelitys_own_numbers(splits, settings):
+    """compute_metrics extracts each image set's features once and scores every metric from them: the numbers are
+    torch_fidelity.calculate_metrics's, bit for bit."""
+    from ditpareto.metrics import _FIDELITY_KEYS, METRIC_KEYS, _UInt8Images
+
+    generated, reference = splits["heldout"].images[:200], splits["train"].images[:300]
+    register_extractors()
+    raw = torch_fidelity.calculate_metrics(
+        input1=_UInt8Images(generated), input2=_UInt8Images(reference), cuda=False, fid=True, kid=True, isc=True,
+        prc=True, feature_extractor=settings.feature_extractor, feature_extractor_weights_path=settings.weights_path,
+        kid_subset_size=min(settings.kid_subset_size, 200), kid_subsets=settings.kid_subsets,
+        isc_splits=settings.isc_splits, prc_neighborhood=settings.prc_neighborhood, batch_size=settings.batch_size,
+        rng_seed=settings.rng_seed, samples_shuffle=True, cache=False, save_cpu_ram=True, verbose=False)
+    ours = compute_metrics(generated, reference, settings)
+    assert ours == {key: float(raw[_FIDELITY_KEYS[key]]) for key in METRIC_KEYS}

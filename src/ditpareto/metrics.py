@@ -296,6 +296,67 @@ def _check_inception_weights(path: str) -> None:
     extract_state_dict(read_checkpoint(path), f"inception weights {path}")
 
 
+def metric_layers(settings: MetricSettings) -> dict[str, str]:
+    """The extractor layer each metric reads (torch-fidelity's defaults for the extractor)."""
+    register_extractors()
+    cls = FEATURE_EXTRACTORS_REGISTRY[settings.feature_extractor]
+    return {metric: cls.get_default_feature_layer_for_metric(metric) for metric in ("isc", "fid", "kid", "prc")}
+
+
+def extract_featuresdict(images: np.ndarray, settings: MetricSettings) -> dict[str, torch.Tensor]:
+    """Every layer the metrics read, for uint8 images (N, H, W, C), in one pass of torch-fidelity's extraction."""
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    if settings.weights_path is None:
+        raise InputError(f"the {settings.feature_extractor} extractor needs MetricSettings.weights_path")
+    cuda = torch.cuda.is_available()
+    layers = sorted(set(metric_layers(settings).values()))
+    extractor = create_feature_extractor(settings.feature_extractor, layers, cuda=cuda, verbose=settings.progress,
+                                         feature_extractor_weights_path=settings.weights_path)
+    return get_featuresdict_from_dataset(_UInt8Images(images), extractor, settings.batch_size, cuda, True,
+                                         settings.progress)
+
+
+def _fidelity_kwargs(settings: MetricSettings, generated: int, reference: int | None) -> dict:
+    kwargs = {"isc_splits": min(settings.isc_splits, generated), "rng_seed": settings.rng_seed,
+              "samples_shuffle": True, "verbose": settings.progress, "kid_subsets": settings.kid_subsets,
+              "prc_neighborhood": settings.prc_neighborhood}
+    if reference is not None:
+        kwargs["kid_subset_size"] = min(settings.kid_subset_size, generated, reference)
+    return kwargs
+
+
+def inception_score_from_features(generated: dict, settings: MetricSettings) -> dict:
+    from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+
+    layer = metric_layers(settings)["isc"]
+    n = len(generated[layer])
+    raw = isc_featuresdict_to_metric(generated, layer, **_fidelity_kwargs(settings, n, None))
+    return {key: float(raw[_FIDELITY_KEYS[key]]) for key in ("inception_score_mean", "inception_score_std")}
+
+
+def metrics_from_features(generated: dict, reference: dict, settings: MetricSettings) -> dict:
+    """FID, KID, IS (of ``generated``), precision and recall from two featuresdicts, with torch-fidelity's metric
+    functions and the arguments ``torch_fidelity.calculate_metrics`` would pass (the same numbers)."""
+    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+    from torch_fidelity.metric_prc import prc_featuresdict_to_metric
+
+    layers = metric_layers(settings)
+    n_gen, n_ref = len(generated[layers["fid"]]), len(reference[layers["fid"]])
+    kwargs = _fidelity_kwargs(settings, n_gen, n_ref)
+    raw = dict(inception_score_from_features(generated, settings))
+    stats = [fid_featuresdict_to_statistics(fd, layers["fid"]) for fd in (generated, reference)]
+    raw["fid"] = float(fid_statistics_to_metric(stats[0], stats[1], settings.progress)[_FIDELITY_KEYS["fid"]])
+    kid = kid_featuresdict_to_metric(generated, reference, layers["kid"], **kwargs)
+    prc = prc_featuresdict_to_metric(generated, reference, layers["prc"], **kwargs)
+    for key in ("kid_mean", "kid_std"):
+        raw[key] = float(kid[_FIDELITY_KEYS[key]])
+    for key in ("precision", "recall"):
+        raw[key] = float(prc[_FIDELITY_KEYS[key]])
+    return {key: raw[key] for key in METRIC_KEYS}
+
+
 def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: MetricSettings) -> dict:
     """FID, KID, IS (of ``generated`` only), precision and recall of ``generated`` against ``reference``.
 
@@ -306,31 +367,8 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
     _check_images("reference", reference, min_count)
     if generated.shape[1:3] != reference.shape[1:3]:
         raise InputError(f"generated images are {generated.shape[1:3]} but reference images {reference.shape[1:3]}")
-    if settings.weights_path is None:
-        raise InputError(f"the {settings.feature_extractor} extractor needs MetricSettings.weights_path")
-    register_extractors()
-    raw = torch_fidelity.calculate_metrics(
-        input1=_UInt8Images(generated),
-        input2=_UInt8Images(reference),
-        cuda=torch.cuda.is_available(),
-        fid=True,
-        kid=True,
-        isc=True,
-        prc=True,
-        feature_extractor=settings.feature_extractor,
-        feature_extractor_weights_path=settings.weights_path,
-        kid_subset_size=min(settings.kid_subset_size, len(generated), len(reference)),
-        kid_subsets=settings.kid_subsets,
-        isc_splits=min(settings.isc_splits, len(generated)),
-        prc_neighborhood=settings.prc_neighborhood,
-        batch_size=settings.batch_size,
-        rng_seed=settings.rng_seed,
-        samples_shuffle=True,
-        cache=False,
-        save_cpu_ram=True,
-        verbose=settings.progress,
-    )
-    return {key: float(raw[_FIDELITY_KEYS[key]]) for key in METRIC_KEYS}
+    return metrics_from_features(extract_featuresdict(generated, settings), extract_featuresdict(reference, settings),
+                                 settings)
 
 
 # ------------------------------------------------------------------------- ADM reference batch (paper setting)
@@ -367,22 +405,12 @@ def load_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
     return ReferenceBatch(mu, sigma, images)
 
 
-def fid_against_statistics(generated: np.ndarray, mu: np.ndarray, sigma: np.ndarray, settings: MetricSettings) -> float:
-    """FID of ``generated`` against precomputed feature statistics (the ADM protocol: the reference batch's mu/sigma),
-    with torch-fidelity's feature extraction and Frechet distance."""
+def fid_against_statistics(generated: dict, mu: np.ndarray, sigma: np.ndarray, settings: MetricSettings) -> float:
+    """FID of a featuresdict against precomputed feature statistics (the ADM protocol: the reference batch's
+    mu/sigma), with torch-fidelity's Frechet distance."""
     from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
-    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-    _check_images("generated", generated, 2)
-    register_extractors()
-    cuda = torch.cuda.is_available()
-    extractor_cls = FEATURE_EXTRACTORS_REGISTRY[settings.feature_extractor]
-    layer = extractor_cls.get_default_feature_layer_for_metric("fid")
-    extractor = create_feature_extractor(settings.feature_extractor, [layer], cuda=cuda, verbose=settings.progress,
-                                         feature_extractor_weights_path=settings.weights_path)
-    features = get_featuresdict_from_dataset(_UInt8Images(generated), extractor, settings.batch_size, cuda, True,
-                                             settings.progress)
-    stats = fid_featuresdict_to_statistics(features, layer)
+    stats = fid_featuresdict_to_statistics(generated, metric_layers(settings)["fid"])
     if stats["mu"].shape != mu.shape:
         raise InputError(f"reference statistics are {mu.shape[0]}-d but the {settings.feature_extractor} features "
                          f"are {stats['mu'].shape[0]}-d")
@@ -392,25 +420,17 @@ def fid_against_statistics(generated: np.ndarray, mu: np.ndarray, sigma: np.ndar
 
 def metrics_against_reference_batch(generated: np.ndarray, reference: ReferenceBatch, settings: MetricSettings) -> dict:
     """FID against the batch's mu/sigma; IS of ``generated``; KID/precision/recall against the batch's images
-    (NaN when it has none). Only FID and IS are comparable with ADM's TF evaluator (../shared/protocol §0)."""
+    (NaN when it has none). The generated images' features are extracted once for all of them. Only FID and IS are
+    comparable with ADM's TF evaluator (../shared/protocol §0)."""
+    _check_images("generated", generated, max(2, settings.prc_neighborhood + 1))
+    features = extract_featuresdict(generated, settings)
     if reference.images is not None:
-        result = compute_metrics(generated, reference.images, settings)
+        result = metrics_from_features(features, extract_featuresdict(reference.images, settings), settings)
         result["fid_vs_reference_images"] = result["fid"]
     else:
-        result = {**dict.fromkeys(METRIC_KEYS, float("nan")), **_inception_score(generated, settings)}
-    result["fid"] = fid_against_statistics(generated, reference.mu, reference.sigma, settings)
+        result = {**dict.fromkeys(METRIC_KEYS, float("nan")), **inception_score_from_features(features, settings)}
+    result["fid"] = fid_against_statistics(features, reference.mu, reference.sigma, settings)
     return result
-
-
-def _inception_score(generated: np.ndarray, settings: MetricSettings) -> dict:
-    register_extractors()
-    raw = torch_fidelity.calculate_metrics(
-        input1=_UInt8Images(generated), cuda=torch.cuda.is_available(), isc=True,
-        feature_extractor=settings.feature_extractor, feature_extractor_weights_path=settings.weights_path,
-        isc_splits=min(settings.isc_splits, len(generated)), batch_size=settings.batch_size,
-        rng_seed=settings.rng_seed, samples_shuffle=True, cache=False, save_cpu_ram=True, verbose=settings.progress,
-    )
-    return {key: float(raw[_FIDELITY_KEYS[key]]) for key in ("inception_score_mean", "inception_score_std")}
 
 
 def reference_batch_floor_and_noise(reference: ReferenceBatch, settings: MetricSettings, noise_seed: int = 0) -> dict:
@@ -436,21 +456,12 @@ def fid_floor_and_noise(reference: ImageSet, floor: ImageSet, settings: MetricSe
 # ------------------------------------------------------------------------------------ per-sample features
 
 
-def extract_features(images: np.ndarray, settings: MetricSettings, layer: str = "feat") -> np.ndarray:
-    """Per-sample features (N, D) float64 of uint8 images (N, H, W, C) with the configured extractor, through
+def extract_features(images: np.ndarray, settings: MetricSettings) -> np.ndarray:
+    """Per-sample FID features (N, D) float64 of uint8 images (N, H, W, C) with the configured extractor, through
     torch-fidelity (the same extraction as the metrics)."""
-    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
-
     _check_images("images", images, 1)
-    if settings.feature_extractor == INCEPTION_EXTRACTOR:
-        layer = "2048" if layer == "feat" else layer
-    register_extractors()
-    cuda = torch.cuda.is_available()
-    extractor = create_feature_extractor(settings.feature_extractor, [layer], cuda=cuda, verbose=settings.progress,
-                                         feature_extractor_weights_path=settings.weights_path)
-    features = get_featuresdict_from_dataset(_UInt8Images(images), extractor, settings.batch_size, cuda, True,
-                                             settings.progress)
-    return features[layer].double().numpy()
+    features = extract_featuresdict(images, settings)
+    return features[metric_layers(settings)["fid"]].double().numpy()
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:

@@ -6,8 +6,13 @@ rule sample:
     input:
         checkpoint=get_method_checkpoint,
     output:
-        samples="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.npz",
-        record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.record.json",
+        # intermediates: deleted once merged (a paper-scale shard set is as large as the merged file)
+        samples=temp(
+            "results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.npz"
+        ),
+        record=temp(
+            "results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.record.json"
+        ),
     log:
         "logs/sample/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.log",
     benchmark:
