@@ -598,6 +598,7 @@ def sample(args):
 
     from ditpareto.errors import InputError
     from ditpareto.flops import plan_macs, summarize
+    from ditpareto.latency import machine
     from ditpareto.latents import decode_latents, load_vae
     from ditpareto.models import dit_config
     from ditpareto.results import provenance, write_json
@@ -660,6 +661,7 @@ def sample(args):
         **provenance(),
     }
     record.update(training_fields(args.checkpoint))
+    record["machine"] = machine()  # what the timing columns depend on
     write_json(record, args.record)
     return {k: record[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
 
@@ -673,6 +675,61 @@ def training_fields(checkpoint: str) -> dict:
         return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0}
     record = read_record(path, required=("train_gmacs", "optimizer_steps", "samples_seen"))
     return {k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")}
+
+
+def _latency_args(p):
+    p.add_argument("--points", required=True, metavar="JSON",
+                   help='grid points as a JSON list of {"method", "budget", "steps", "ft", "cfg_scale", "seed", '
+                   '"options", "checkpoint"}')
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 250], metavar="B",
+                   help="batch sizes to time (default: 1 250: batch 1 and the sampling batch)")
+    p.add_argument("--rounds", type=int, default=3, metavar="R", help="timed rounds after one warm-up (default: 3)")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="respaced sampler (default: ddim)")
+    p.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"], help="guided channels")
+    p.add_argument("--out", required=True, metavar="CSV", help="median/min/max ms per image per point and batch; "
+                   "the machine record <out>.json beside it")
+
+
+def latency(args):
+    """Every point's model, timed in interleaved rounds on a machine this job holds alone."""
+    import pandas as pd
+
+    from ditpareto.errors import InputError
+    from ditpareto.latency import machine, measure, prepare
+    from ditpareto.methods import SamplingSettings, get_method
+    from ditpareto.results import provenance, write_json
+    from ditpareto.study import GridPoint, cfg_label
+
+    try:
+        points = json.loads(args.points)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--points is not JSON: {exc}") from None
+    if not isinstance(points, list) or not points or args.rounds < 1 or min(args.batch_sizes) < 1:
+        raise InputError("latency needs a non-empty --points list, --rounds >= 1 and --batch-sizes >= 1")
+    spec = model_spec(args)
+    timed, rows = [], {}
+    for point in points:
+        check_seed(int(point["seed"]))
+        method = get_method(point["method"])
+        options = method.parse_options(point.get("options", {}))
+        settings = SamplingSettings(sampler=args.sampler, steps=int(point["steps"]),
+                                    cfg_scale=float(point["cfg_scale"]), guidance_channels=args.guidance_channels)
+        model = method.load_model(point["checkpoint"], spec, options)
+        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec)
+        key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
+                        cfg_label(point["cfg_scale"]), int(point["seed"]))
+        timed.append(prepare(key.stem, plan, spec, settings, key.seed))
+        rows[key.stem] = key
+    table = pd.DataFrame(measure(timed, args.batch_sizes, args.rounds))
+    for column in ("method", "budget", "steps", "ft", "cfg", "seed"):
+        table[column] = [getattr(rows[name], column) for name in table["point"]]
+    table = table.rename(columns={"cfg": "cfg_scale"})
+    table["cfg_scale"] = table["cfg_scale"].astype(float)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    write_json({**machine(), "rounds": args.rounds, "batch_sizes": args.batch_sizes, **provenance()},
+               str(args.out) + ".json")
+    return {"points": len(points), "rounds": args.rounds, "out": args.out}
 
 
 def check_seed(seed: int) -> None:
@@ -829,13 +886,18 @@ def flops(args):
 
 def _aggregate_args(p):
     p.add_argument("metrics", nargs="+", metavar="JSON", help="metrics files of the grid points")
+    p.add_argument("--latency", default=None, metavar="CSV",
+                   help="the latency job's table: its medians become latency_ms_per_image (the sampling jobs' own "
+                   "timing, taken beside other jobs, is kept as sampling_latency_ms_per_image)")
     p.add_argument("--out", required=True, metavar="CSV", help="table, one row per grid point")
 
 
 def aggregate(args):
-    from ditpareto.results import metrics_table
+    from ditpareto.results import metrics_table, with_latency
 
     table = metrics_table(args.metrics)
+    if args.latency:
+        table = with_latency(table, args.latency)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     return {"rows": len(table), "out": args.out}
@@ -925,6 +987,11 @@ COMMANDS = [
             "python -m ditpareto convergence --snapshots snapshots/ema-step*.pt --model dit-toy-2 --image-size 16 "
             "--in-channels 1 --num-classes 10 --steps 10 --cfg-scale 2.0 --reference resources/data/reference.npz "
             "--extractor-weights resources/fid/extractor.pt --out convergence.csv", _convergence_args,
+            model_args=True),
+    Command("latency", latency, "Time every grid point's model in interleaved rounds on a machine held alone.",
+            "python -m ditpareto --threads 2 latency --points '[{\"method\": \"dit\", \"budget\": \"10\", "
+            "\"steps\": 10, \"ft\": \"0.00\", \"cfg_scale\": 2.0, \"seed\": 0, \"checkpoint\": \"base.pt\"}]' "
+            "--model dit-toy-2 --image-size 16 --in-channels 1 --num-classes 10 --out latency.csv", _latency_args,
             model_args=True),
     Command("flops", flops, "Executed MACs per network call and per image (DiT's GFLOPs convention).",
             "python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256", _flops_args,

@@ -206,9 +206,11 @@ def with_compute_ratio(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_fid_vs_latency(table: pd.DataFrame, out_paths, fixed_cfg: float | None = None, floor: float | None = None):
-    """The pareto figure with measured latency (ms per image, sampling job, batch as configured) on x."""
+    """The pareto figure with measured latency on x: the latency job's median ms per image at the sampling batch
+    (whole trajectory, CFG included), timed on a machine it held alone."""
     plot_pareto(table, out_paths, x="latency_ms_per_image", floor=floor, fixed_cfg=fixed_cfg,
-                x_label="measured latency, ms per image (whole trajectory, CFG included)")
+                x_label="latency, ms per image (median over rounds; whole trajectory, CFG included)",
+                title="toy scale: FID vs measured latency (CPU)")
 
 
 def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | None = None) -> None:

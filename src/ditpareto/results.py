@@ -12,7 +12,9 @@ import pandas as pd
 from ditpareto import __version__
 
 # Columns that depend on the machine's speed, not on the config; excluded from determinism checks.
-TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds")
+TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds", "sampling_latency_ms_per_image",
+                  "sampling_latency_ms_per_image_std", "latency_ms_min", "latency_ms_max", "latency_ms_batch1",
+                  "latency_ms_batch1_min", "latency_ms_batch1_max")
 KEY_COLUMNS = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
 
 
@@ -85,6 +87,34 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
     table = table[order + [c for c in table.columns if c not in order]]
     keys = [c for c in ("method", "nominal_compute_ratio", "steps", "ft", "cfg_scale", "seed") if c in table]
     return mark_parity(table.sort_values(keys, kind="stable").reset_index(drop=True))
+
+
+def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.DataFrame:
+    """The latency job's medians (ms per image) joined on (method, budget, steps, ft): ``latency_ms_per_image`` and
+    its min/max at the largest batch timed (the sampling batch), ``latency_ms_batch1*`` at batch 1. The sampling
+    jobs' in-process timing stays as ``sampling_latency_ms_per_image``."""
+    from ditpareto.errors import InputError
+
+    try:
+        latency = pd.read_csv(latency_csv, dtype={"budget": str, "ft": str})
+    except (OSError, ValueError) as exc:
+        raise InputError(f"latency table {latency_csv} cannot be read ({exc})") from None
+    needed = {"method", "budget", "steps", "ft", "batch_size", "latency_ms_per_image", "latency_ms_min",
+              "latency_ms_max"}
+    if not needed <= set(latency.columns):
+        raise InputError(f"latency table {latency_csv} lacks {sorted(needed - set(latency.columns))}")
+    keys = ["method", "budget", "steps", "ft"]
+    table = table.rename(columns={"latency_ms_per_image": "sampling_latency_ms_per_image",
+                                  "latency_ms_per_image_std": "sampling_latency_ms_per_image_std"})
+    columns = ["latency_ms_per_image", "latency_ms_min", "latency_ms_max"]
+    large = latency[latency["batch_size"] == latency["batch_size"].max()][keys + columns]
+    small = latency[latency["batch_size"] == latency["batch_size"].min()][keys + columns].rename(
+        columns={"latency_ms_per_image": "latency_ms_batch1", "latency_ms_min": "latency_ms_batch1_min",
+                 "latency_ms_max": "latency_ms_batch1_max"})
+    for part in (large, small):
+        part["steps"] = part["steps"].astype(int)
+        table = table.merge(part, on=keys, how="left")
+    return table
 
 
 def mark_parity(table: pd.DataFrame) -> pd.DataFrame:

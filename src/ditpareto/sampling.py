@@ -100,7 +100,7 @@ def generate(
 
 # Per-shard fields: summed or pooled by merge_records; every other field must agree across shards.
 _SHARD_FIELDS = ("shard", "shard_samples", "wall_seconds", "latency_ms_per_image", "latency_ms_per_image_std",
-                 "git_commit", "device")
+                 "git_commit", "device", "machine")
 
 
 def merge_records(records: Sequence[dict]) -> dict:
@@ -119,7 +119,9 @@ def merge_records(records: Sequence[dict]) -> dict:
     pooled = float(np.sqrt(max(np.average(stds**2 + means**2, weights=counts) - mean**2, 0.0)))
     commits = sorted({r.get("git_commit") for r in records})
     devices = sorted({r.get("device") for r in records})
+    machines = [r["machine"] for r in records if "machine" in r]
     return {**first, "shards_merged": len(records), "wall_seconds": float(sum(r["wall_seconds"] for r in records)),
             "latency_ms_per_image": mean, "latency_ms_per_image_std": pooled,
             "git_commit": commits[0] if len(commits) == 1 else commits,
-            "device": devices[0] if len(devices) == 1 else devices}
+            "device": devices[0] if len(devices) == 1 else devices,
+            **({"machine": machines[0] if all(m == machines[0] for m in machines) else machines} if machines else {})}

@@ -253,6 +253,40 @@ def get_all_metrics(wildcards):
     return [str(study.metrics_file("results/metrics", p)) for p in grid_points()]
 
 
+def latency_points():
+    """One point per distinct compute (method, budget, steps, fine-tune) at the fixed scale and the first seed:
+    guidance scale and seed do not change the work."""
+    fixed = study.cfg_label(config["sampling"]["cfg_scale"])
+    seen, points = set(), []
+    for p in grid_points():
+        key = (p.method, p.budget, p.steps, p.ft)
+        if key in seen:
+            continue
+        seen.add(key)
+        weights = (
+            "resources/pretrained/base.pt"
+            if study.FINETUNE_MODES[p.method] == "none"
+            else study.finetuned_checkpoint(p.method, p.budget, p.ft)
+        )
+        points.append(
+            {
+                "method": p.method,
+                "budget": p.budget,
+                "steps": p.steps,
+                "ft": p.ft,
+                "cfg_scale": float(fixed),
+                "seed": config["sampling"]["seeds"][0],
+                "options": config["methods"][p.method].get("options", {}),
+                "checkpoint": weights,
+            }
+        )
+    return points
+
+
+def get_latency_checkpoints(wildcards):
+    return sorted({p["checkpoint"] for p in latency_points()})
+
+
 def repo_file(relative):
     """A file tracked in the repository (notebooks, frozen data), wherever the working directory is."""
     return str(resolve_path(relative, workflow.basedir))

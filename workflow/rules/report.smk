@@ -12,7 +12,8 @@ localrules:
 
 rule aggregate:
     input:
-        get_all_metrics,
+        metrics=get_all_metrics,
+        latency="results/tables/latency.csv",
     output:
         report(
             "results/tables/metrics.csv",
@@ -26,7 +27,7 @@ rule aggregate:
     params:
         version=VERSION,
     shell:
-        "python -m ditpareto aggregate {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m ditpareto aggregate {input.metrics:q} --latency {input.latency:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule notebook_pareto:

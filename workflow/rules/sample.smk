@@ -75,3 +75,31 @@ rule evaluate:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
         "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
         "--extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule latency:
+    input:
+        get_latency_checkpoints,
+    output:
+        table="results/tables/latency.csv",
+        machine="results/tables/latency.csv.json",
+    log:
+        "logs/latency/latency.log",
+    benchmark:
+        "benchmarks/latency/latency.tsv"
+    conda:
+        ENV
+    # the whole machine: nothing else runs while the models are timed
+    threads: workflow.cores
+    params:
+        model=model_flags(),
+        points=lambda wildcards: json.dumps(latency_points(), sort_keys=True),
+        batches=f"1 {config['sampling']['batch_size']}",
+        rounds=config["sampling"]["latency_rounds"],
+        sampler=config["sampling"]["sampler"],
+        guidance=config["sampling"]["guidance_channels"],
+        version=VERSION,
+    shell:
+        "python -m ditpareto --threads {threads} latency --points {params.points:q} {params.model} "
+        "--batch-sizes {params.batches} --rounds {params.rounds} --sampler {params.sampler} "
+        "--guidance-channels {params.guidance} --out {output.table:q} > {log:q} 2>&1"

@@ -1,0 +1,108 @@
+"""Latency measured on a quiet machine: every grid point's model in one job that holds all cores, interleaved in
+rounds, at batch 1 and at the sampling batch.
+
+A trajectory's latency per image is the sum over its steps of one guided network call (CFG included) divided by the
+batch. Steps with identical compute (``plan.step_key``) are timed once per round and counted once per step; the
+inputs are the states a real trajectory of the grid point's own seed passes through (token routing, for DyDiT,
+depends on them), tiled to the batch. The sampler's own arithmetic is left out (a few element-wise ops per step).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ditpareto.diffusion import sample_loop
+from ditpareto.methods.base import ModelSpec, SamplingPlan, SamplingSettings
+from ditpareto.sampling import initial_state
+
+
+@dataclass
+class Timed:
+    """One grid point's plan with the states each step sees."""
+
+    name: str
+    plan: SamplingPlan
+    states: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (x, model t, y) per step, 1 image each
+    keys: dict  # step_key -> steps with that key
+
+
+def recorded_states(plan: SamplingPlan, spec: ModelSpec, settings: SamplingSettings, seed: int) -> list[tuple]:
+    """(x, model t, y) at every step of sample 0's real trajectory."""
+    generators, y, noise = initial_state(spec, seed, [0])
+    states = []
+
+    def denoise(x, step, t):
+        states.append((x.clone(), t.clone(), y))
+        return plan.denoise(x, step, t, y)
+
+    with torch.no_grad():
+        sample_loop(plan.diffusion, denoise, noise, generators, settings.sampler, settings.eta)
+    return states
+
+
+def prepare(name: str, plan: SamplingPlan, spec: ModelSpec, settings: SamplingSettings, seed: int) -> Timed:
+    keys: dict = {}
+    for step in range(plan.num_steps):
+        keys.setdefault(plan.step_key(step), []).append(step)
+    return Timed(name, plan, recorded_states(plan, spec, settings, seed), keys)
+
+
+@torch.no_grad()
+def time_trajectory(timed: Timed, batch: int) -> float:
+    """Seconds per image of one trajectory at ``batch`` (one timed call per distinct step kind)."""
+    total = 0.0
+    for key, steps in timed.keys.items():
+        step = steps[0]
+        x, t, y = timed.states[step]
+        xs, ts, ys = x.expand(batch, *x.shape[1:]).contiguous(), t.expand(batch), y.expand(batch)
+        start = time.perf_counter()
+        timed.plan.denoise(xs, step, ts, ys)
+        total += (time.perf_counter() - start) * len(steps)
+    return total / batch
+
+
+def measure(points: list[Timed], batches: list[int], rounds: int, warmup: int = 1) -> list[dict]:
+    """Rows (point, batch, median, min, max, rounds) of ms per image; every round times every point in turn."""
+    samples = {(p.name, b): [] for p in points for b in batches}
+    for round_index in range(warmup + rounds):
+        for point in points:
+            for batch in batches:
+                seconds = time_trajectory(point, batch)
+                if round_index >= warmup:
+                    samples[(point.name, batch)].append(1000 * seconds)
+    rows = []
+    for (name, batch), values in samples.items():
+        rows.append({"point": name, "batch_size": batch, "latency_ms_per_image": statistics.median(values),
+                     "latency_ms_min": min(values), "latency_ms_max": max(values), "rounds": len(values)})
+    return rows
+
+
+def machine() -> dict:
+    """What the timings depend on: CPU, threads, torch and its math libraries."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, **math_libraries(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def math_libraries() -> dict:
+    """The BLAS and oneDNN builds torch uses, and the CPU capability it dispatches to."""
+    import re
+
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", config)
+    lines = [line.strip(" -") for line in config.splitlines()]
+    return {"blas": blas.group(1) if blas else "unknown",
+            "blas_build": next((line for line in lines if "Math Kernel Library" in line or "OpenBLAS" in line), ""),
+            "onednn": next((line for line in lines if "MKL-DNN" in line or "oneDNN" in line), ""),
+            "cpu_capability": next((line.split(":", 1)[1].strip() for line in lines
+                                    if line.startswith("CPU capability usage")), "")}
