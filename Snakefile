@@ -1,6 +1,6 @@
 # ditpareto: FlexDiT, DyDiT, FlexiDiT and the fewer-steps DiT baseline on one measured FID-vs-compute pareto.
 #
-# Path scheme (one scheme, ditpareto.study; logs/ and benchmarks/ mirror it under <rule>/). A grid point is
+# Path scheme (one scheme, ditpareto.study; logs/ and results/benchmarks/ mirror it under <rule>/). A grid point is
 # P = {method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}; a fine-tune run is
 # R = [budget~{budget}/]ft~{ft} (ft: training compute as a multiple of finetune.train_gmacs).
 #   resources/data/{draw}.npz                          independent draws: train, reference, floor, extractor[_val]
@@ -26,6 +26,9 @@ min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -28,6 +28,7 @@ from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
 from ditpareto.models import build_dit, load_dit
 from ditpareto.models.dydit import DyDiT, layer_flops
 from ditpareto.sampling import generate
+from ditpareto.timing import summarize
 
 
 def set_synthetic_routers(model: DyDiT, lam: float, calibration: tuple, seed: int = 0) -> None:
@@ -56,7 +57,7 @@ def set_synthetic_routers(model: DyDiT, lam: float, calibration: tuple, seed: in
 
 
 def time_plans(plans: dict, spec, settings, batch: int, repeats: int, clock) -> dict:
-    """Per plan: seconds per image (fastest of ``repeats`` batches, plans interleaved so that load drifts hit all
+    """Per plan: seconds per image (median of ``repeats`` batches, plans interleaved so that load drifts hit all
     alike, after a warm-up batch) and executed MACs per image."""
     times = {name: [] for name in plans}
     for r in range(repeats + 1):
@@ -65,7 +66,7 @@ def time_plans(plans: dict, spec, settings, batch: int, repeats: int, clock) -> 
             generate(plan, spec, settings, 0, np.arange(r * batch, (r + 1) * batch), batch, progress=False)
             if r:
                 times[name].append((clock() - start) / batch)
-    return {name: (min(times[name]), count_macs(lambda: generate(plan, spec, settings, 0, np.arange(batch), batch,
+    return {name: (summarize(times[name]).median, count_macs(lambda: generate(plan, spec, settings, 0, np.arange(batch), batch,
                                                                    progress=False)) / batch)
             for name, plan in plans.items()}
 

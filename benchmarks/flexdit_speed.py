@@ -8,8 +8,6 @@ Usage: python benchmarks/flexdit_speed.py [--cases tiny dit-s-2-256] [--budgets 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import ditpareto.compat  # noqa: F401
 import ditpareto.methods  # noqa: F401  (registry first: flops imports methods.base)
@@ -21,6 +19,7 @@ from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
 from ditpareto.methods.flexdit import stage_sides
 from ditpareto.models import build_dit
 from ditpareto.models.flexdit import flexdit_macs_per_call
+from ditpareto.timing import time_repeated
 
 CASES = {
     # name: model, image size, in channels, classes, batch (images per network call)
@@ -32,13 +31,7 @@ CASES = {
 
 def timed(fn, repeats: int) -> float:
     """Median seconds of ``fn()`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_repeated(fn, repeats).median
 
 
 @torch.no_grad()

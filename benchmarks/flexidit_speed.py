@@ -9,8 +9,6 @@ Speed only (tests never assert timings). Usage: python benchmarks/flexidit_speed
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import ditpareto.compat  # noqa: F401
 import torch
@@ -18,6 +16,7 @@ import torch
 from ditpareto.flops import count_macs
 from ditpareto.methods import METHODS
 from ditpareto.models import build_dit
+from ditpareto.timing import time_repeated
 
 CASES = [
     # name, model, image size, in channels, classes
@@ -27,13 +26,7 @@ CASES = [
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_repeated(fn, repeats).median
 
 
 def main() -> None:

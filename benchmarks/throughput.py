@@ -6,13 +6,13 @@ Speed only (tests never assert timings). Usage: python benchmarks/throughput.py 
 from __future__ import annotations
 
 import argparse
-import time
 
 import ditpareto.compat  # noqa: F401
 import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.models import build_dit
+from ditpareto.timing import time_repeated
 from ditpareto.train import diffusion_loss
 
 CASES = [
@@ -23,11 +23,8 @@ CASES = [
 
 
 def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+    """Median seconds of ``fn()`` after one warm-up call."""
+    return time_repeated(fn, repeats).median
 
 
 def main() -> None:

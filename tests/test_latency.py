@@ -52,3 +52,12 @@ def test_the_table_takes_the_latency_jobs_medians(tmp_path):
     out = with_latency(table, tmp_path / "latency.csv").set_index("budget")
     assert out.loc["4", "latency_ms_per_image"] == 2.0 and out.loc["4", "latency_ms_batch1"] == 8.0
     assert out.loc["2", "latency_ms_min"] == 0.9 and out.loc["4", "sampling_latency_ms_per_image"] == 9.0
+
+
+def test_one_timing_statistic():
+    from ditpareto.timing import summarize, time_repeated
+
+    timing = summarize([0.3, 0.1, 0.2, 0.5])
+    assert (timing.median, timing.min, timing.max, timing.count) == (0.25, 0.1, 0.5, 4)
+    calls = []
+    assert time_repeated(lambda: calls.append(1), repeats=3, warmup=2).count == 3 and len(calls) == 5

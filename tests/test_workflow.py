@@ -50,6 +50,13 @@ def test_dry_run(venv_env, tmp_path, configfile):
     assert "sample" in result.stdout and "notebook_pareto" in result.stdout
 
 
+def test_dry_run_of_the_test_directory(venv_env):
+    """The catalog convention: `.test/config.yaml` (the miniature) plans from the repository root into `.test/`."""
+    result = snakemake(venv_env, "-n", "--cores", "2", "--directory", ".test", "--configfile", ".test/config.yaml",
+                       "--replace-workflow-config")
+    assert "sample" in result.stdout and "notebook_pareto" in result.stdout
+
+
 @pytest.fixture(scope="module")
 def mini_run(venv_env, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("mini")
@@ -83,7 +90,7 @@ def test_mini_run_writes_table_and_figure(mini_run):
     assert (table.loc[table["method"] != "dit", "train_gmacs"] > 0).all() and (by_budget["train_gmacs"] == 0).all()
     for rule in ["sample", "evaluate", "pretrain_base", "train_extractor", "calibrate_extractor", "fid_reference",
                  "finetune"]:
-        assert list((mini_run / "benchmarks" / rule).rglob("*.tsv")), rule
+        assert list((mini_run / "results/benchmarks" / rule).rglob("*.tsv")), rule
     assert all(log.stat().st_size >= 0 for log in (mini_run / "logs").rglob("*.log"))
 
 

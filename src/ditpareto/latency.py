@@ -10,7 +10,6 @@ depends on them), tiled to the batch. The sampler's own arithmetic is left out (
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import torch
 from ditpareto.diffusion import sample_loop
 from ditpareto.methods.base import ModelSpec, SamplingPlan, SamplingSettings
 from ditpareto.sampling import initial_state
+from ditpareto.timing import summarize
 
 
 @dataclass
@@ -77,8 +77,9 @@ def measure(points: list[Timed], batches: list[int], rounds: int, warmup: int = 
                     samples[(point.name, batch)].append(1000 * seconds)
     rows = []
     for (name, batch), values in samples.items():
-        rows.append({"point": name, "batch_size": batch, "latency_ms_per_image": statistics.median(values),
-                     "latency_ms_min": min(values), "latency_ms_max": max(values), "rounds": len(values)})
+        timing = summarize(values)
+        rows.append({"point": name, "batch_size": batch, "latency_ms_per_image": timing.median,
+                     "latency_ms_min": timing.min, "latency_ms_max": timing.max, "rounds": timing.count})
     return rows
 
 

@@ -10,7 +10,7 @@ rule prepare_data:
     log:
         "logs/prepare_data/{draw}.log",
     benchmark:
-        "benchmarks/prepare_data/{draw}.tsv"
+        "results/benchmarks/prepare_data/{draw}.tsv"
     conda:
         ENV
     threads: 2
@@ -31,7 +31,7 @@ rule pretrain_base:
     log:
         "logs/pretrain_base/pretrain_base.log",
     benchmark:
-        "benchmarks/pretrain_base/pretrain_base.tsv"
+        "results/benchmarks/pretrain_base/pretrain_base.tsv"
     conda:
         ENV
     threads: 2
@@ -77,7 +77,7 @@ rule train_extractor:
     log:
         "logs/train_extractor/extractor.log",
     benchmark:
-        "benchmarks/train_extractor/extractor.tsv"
+        "results/benchmarks/train_extractor/extractor.tsv"
     conda:
         ENV
     threads: 2
@@ -125,7 +125,7 @@ rule calibrate_extractor:
     log:
         "logs/calibrate_extractor/calibration.log",
     benchmark:
-        "benchmarks/calibrate_extractor/calibration.tsv"
+        "results/benchmarks/calibrate_extractor/calibration.tsv"
     conda:
         ENV
     threads: 2
@@ -151,7 +151,7 @@ rule fid_reference:
     log:
         "logs/fid_reference/reference.log",
     benchmark:
-        "benchmarks/fid_reference/reference.tsv"
+        "results/benchmarks/fid_reference/reference.tsv"
     conda:
         ENV
     threads: 2

@@ -31,7 +31,7 @@ rule finetune:
     log:
         "logs/finetune/{method}/{run}.log",
     benchmark:
-        "benchmarks/finetune/{method}/{run}.tsv"
+        "results/benchmarks/finetune/{method}/{run}.tsv"
     conda:
         ENV
     threads: 2

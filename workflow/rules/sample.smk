@@ -16,7 +16,7 @@ rule sample:
     log:
         "logs/sample/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.log",
     benchmark:
-        "benchmarks/sample/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.tsv"
+        "results/benchmarks/sample/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}/shard~{shard}-of-{shards}.tsv"
     conda:
         ENV
     threads: 2
@@ -63,7 +63,7 @@ rule evaluate:
     log:
         "logs/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.log",
     benchmark:
-        "benchmarks/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.tsv"
+        "results/benchmarks/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.tsv"
     conda:
         ENV
     threads: 2
@@ -86,7 +86,7 @@ rule latency:
     log:
         "logs/latency/latency.log",
     benchmark:
-        "benchmarks/latency/latency.tsv"
+        "results/benchmarks/latency/latency.tsv"
     conda:
         ENV
     # the whole machine: nothing else runs while the models are timed
