@@ -1,7 +1,7 @@
 """FlexDiT (a.k.a. SparseDiT): token-sparse SDTMs with a timestep-wise token-density schedule.
 
 Budget = the pruning-rate range (r_min, r_max), label ``RMIN-RMAX`` (e.g. ``0.61-0.86``); each budget is its own
-fine-tune (``per_budget``), as in the paper. Spec: ../shared/methods/flexdit.md, section 2.
+fine-tune (``per_budget``), as in the paper. See docs/methods/flexdit.md.
 
 Schedule (spec section 2.2; the same at training and sampling). With K stages (default 4) over the original
 timesteps t in [0, T), T = 1000:

@@ -1,5 +1,5 @@
 """FlexDiT / SparseDiT (Chang et al., arXiv 2412.06028): Poolingformer bottom, Sparse-Dense Token Modules
-(SDTMs) in the middle, dense DiT blocks on top. Spec: ../shared/methods/flexdit.md (sections 1 and 6).
+(SDTMs) in the middle, dense DiT blocks on top. See docs/methods/flexdit.md.
 
 The network takes the sparse-grid side ``side`` explicitly; the timestep schedule that picks it lives in
 ``ditpareto.methods.flexdit``. Every block keeps DiT's adaLN-Zero conditioning.

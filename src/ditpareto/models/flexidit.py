@@ -1,7 +1,7 @@
 """FlexiDiT (Anagnostidis et al., CVPR 2025): one DiT run at its pretrained patch size or a coarser "weak" one.
 
 Built from a pretrained DiT by `convert_dit`, function-preserving at the base patch size. Section numbers
-(§) refer to the implementation spec, ../shared/methods/flexidit.md. Two variants (§1.7):
+(§) refer to the implementation spec's sections, mapped in docs/methods/flexidit.md. Two variants (§1.7):
 
 - ``shared``: one tokenizer kernel and one de-tokenizer of size p' = weak patch size, PI-resized to each patch
   size per call (§1.3-1.4); every DiT weight is shared and fine-tuned. With ``tokenizer="separate"`` each patch
