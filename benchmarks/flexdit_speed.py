@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 
 import ditpareto.compat  # noqa: F401
-import ditpareto.methods  # noqa: F401  (registry first: flops imports methods.base)
 import torch
 
 from ditpareto.diffusion import per_sample_randn, sample_generators, sample_loop
 from ditpareto.flops import dit_macs_per_call
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
-from ditpareto.methods.flexdit import stage_sides
+from ditpareto.vocab import stage_sides
 from ditpareto.models import build_dit
 from ditpareto.models.flexdit import flexdit_macs_per_call
 from ditpareto.timing import time_repeated

@@ -25,7 +25,7 @@ import torch
 from diffusers import DiTTransformer2DModel
 from diffusers.models.embeddings import Timesteps
 
-from ditpareto.models.dit import DiTConfig
+from ditpareto.archs import DiTConfig
 
 
 def diffusers_config(config: DiTConfig, norm_eps: float = 1e-6) -> dict:

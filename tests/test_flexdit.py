@@ -12,11 +12,11 @@ from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.flops import count_macs, plan_macs
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
-from ditpareto.methods.flexdit import (
-    FlexBudget, batch_stage, stage_bounds, stage_of, stage_rates, stage_sides, stratified_loss,
-)
+from ditpareto.vocab import FlexBudget, stage_bounds, stage_of, stage_rates, stage_sides
+from ditpareto.methods.flexdit import batch_stage, stratified_loss
 from ditpareto.models import CheckpointError, DiT, DiTConfig, dit_config
-from ditpareto.models.flexdit import FlexDiT, FlexLayout, default_layout, flexdit_from_dit, flexdit_macs_per_call
+from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per_call
+from ditpareto.archs import FlexLayout, default_layout
 from conftest import randomize_
 
 METHOD = METHODS["flexdit"]

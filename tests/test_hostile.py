@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ditpareto.data import ImageSet, save_draw
+from ditpareto.data import save_draw
 from ditpareto.errors import InputError
 
 MODEL = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]

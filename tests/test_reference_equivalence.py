@@ -21,8 +21,8 @@ from ditpareto.diffusion import (
     per_sample_randn,
     sample_generators,
     sample_loop,
-    space_timesteps,
 )
+from ditpareto.respacing import space_timesteps
 from ditpareto.diffusion import MAX_SEED as GENERATOR_MAX_SEED
 from ditpareto.errors import InputError
 from ditpareto.models import CheckpointError, build_dit, load_dit

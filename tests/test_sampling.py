@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ditpareto.diffusion import GaussianDiffusion, sample_generators, sample_loop, space_timesteps
+from ditpareto.diffusion import GaussianDiffusion, sample_generators, sample_loop
+from ditpareto.respacing import space_timesteps
 from ditpareto.errors import InputError
 from ditpareto.methods import METHODS, SamplingSettings, get_method
 from ditpareto.sampling import generate, initial_state, to_uint8

@@ -222,3 +222,16 @@ def test_a_checkout_path_with_spaces_and_shell_metacharacters(venv_env, tmp_path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert (workdir / TABLE).exists() and (workdir / "results/figures/pareto_fid_vs_gmacs.png").exists()
     assert not [p for p in tmp_path.rglob("PWNED*")] and not list(Path.cwd().glob("PWNED*"))
+
+
+def test_planning_needs_no_torch(venv_env, tmp_path):
+    """The workflow plans (config validation, semantic checks, the grid) with the torch-free study layer alone:
+    a login node or a SLURM job's Snakemake start imports no GPU stack."""
+    fake = tmp_path / "notorch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("torch is not importable in this test")\n')
+    env = {**venv_env, "PYTHONPATH": str(fake.parent)}
+    for configfile in (REPO / "config/config.yaml", MINI):
+        result = snakemake(env, "-n", "--configfile", str(configfile), "--replace-workflow-config", "--directory",
+                           str(tmp_path / configfile.stem))
+        assert "sample" in result.stdout

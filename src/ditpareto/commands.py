@@ -495,7 +495,7 @@ def finetune(args):
 
 
 def _sampling_args(p):
-    from ditpareto.diffusion import SAMPLERS
+    from ditpareto.respacing import SAMPLERS
 
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="respaced sampler (default: ddim)")
@@ -510,7 +510,7 @@ def sampling_settings(args):
     """The sampler settings, checked before any model is loaded: a realisable step count, a finite scale >= 1."""
     import math
 
-    from ditpareto.diffusion import space_timesteps
+    from ditpareto.respacing import space_timesteps
     from ditpareto.errors import InputError
     from ditpareto.methods import SamplingSettings
 
@@ -600,8 +600,8 @@ def sample(args):
     from ditpareto.flops import plan_macs, summarize
     from ditpareto.latency import machine
     from ditpareto.latents import decode_latents, load_vae
-    from ditpareto.timing import summarize
     from ditpareto.models import dit_config
+    from ditpareto.timing import summarize as summarize_timings
     from ditpareto.results import provenance, write_json
     from ditpareto.sampling import generate, shard_indices
 
@@ -629,7 +629,7 @@ def sample(args):
     batch, seconds = generate(plan, spec, settings, args.seed, indices, args.batch_size, decode=decode, device=device)
     wall = time.perf_counter() - start
     timed = np.array(seconds[1:] if len(seconds) > 1 else seconds)  # first batch is the warm-up
-    timing = summarize(timed.tolist())
+    timing = summarize_timings(timed.tolist())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(args.out) + ".tmp.npz")
     np.savez(tmp, images=batch.images, labels=batch.labels, indices=batch.indices)

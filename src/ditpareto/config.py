@@ -1,16 +1,18 @@
-"""Semantic checks of a study config beyond its JSON schema, run by the workflow before any job starts."""
+"""Semantic checks of a study config beyond its JSON schema, run by the workflow before any job starts. Torch-free:
+the workflow plans (``snakemake -n``) without torch."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from ditpareto.diffusion import space_timesteps
+from ditpareto.archs import dit_config
 from ditpareto.errors import InputError
-from ditpareto.methods import get_method
-from ditpareto.methods.base import SamplingSettings
-from ditpareto.models import dit_config
-from ditpareto.study import FINETUNE_MODES, STEP_BUDGET_METHODS, checkpoint_budget, shipped_checkpoint
+from ditpareto.respacing import space_timesteps
+from ditpareto.study import (
+    FINETUNE_MODES, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget, shipped_checkpoint,
+)
+from ditpareto.vocab import get_vocabulary
 
 
 def resolve_path(path: str, root: str | Path) -> Path:
@@ -62,7 +64,7 @@ def check_study(config: dict, root: str | Path) -> None:
     settings = SamplingSettings(sampler=sampling["sampler"], steps=steps[0])
     plateau = config.get("finetune", {}).get("plateau", {})
     for name, entry in config["methods"].items():
-        method = get_method(name)
+        method = get_vocabulary(name)
         try:
             options = method.parse_options(entry.get("options", {}))
         except InputError as exc:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ditpareto.errors import InputError
+from ditpareto.respacing import SAMPLERS, space_timesteps  # noqa: F401  (re-exported)
 
-SAMPLERS = ("ddim", "ddpm")
 
 #################################################################################
 #                                   Schedules                                   #
@@ -28,23 +28,6 @@ def linear_betas(num_timesteps: int = 1000) -> np.ndarray:
     """DiT's linear schedule, scaled so that any step count spans the same noise range."""
     scale = 1000 / num_timesteps
     return np.linspace(scale * 0.0001, scale * 0.02, num_timesteps, dtype=np.float64)
-
-
-def space_timesteps(num_timesteps: int, sampler: str, steps: int) -> list[int]:
-    """The original timesteps kept by DiT's respacing (``"ddimN"`` for DDIM, ``"N"`` for DDPM)."""
-    if not 1 <= steps <= num_timesteps:
-        raise InputError(f"sampling steps must be in [1, {num_timesteps}], got {steps}")
-    if sampler == "ddim":
-        for stride in range(1, num_timesteps):
-            if len(range(0, num_timesteps, stride)) == steps:
-                return list(range(0, num_timesteps, stride))
-        raise InputError(f"cannot create exactly {steps} DDIM steps with an integer stride")
-    if sampler == "ddpm":
-        if steps == 1:
-            return [0]
-        frac_stride = (num_timesteps - 1) / (steps - 1)
-        return sorted({round(i * frac_stride) for i in range(steps)})
-    raise InputError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
 
 class GaussianDiffusion:

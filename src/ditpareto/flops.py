@@ -12,8 +12,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ditpareto.methods.base import ModelSpec, SamplingPlan
-from ditpareto.models.dit import DiTConfig
+from ditpareto.study import ModelSpec
+from ditpareto.plans import SamplingPlan
+from ditpareto.archs import DiTConfig
 
 _aten = torch.ops.aten
 _CPU_SDPA = {

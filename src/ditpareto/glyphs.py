@@ -103,7 +103,7 @@ def renderer_versions() -> dict:
 
 def _render(face: int, digit: int, stroke: int) -> np.ndarray:
     """Coverage in [0, 1] of one digit, centred on its bounding box in a _CACHE_SIZE square (float32)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     font = _font(face)
     canvas = Image.new("L", (2 * _CACHE_SIZE, 2 * _CACHE_SIZE), 0)

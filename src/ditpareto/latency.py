@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ditpareto.diffusion import sample_loop
-from ditpareto.methods.base import ModelSpec, SamplingPlan, SamplingSettings
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.plans import SamplingPlan
 from ditpareto.sampling import initial_state
 from ditpareto.timing import summarize
 

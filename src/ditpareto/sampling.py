@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from ditpareto.diffusion import per_sample_labels, per_sample_randn, sample_generators, sample_loop
 from ditpareto.errors import InputError
 from ditpareto.models import dit_config
-from ditpareto.methods.base import ModelSpec, SamplingPlan, SamplingSettings
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.plans import SamplingPlan
 
 
 @dataclass

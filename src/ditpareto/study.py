@@ -27,6 +27,34 @@ SHARED = "shared"  # the sha256 key of a shared fine-tune
 PARITY_TOLERANCE = 0.3
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """The base DiT's shape, as given in config (``base`` section)."""
+
+    name: str
+    image_size: int
+    in_channels: int = 4
+    num_classes: int = 1000
+
+    def overrides(self) -> dict:
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes}
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Sampler settings shared by every method (the budget may change ``steps`` for step-reduction methods)."""
+
+    sampler: str = "ddim"
+    steps: int = 10
+    cfg_scale: float = 1.5
+    guidance_channels: str = "dit3"
+    eta: float = 0.0
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+
 def cfg_label(scale: float) -> str:
     """A guidance scale as it appears in paths (cfg~2.00)."""
     return f"{float(scale):.2f}"

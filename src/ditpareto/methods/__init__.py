@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ditpareto.errors import InputError
-from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings
+from ditpareto.methods.base import Method
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.plans import SamplingPlan
 from ditpareto.methods.dit import FineTunedDiT, StaticDiT
 from ditpareto.methods.dydit import DyDiTMethod
 from ditpareto.methods.flexdit import FlexDiTMethod

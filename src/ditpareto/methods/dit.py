@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from ditpareto.diffusion import GaussianDiffusion, space_timesteps
-from ditpareto.errors import InputError
-from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.flops import count_train_macs
+from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import load_dit
+from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.respacing import space_timesteps
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.train import diffusion_loss, run_training
+from ditpareto.vocab import StepsVocabulary
 
 
-class StaticDiT(Method):
+class StaticDiT(StepsVocabulary, Method):
     name = "dit"
-    budget_help = "number of sampling steps (an integer; DDIM needs an integer stride giving exactly that many)"
-
-    def parse_budget(self, text) -> int:
-        try:
-            steps = int(str(text))
-        except ValueError:
-            raise InputError(f"dit budget must be an integer step count, got {text!r}") from None
-        if not 1 <= steps <= 1000:
-            raise InputError(f"dit budget {steps} out of range: step counts must be in [1, 1000]")
-        return steps
-
-    def budget_label(self, value) -> str:
-        return str(int(value))
 
     def convert(self, base, options):
         return eval_model(base)
@@ -38,11 +30,6 @@ class StaticDiT(Method):
         return SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
                             details={"steps": steps})
 
-    def full_budget(self, settings: SamplingSettings) -> int:
-        return settings.steps
-
-    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
-        return self.parse_budget(budget) / settings.steps
 
 
 class FineTunedDiT(StaticDiT):
@@ -55,8 +42,6 @@ class FineTunedDiT(StaticDiT):
     name = "dit-ft"
 
     def train_step_macs(self, model, x0, y, options, budget):
-        from ditpareto.flops import count_train_macs
-        from ditpareto.train import diffusion_loss
 
         macs = count_train_macs(diffusion_loss, model.requires_grad_(True), x0, y, GaussianDiffusion.base())
         return lambda step: macs
@@ -64,7 +49,6 @@ class FineTunedDiT(StaticDiT):
     def finetune(self, model, data, options, budget, train, state_path, log_csv):
         import torch
 
-        from ditpareto.train import run_training
 
         model.requires_grad_(True)
         ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv)

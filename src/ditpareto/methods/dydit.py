@@ -8,50 +8,22 @@ Budget = the FLOPs target λ in (0, 1] (label with two decimals, "0.50"). Traini
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
 
-from ditpareto.diffusion import GaussianDiffusion, space_timesteps
+from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.methods.base import (
-    FullCompute, Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model, split_full,
-)
-from ditpareto.study import FULL_PREFIX
+from ditpareto.flops import count_train_macs, dit_macs_per_call, sampled_macs
+from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops, token_router_macs
-
-# name: (type, default, check, meaning). Defaults are the spec's / released scripts' values.
-OPTIONS = {
-    "mlp_groups": (int, None, lambda v: v >= 1, "MLP channel groups per block (null: as many as heads, the paper)"),
-    "width_bias_init": (float, 15.0, math.isfinite, "initial bias of head/group routers (spec +15)"),
-    "token_bias_init": (float, 35.0, math.isfinite, "initial last bias of token routers (spec +35)"),
-    "router_init": (str, "xavier", lambda v: v in ("xavier", "zero"), "router weights: xavier (spec) or zero"),
-    "router_seed": (int, 0, lambda v: v >= 0, "seed of the router initialisation"),
-    "tau": (float, 5.0, lambda v: v > 0, "Gumbel-sigmoid temperature (spec 5)"),
-    "flops_weight": (float, 2.0, lambda v: v >= 0, "weight of the FLOPs loss (scripts 2; paper 1)"),
-    "hold_steps": (int, 100, lambda v: v >= 0, "steps with target 1.0 before the ramp (scripts 100)"),
-    "ramp_steps": (int, 1000, lambda v: v >= 0, "target decays linearly 1 -> λ until this step (scripts 1000)"),
-    "complete_steps": (int, 0, lambda v: v >= 0, "steps with the complete-model loss (paper S/B 0, XL 30k)"),
-    "noise_anneal_steps": (int, 0, lambda v: v >= 0,
-                           "0: constant Gumbel noise (spec); N: noise scale 1 -> 0 over N steps (toy-scale option)"),
-    "t_bins": (int, 4, lambda v: v >= 1, "stratified timestep bins per batch (scripts 4; 1 = uniform)"),
-    "router_lr_scale": (float, 1.0, lambda v: v > 0, "router learning rate = lr x this (spec 1)"),
-    "flops_samples": (int, 1, lambda v: v >= 1, "real samples (seed 0) whose sampling is counted for MACs"),
-}
-
-
-def parse_lambda(text) -> float:
-    """λ in (0, 1]; anything else is an InputError."""
-    try:
-        value = float(str(text))
-    except ValueError:
-        raise InputError(f"dydit budget must be a FLOPs target λ in (0, 1], got {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise InputError(f"dydit budget λ={text!r} out of range: the FLOPs target must be in (0, 1]")
-    return value
+from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.respacing import space_timesteps
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.train import resume_step, run_training
+from ditpareto.vocab import OPTIONS, DyDiTVocabulary, FullCompute
 
 
 def router_config(options: dict) -> RouterConfig:
@@ -115,43 +87,9 @@ def _gate_fractions(gates) -> dict:
                 enumerate(("head_frac", "group_frac", "token_frac"))}
 
 
-class DyDiTMethod(Method):
+class DyDiTMethod(DyDiTVocabulary, Method):
     name = "dydit"
     budget_help = "FLOPs target λ in (0, 1] with two decimals, e.g. 0.50 (one fine-tune per λ)"
-
-    def parse_budget(self, text):
-        """λ, or ``FullCompute(λ)`` for "full@λ" (the λ model with its routers bypassed)."""
-        full, inner = split_full(text)
-        return FullCompute(parse_lambda(inner)) if full else parse_lambda(text)
-
-    def budget_label(self, value) -> str:
-        value = self.parse_budget(value)
-        if isinstance(value, FullCompute):
-            return f"{FULL_PREFIX}{value.of:.2f}"
-        return f"{value:.2f}"
-
-    def parse_options(self, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise InputError(f"unknown dydit option(s) {unknown}; known: {sorted(OPTIONS)}")
-        parsed = {}
-        for key, (kind, default, check, meaning) in OPTIONS.items():
-            value = options.get(key, default)
-            if value is not None or default is not None:
-                ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-                if isinstance(value, bool) or not ok or not check(kind(value)):
-                    raise InputError(f"dydit option {key}={value!r} is invalid: {meaning}")
-                value = kind(value)
-            parsed[key] = value
-        return parsed
-
-    def full_budget(self, settings: SamplingSettings) -> float:
-        return 1.0
-
-    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
-        budget = self.parse_budget(budget)
-        return 1.0 if isinstance(budget, FullCompute) else budget
 
     # ------------------------------------------------------------------ models
     def convert(self, base, options):
@@ -168,7 +106,6 @@ class DyDiTMethod(Method):
         return eval_model(load_into(model, checkpoint, what=f"dydit {spec.name} at image size {spec.image_size}"))
 
     def finetune(self, model: DyDiT, data, options, budget, train, state_path, log_csv):
-        from ditpareto.train import resume_step, run_training
 
         if budget is None:
             raise InputError("dydit fine-tunes once per λ: pass --budget")
@@ -190,7 +127,6 @@ class DyDiTMethod(Method):
     def train_step_macs(self, model: DyDiT, x0, y, options, budget):
         """The masked dynamic forward (full width: masks do not save training compute) with its routers, and
         its backward; plus the complete-model loss during the first complete_steps steps."""
-        from ditpareto.flops import count_train_macs
 
         options = self.parse_options(options)
         lam = self.parse_budget(budget)
@@ -202,7 +138,6 @@ class DyDiTMethod(Method):
 
     # ------------------------------------------------------------------ sampling
     def plan(self, model: DyDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
-        from ditpareto.flops import dit_macs_per_call, sampled_macs
 
         lam = self.parse_budget(budget)
         space_timesteps(1000, settings.sampler, settings.steps)

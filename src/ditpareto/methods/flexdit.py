@@ -13,71 +13,20 @@ e.g. 256 px (16x16 tokens) [0.61, 0.86] -> s = 10, 9, 8, 6; the default study (8
 
 from __future__ import annotations
 
-import math
-import re
-from typing import NamedTuple
-
 import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.methods.base import (
-    FullCompute, Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model, split_full,
-)
-from ditpareto.study import FULL_PREFIX
+from ditpareto.flops import count_train_macs
+from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
-from ditpareto.models.flexdit import PF_MODES, FlexDiT, FlexLayout, flexdit_from_dit, flexdit_macs_per_call
-
-NUM_TIMESTEPS = 1000
-DEFAULT_OPTIONS = {
-    # null: default_layout(depth) (28 -> 2 PF + 4 x [1,3,1,1] + 2 top; dit-tiny-2 -> 1 PF + [1,0,1,0] + 1 top).
-    "layout": None,
-    "stages": 4,
-    # "mean_first": the cheap exact Poolingformer; "per_token": the paper's cost (same function).
-    "pf_mode": "mean_first",
-    # false: W1 on the s x s sparse tokens before upsampling (identical output, cheaper); true: as the code.
-    "w1_after_upsample": False,
-    # Ablation (spec section 1.6): re-add sin-cos tables after pooling and after Dense-Rec.
-    "pos_reinject": False,
-}
-LAYOUT_KEYS = ("pf", "sdtms", "sparse", "dense", "top")
-_BUDGET = re.compile(r"^([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)$")
-
-
-class FlexBudget(NamedTuple):
-    r_min: float
-    r_max: float
-
-
-#################################################################################
-#                               Density schedule                                #
-#################################################################################
-
-
-def stage_of(t: int, stages: int, num_timesteps: int = NUM_TIMESTEPS) -> int:
-    """Density stage of an original timestep: 0 near data ... stages-1 near noise."""
-    return min(stages - 1, stages * int(t) // num_timesteps)
-
-
-def stage_bounds(stage: int, stages: int, num_timesteps: int = NUM_TIMESTEPS) -> tuple[int, int]:
-    """[lo, hi) of the original timesteps whose stage is ``stage``."""
-    lo = -(-stage * num_timesteps // stages)
-    hi = num_timesteps if stage == stages - 1 else -(-(stage + 1) * num_timesteps // stages)
-    return lo, hi
-
-
-def stage_rates(budget: FlexBudget, stages: int) -> list[float]:
-    """Pruning rate r_k of each stage, linear from r_min (stage 0) to r_max (last stage)."""
-    if stages == 1:
-        return [budget.r_min]
-    return [budget.r_min + (budget.r_max - budget.r_min) * k / (stages - 1) for k in range(stages)]
-
-
-def stage_sides(budget: FlexBudget, grid: int, stages: int) -> list[int]:
-    """Sparse-grid side s_k of each stage on a ``grid`` x ``grid`` token grid."""
-    n = grid * grid
-    return [min(grid, max(1, math.floor(math.sqrt(n * (1 - r)) + 0.5))) for r in stage_rates(budget, stages)]
+from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per_call
+from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.train import distributed_env, run_training
+from ditpareto.vocab import FlexDiTVocabulary, FullCompute, stage_bounds, stage_of, stage_rates, stage_sides
+from ditpareto.archs import FlexLayout
 
 
 def batch_stage(t: torch.Tensor, stages: int) -> int:
@@ -119,70 +68,9 @@ def stratified_loss(sides: list[int]):
 #################################################################################
 
 
-class FlexDiTMethod(Method):
+class FlexDiTMethod(FlexDiTVocabulary, Method):
     name = "flexdit"
     budget_help = "pruning-rate range RMIN-RMAX, two decimals, 0 < RMIN <= RMAX <= 1 (e.g. 0.61-0.86)"
-
-    def parse_budget(self, text):
-        """The range, or ``FullCompute(range)`` for "full@RMIN-RMAX" (that model with every stage at the full grid)."""
-        full, inner = split_full(text)
-        if full:
-            return FullCompute(self._parse_range(inner))
-        return self._parse_range(text)
-
-    def _parse_range(self, text) -> FlexBudget:
-        if isinstance(text, (tuple, list)) and len(text) == 2:
-            values = [float(v) for v in text]
-        else:
-            match = _BUDGET.match(str(text).strip())
-            if not match:
-                raise InputError(f"flexdit budget must be RMIN-RMAX, e.g. 0.61-0.86, got {text!r}")
-            values = [float(v) for v in match.groups()]
-        if any(abs(round(v, 2) - v) > 1e-9 for v in values):
-            raise InputError(f"flexdit budget {text!r}: write the pruning rates with at most two decimals")
-        r_min, r_max = (round(v, 2) for v in values)
-        if not 0 < r_min <= r_max <= 1:
-            raise InputError(f"flexdit budget {text!r}: pruning rates need 0 < r_min <= r_max <= 1")
-        return FlexBudget(r_min, r_max)
-
-    def budget_label(self, value) -> str:
-        budget = self.parse_budget(value)
-        if isinstance(budget, FullCompute):
-            return f"{FULL_PREFIX}{budget.of.r_min:.2f}-{budget.of.r_max:.2f}"
-        return f"{budget.r_min:.2f}-{budget.r_max:.2f}"
-
-    def parse_options(self, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise InputError(f"flexdit options: unknown keys {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
-        out = {**DEFAULT_OPTIONS, **options}
-        if out["layout"] is not None:
-            if not isinstance(out["layout"], dict) or set(out["layout"]) != set(LAYOUT_KEYS):
-                raise InputError(f"flexdit option layout must be null or a mapping with keys {list(LAYOUT_KEYS)}, "
-                                 f"got {out['layout']!r}")
-            out["layout"] = FlexLayout(**out["layout"]).to_dict()
-        stages = out["stages"]
-        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= NUM_TIMESTEPS:
-            raise InputError(f"flexdit option stages must be an integer in [1, {NUM_TIMESTEPS}], got {stages!r}")
-        if out["pf_mode"] not in PF_MODES:
-            raise InputError(f"flexdit option pf_mode must be one of {list(PF_MODES)}, got {out['pf_mode']!r}")
-        for key in ("w1_after_upsample", "pos_reinject"):
-            if not isinstance(out[key], bool):
-                raise InputError(f"flexdit option {key} must be true or false, got {out[key]!r}")
-        return out
-
-    def full_budget(self, settings: SamplingSettings) -> FlexBudget:
-        """The densest budget: r = 0.01 rounds to the full grid for grids up to 99 x 99 (PF still saves compute)."""
-        return FlexBudget(0.01, 0.01)
-
-    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
-        """The mean sparse-token density 1 - r_k over the 4 default stages (a label; FLOPs are counted separately)."""
-        budget = self.parse_budget(budget)
-        if isinstance(budget, FullCompute):
-            return 1.0
-        rates = stage_rates(budget, DEFAULT_OPTIONS["stages"])
-        return 1 - sum(rates) / len(rates)
 
     # ------------------------------------------------------------------ models
     @staticmethod
@@ -207,7 +95,6 @@ class FlexDiTMethod(Method):
         return stage_sides(budget, model.grid_size, model.stages)
 
     def finetune(self, model: FlexDiT, data, options, budget, train, state_path, log_csv):
-        from ditpareto.train import distributed_env, run_training
 
         if budget is None or isinstance(self.parse_budget(budget), FullCompute):
             raise InputError("flexdit fine-tunes once per budget: pass --budget RMIN-RMAX")
@@ -223,7 +110,6 @@ class FlexDiTMethod(Method):
 
     def train_step_macs(self, model: FlexDiT, x0, y, options, budget):
         """The stratified loss: one micro-batch per density stage at its sparse side, forward and backward."""
-        from ditpareto.flops import count_train_macs
 
         model.requires_grad_(True)
         macs = count_train_macs(stratified_loss(self.sides(model, budget)), model, x0, y, GaussianDiffusion.base())

@@ -17,64 +17,25 @@ import copy
 import math
 from dataclasses import replace
 from functools import partial
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ditpareto.diffusion import SAMPLERS, GaussianDiffusion, space_timesteps
+from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.methods.base import Method, ModelSpec, SamplingPlan, SamplingSettings, cfg_denoiser, eval_model
+from ditpareto.flops import count_train_macs, dit_macs_per_call
+from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import CheckpointError, load_into
 from ditpareto.models.dit import guided_channel_count
-from ditpareto.models.flexidit import (
-    LN_AFFINE,
-    POS_COORDS,
-    TOKENIZERS,
-    VARIANTS,
-    FlexiConfig,
-    FlexiDiT,
-    convert_dit,
-)
+from ditpareto.models.flexidit import FlexiConfig, FlexiDiT, convert_dit
+from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.study import ModelSpec, SamplingSettings
+from ditpareto.train import resume_step, run_training
+from ditpareto.vocab import FlexiDiTVocabulary, weak_steps
 
 # (1 - s1) / (1 - s2) = 2.5 for weak-model guidance (§3.2).
 WEAK_GUIDANCE_RATIO = 2.5
-
-DEFAULTS = {
-    "variant": "shared",  # "shared" (paper's ImageNet choice) or "lora" (frozen base, §1.8)
-    "tokenizer": None,  # "flexible" (one PI-resized kernel, §1.3) or "separate" (one per size); None: flexible,
-    # separate for lora
-    "weak_patch_size": None,  # None: 2 x the base patch
-    "pos_coords": "corner",  # coarse-patch position: "corner" (PixArt-style) or "centre" (§1.5, UNVERIFIED)
-    "ln_affine": "all",  # patch-size-dependent LN affine after "all" LNs, the "final" one, or "none" (§1.6)
-    "lora_rank": 8,  # LoRA variant only (paper: 32 for XL-sized models)
-    "weak_ratio": 0.5,  # share of fine-tuning steps at the weak patch size (shared variant; LoRA trains weak only)
-    "distill_weight": 0.0,  # weight of MSE to the frozen base at the base patch size on weak steps (§2.3)
-    "patch_lr_scale": 1.0,  # LR multiplier of the weak path's tokenizer and de-tokenizer (our addition; 1 = off)
-    # Bootstrapped-MMD exposure-bias term (FlexiDiT paper App. B.1, C.2); the paper gives none of these values.
-    "mmd_weight": 0.0,  # λ of the MMD² term added to the loss (0 = off)
-    "mmd_every": 4,  # added on every k-th optimizer step (step counter, continues on resume)
-    "mmd_sampler": "ddim",  # sampler of the chain (eta 0 for ddim), as the study's sampler
-    "mmd_sampler_steps": 10,  # respaced grid the chain runs on (the study samples with DDIM 10)
-    "mmd_chain_steps": 2,  # chain length t1 -> t2 in grid steps (fixed, so its compute is fixed)
-    "mmd_grad_steps": 1,  # gradients flow through the last N chain steps only (the rest under no_grad)
-    "mmd_batch": 32,  # samples per MMD set (the first ones of the training batch)
-    "mmd_bandwidths": [0.5, 1.0, 2.0, 4.0],  # RBF bandwidths σ, on squared distances divided by the dimension
-}
-
-
-class Budget(NamedTuple):
-    """Fractions of sampling steps run at the weak patch size: conditional and guidance branch."""
-
-    cond: float
-    uncond: float
-
-
-def weak_steps(fraction: float, steps: int) -> int:
-    """Number of weak steps: round half up of fraction * steps."""
-    return math.floor(fraction * steps + 0.5)
-
 
 def weak_guidance_scale(s1: float) -> float:
     return 1 - (1 - s1) / WEAK_GUIDANCE_RATIO
@@ -82,7 +43,6 @@ def weak_guidance_scale(s1: float) -> float:
 
 def flexidit_macs_per_call(config: FlexiConfig, patch_size: int) -> int:
     """Closed-form MACs of one forward at ``patch_size`` (DiT's formula at that token count, plus LoRA if any)."""
-    from ditpareto.flops import dit_macs_per_call  # flops imports the methods package
 
     macs = dit_macs_per_call(config.at(patch_size))
     if config.variant == "lora" and patch_size == config.weak_patch_size:
@@ -99,66 +59,9 @@ def analytic_macs_per_image(config: FlexiConfig, steps: int, weak_cond: int, wea
     return sum(n * weak + (steps - n) * base for n in branches)
 
 
-class FlexiDiTMethod(Method):
+class FlexiDiTMethod(FlexiDiTVocabulary, Method):
     name = "flexidit"
     budget_help = "fraction of steps at the weak patch size, two decimals ('0.50'), or 'C-U' with U >= C"
-
-    # ------------------------------------------------------------------ vocabulary
-    def parse_budget(self, text) -> Budget:
-        if isinstance(text, Budget):
-            parts = list(text)
-        else:
-            try:
-                parts = [float(part) for part in str(text).split("-")] if "-" in str(text)[1:] else [float(text)]
-            except ValueError:
-                raise InputError(f"flexidit budget must be a weak-step fraction like '0.50' or '0.90-1.00', "
-                                 f"got {text!r}") from None
-        if len(parts) == 1:
-            parts = parts * 2
-        if len(parts) != 2 or not all(0.0 <= v <= 1.0 for v in parts):
-            raise InputError(f"flexidit budget {text!r} out of range: weak-step fractions must be in [0, 1]")
-        if parts[1] < parts[0]:
-            raise InputError(f"flexidit budget {text!r}: the guidance branch must stay weak at least as long as "
-                             "the conditional one (U >= C)")
-        return Budget(float(parts[0]), float(parts[1]))
-
-    def budget_label(self, value) -> str:
-        b = self.parse_budget(value)
-        return f"{b.cond:.2f}" if b.cond == b.uncond else f"{b.cond:.2f}-{b.uncond:.2f}"
-
-    def parse_options(self, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(DEFAULTS))
-        if unknown:
-            raise InputError(f"unknown flexidit options {unknown}; known: {sorted(DEFAULTS)}")
-        out = {**DEFAULTS, **options}
-        if out["tokenizer"] is None:
-            out["tokenizer"] = "separate" if out["variant"] == "lora" else "flexible"
-        for key, allowed in (("variant", VARIANTS), ("pos_coords", POS_COORDS), ("ln_affine", LN_AFFINE),
-                             ("tokenizer", TOKENIZERS)):
-            if out[key] not in allowed:
-                raise InputError(f"flexidit option {key} must be one of {allowed}, got {out[key]!r}")
-        pw = out["weak_patch_size"]
-        if pw is not None and (not isinstance(pw, int) or isinstance(pw, bool) or pw < 2):
-            raise InputError(f"flexidit option weak_patch_size must be null or an integer >= 2, got {pw!r}")
-        if not isinstance(out["lora_rank"], int) or out["lora_rank"] < 1:
-            raise InputError(f"flexidit option lora_rank must be a positive integer, got {out['lora_rank']!r}")
-        for key in ("weak_ratio", "distill_weight", "patch_lr_scale"):
-            if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
-                raise InputError(f"flexidit option {key} must be a number >= 0, got {out[key]!r}")
-        if out["weak_ratio"] > 1:
-            raise InputError(f"flexidit option weak_ratio must be in [0, 1], got {out['weak_ratio']}")
-        _check_mmd_options(out)
-        return out
-
-    def full_budget(self, settings: SamplingSettings) -> Budget:
-        return Budget(0.0, 0.0)
-
-    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
-        """Token-count estimate (weak call = 1/4 of a base call, the default 2x patch); GMACs are counted."""
-        b, steps, r = self.parse_budget(budget), settings.steps, 0.25
-        per_branch = [steps - (1 - r) * weak_steps(f, steps) for f in (b.cond, b.uncond)]
-        return (sum(per_branch) / 2 if settings.guided else per_branch[0]) / steps
 
     # ------------------------------------------------------------------ models
     @staticmethod
@@ -182,7 +85,6 @@ class FlexiDiTMethod(Method):
         return eval_model(model)
 
     def finetune(self, model: FlexiDiT, data, options: dict, budget, train, state_path, log_csv):
-        from ditpareto.train import resume_step, run_training
 
         options = self.parse_options(options)
         lora = model.config.variant == "lora"
@@ -213,7 +115,6 @@ class FlexiDiTMethod(Method):
     def train_step_macs(self, model: FlexiDiT, x0, y, options, budget):
         """Weak and base steps in proportion weak_ratio (distillation's teacher forward on weak steps included),
         plus the MMD term's chain (forward and backward, mean over s_weak) on every mmd_every-th step."""
-        from ditpareto.flops import count_train_macs
 
         options = self.parse_options(options)
         lora = model.config.variant == "lora"
@@ -317,40 +218,6 @@ def flexidit_loss(model: FlexiDiT, x0, y, diffusion: GaussianDiffusion, weak_rat
 
 
 # ---------------------------------------------------------------------------------------------- MMD stage
-
-
-def _check_mmd_options(out: dict) -> None:
-    """Validate the mmd_* options in place (bandwidths become a fresh list of floats)."""
-    def integer(key: str, low: int) -> int:
-        value = out[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise InputError(f"flexidit option {key} must be an integer >= {low}, got {value!r}")
-        return value
-
-    w = out["mmd_weight"]
-    if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
-        raise InputError(f"flexidit option mmd_weight must be a finite number >= 0, got {w!r}")
-    integer("mmd_every", 1)
-    integer("mmd_batch", 2)
-    if out["mmd_sampler"] not in SAMPLERS:
-        raise InputError(f"flexidit option mmd_sampler must be one of {SAMPLERS}, got {out['mmd_sampler']!r}")
-    steps = integer("mmd_sampler_steps", 1)
-    try:
-        space_timesteps(1000, out["mmd_sampler"], steps)
-    except InputError as exc:
-        raise InputError(f"flexidit option mmd_sampler_steps is invalid for {out['mmd_sampler']}: {exc}") from None
-    chain = integer("mmd_chain_steps", 1)
-    if chain >= steps:
-        raise InputError(f"flexidit option mmd_chain_steps must be < mmd_sampler_steps ({steps}), got {chain}")
-    grad = integer("mmd_grad_steps", 1)
-    if grad > chain:
-        raise InputError(f"flexidit option mmd_grad_steps must be <= mmd_chain_steps ({chain}), got {grad}")
-    bw = out["mmd_bandwidths"]
-    if (not isinstance(bw, (list, tuple)) or not bw
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b > 0
-                       for b in bw)):
-        raise InputError(f"flexidit option mmd_bandwidths must be a non-empty list of positive numbers, got {bw!r}")
-    out["mmd_bandwidths"] = [float(b) for b in bw]
 
 
 def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths) -> torch.Tensor:

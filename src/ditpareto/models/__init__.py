@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 
 from ditpareto.models.checkpoint import CheckpointError, load_into
-from ditpareto.models.dit import DIT_ARCHS, DiT, DiTConfig, dit_config
+from ditpareto.archs import DIT_ARCHS, DiTConfig, dit_config
+from ditpareto.models.dit import DiT
 
 __all__ = ["DIT_ARCHS", "CheckpointError", "DiT", "DiTConfig", "build_dit", "dit_config", "load_dit"]
 

@@ -7,13 +7,13 @@ A re-implementation from the paper and the published checkpoint layout, so that 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditpareto.archs import DiTConfig
 from ditpareto.errors import InputError
 
 
@@ -153,37 +153,6 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-@dataclass(frozen=True)
-class DiTConfig:
-    """Shape of a DiT: everything needed to rebuild the network from a state dict."""
-
-    depth: int
-    hidden_size: int
-    num_heads: int
-    patch_size: int
-    input_size: int = 32
-    in_channels: int = 4
-    mlp_ratio: float = 4.0
-    class_dropout_prob: float = 0.1
-    num_classes: int = 1000
-    learn_sigma: bool = True
-
-    @property
-    def out_channels(self) -> int:
-        return self.in_channels * 2 if self.learn_sigma else self.in_channels
-
-    @property
-    def grid_size(self) -> int:
-        return self.input_size // self.patch_size
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid_size**2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class DiT(nn.Module):
     """Diffusion model with a Transformer backbone."""
 
@@ -316,31 +285,3 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim: int, pos: np.ndarray) -> np.nda
 #################################################################################
 #                                   DiT Configs                                 #
 #################################################################################
-
-# (depth, hidden_size, num_heads) of the official families.
-_FAMILIES = {"xl": (28, 1152, 16), "l": (24, 1024, 16), "b": (12, 768, 12), "s": (12, 384, 6)}
-
-# Path-safe names: these keys are wildcard values, CLI choices and schema enums.
-DIT_ARCHS: dict[str, dict] = {
-    f"dit-{family}-{patch}": dict(depth=d, hidden_size=h, num_heads=n, patch_size=patch)
-    for family, (d, h, n) in _FAMILIES.items()
-    for patch in (2, 4, 8)
-}
-# Tiny CPU models for the embedded default study and the tests.
-DIT_ARCHS["dit-tiny-2"] = dict(depth=4, hidden_size=64, num_heads=4, patch_size=2)
-# The default study's base: deep enough for two FlexDiT SDTMs with sparse blocks (1 + 2 x [1, 2, 1, 1] + 1).
-DIT_ARCHS["dit-toy-2"] = dict(depth=12, hidden_size=64, num_heads=4, patch_size=2)
-DIT_ARCHS["dit-micro-2"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2)
-
-
-def dit_config(name: str, image_size: int = 256, **overrides) -> DiTConfig:
-    """Config of a registered DiT. ``image_size`` is in pixels; latent models (in_channels=4) see image_size/8."""
-    if name not in DIT_ARCHS:
-        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(DIT_ARCHS))}")
-    in_channels = overrides.pop("in_channels", 4)
-    vae_factor = overrides.pop("vae_factor", 8 if in_channels == 4 else 1)
-    if image_size % vae_factor:
-        raise InputError(f"image size {image_size} is not divisible by the VAE factor {vae_factor}")
-    return DiTConfig(
-        **DIT_ARCHS[name], input_size=image_size // vae_factor, in_channels=in_channels, **overrides
-    )

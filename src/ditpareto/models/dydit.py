@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ditpareto.errors import InputError
-from ditpareto.models.dit import DiT, DiTBlock, DiTConfig, modulate
+from ditpareto.models.dit import DiT, DiTBlock, modulate
+from ditpareto.archs import DiTConfig
 
 GATE_MODES = ("gumbel", "hard", "complete")
 

@@ -7,80 +7,26 @@ The network takes the sparse-grid side ``side`` explicitly; the timestep schedul
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditpareto.archs import PF_MODES, FlexLayout, default_layout  # noqa: F401  (re-exported)
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.dit import (
-    DiT, DiTBlock, DiTConfig, FinalLayer, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder,
-    get_2d_sincos_pos_embed, modulate,
+    DiT,
+    DiTBlock,
+    FinalLayer,
+    LabelEmbedder,
+    Mlp,
+    PatchEmbed,
+    TimestepEmbedder,
+    get_2d_sincos_pos_embed,
+    modulate,
 )
+from ditpareto.archs import DiTConfig
 
-PF_MODES = ("mean_first", "per_token")
-
-
-@dataclass(frozen=True)
-class FlexLayout:
-    """Segment sizes: ``pf`` Poolingformers, ``sdtms`` x [Sparse-Gen, ``sparse`` sparse blocks, Dense-Rec,
-    ``dense`` dense blocks], ``top`` dense blocks. DiT-XL/2 in the paper: 2, 4 x [1, 3, 1, 1], 2."""
-
-    pf: int
-    sdtms: int
-    sparse: int
-    dense: int
-    top: int
-
-    def __post_init__(self):
-        values = asdict(self)
-        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in values.values()):
-            raise InputError(f"flexdit layout counts must be integers >= 0, got {values}")
-        if self.sdtms < 1:
-            raise InputError(f"flexdit layout needs at least one SDTM, got {values}")
-
-    @property
-    def depth(self) -> int:
-        return self.pf + self.sdtms * (2 + self.sparse + self.dense) + self.top
-
-    def block_roles(self) -> list[tuple[str, str]]:
-        """(FlexDiT module path, role) initialised from DiT ``blocks.i``, in order i = 0..depth-1 (spec section 1.1).
-
-        Roles: ``pf`` (V slice of qkv), ``cross`` (Q / KV slices of qkv), ``self`` (copied verbatim)."""
-        roles = [(f"pf_blocks.{i}", "pf") for i in range(self.pf)]
-        for k in range(self.sdtms):
-            roles.append((f"sdtms.{k}.gen", "cross"))
-            roles += [(f"sdtms.{k}.sparse.{j}", "self") for j in range(self.sparse)]
-            roles.append((f"sdtms.{k}.rec", "cross"))
-            roles += [(f"sdtms.{k}.dense.{j}", "self") for j in range(self.dense)]
-        return roles + [(f"top_blocks.{i}", "self") for i in range(self.top)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def default_layout(depth: int) -> FlexLayout:
-    """The DiT-XL layout (2 PF, 4 x [1, 3, 1, 1], 2 top) scaled to ``depth`` (our rule; the paper has none).
-
-    PF = top = max(1, round(depth / 14)) (the paper: 0 PF diverges; at depth 4 a dense top block after Dense-Rec
-    is worth ~9 FID after 200 fine-tune steps); the rest forms SDTMs of about 6 blocks (the divisor of the rest
-    nearest rest / 6), each Sparse-Gen + Dense-Rec, one dense block when it has >= 4 blocks, sparse blocks for the
-    remainder. Below depth 4 the edges go (SDTM first). 28 -> 2 + 4x[1,3,1,1] + 2, 12 -> 1 + 2x[1,2,1,1] + 1,
-    4 -> 1 + [1,0,1,0] + 1, 3 -> 1 + [1,0,1,0], 2 -> [1,0,1,0].
-    """
-    if depth < 2:
-        raise InputError(f"flexdit needs depth >= 2 (an SDTM is a Sparse-Gen and a Dense-Rec block), got {depth}")
-    pf = top = max(1, math.floor(depth / 14 + 0.5))
-    if depth - pf - top < 2:  # too shallow for PF + SDTM + top: keep the SDTM, then PF
-        pf, top = depth - 2, 0
-    rest = depth - pf - top
-    sdtms = min((d for d in range(1, rest // 2 + 1) if rest % d == 0), key=lambda d: (abs(d - rest / 6), -d))
-    size = rest // sdtms
-    dense = 1 if size >= 4 else 0
-    return FlexLayout(pf=pf, sdtms=sdtms, sparse=size - 2 - dense, dense=dense, top=top)
 
 
 #################################################################################

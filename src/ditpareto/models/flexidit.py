@@ -20,21 +20,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditpareto.archs import FLEXIDIT_LN_AFFINE, FLEXIDIT_POS_COORDS, FLEXIDIT_TOKENIZERS, FLEXIDIT_VARIANTS
 from ditpareto.errors import InputError
 from ditpareto.models.dit import (
     DiT,
     DiTBlock,
-    DiTConfig,
     LabelEmbedder,
     TimestepEmbedder,
     get_2d_sincos_pos_embed_from_grid,
     modulate,
 )
+from ditpareto.archs import DiTConfig
 
-VARIANTS = ("shared", "lora")
-POS_COORDS = ("corner", "centre")
-LN_AFFINE = ("all", "final", "none")
-TOKENIZERS = ("flexible", "separate")
+# re-exported under the names the method module and the tests use
+VARIANTS, POS_COORDS, LN_AFFINE, TOKENIZERS = (FLEXIDIT_VARIANTS, FLEXIDIT_POS_COORDS, FLEXIDIT_LN_AFFINE,
+                                               FLEXIDIT_TOKENIZERS)
 
 
 @dataclass(frozen=True)

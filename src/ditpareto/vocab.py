@@ -1,0 +1,430 @@
+"""What a method's budgets and options mean, without torch: parsing, labels and nominal compute. The workflow
+checks a study with these alone; each method class (``ditpareto.methods``) inherits its vocabulary from here."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+from ditpareto.archs import (
+    FLEXIDIT_LN_AFFINE, FLEXIDIT_POS_COORDS, FLEXIDIT_TOKENIZERS, FLEXIDIT_VARIANTS, PF_MODES, FlexLayout,
+)
+from ditpareto.errors import InputError
+from ditpareto.respacing import SAMPLERS, space_timesteps
+from ditpareto.study import FULL_PREFIX, SamplingSettings
+
+class FullCompute(NamedTuple):
+    """Budget "full@B": the model fine-tuned for budget ``of`` run at full compute (the method's parity point)."""
+
+    of: object
+
+
+def split_full(text) -> tuple[bool, object]:
+    """(is "full@B", B) for a budget label or value."""
+    if isinstance(text, FullCompute):
+        return True, text.of
+    text_s = str(text)
+    if text_s.startswith(FULL_PREFIX):
+        return True, text_s[len(FULL_PREFIX):]
+    return False, text
+
+
+class Vocabulary:
+    """Budgets and options of one method (``name``): parse, label, nominal compute."""
+
+    name: str = ""
+    budget_help: str = ""
+
+    def __init__(self, name: str | None = None):
+        if name:
+            self.name = name
+
+    def parse_budget(self, text: str):
+        raise NotImplementedError
+
+    def budget_label(self, value) -> str:
+        raise NotImplementedError
+
+    def parse_options(self, options: dict | None) -> dict:
+        """Validated options with defaults filled; InputError names an unknown or bad key."""
+        if options:
+            raise InputError(f"method {self.name} takes no options, got {sorted(options)}")
+        return {}
+
+    def full_budget(self, settings: SamplingSettings):
+        """The budget that spends the static DiT's compute at ``settings.steps``."""
+        raise NotImplementedError
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        """The budget's intended compute relative to the static DiT at ``settings.steps`` (for labels only)."""
+        raise NotImplementedError
+
+
+#################################################################################
+#                          dit, dit-ft: fewer steps                             #
+#################################################################################
+
+
+class StepsVocabulary(Vocabulary):
+    name = "dit"
+    budget_help = "number of sampling steps (an integer; DDIM needs an integer stride giving exactly that many)"
+
+    def parse_budget(self, text) -> int:
+        try:
+            steps = int(str(text))
+        except ValueError:
+            raise InputError(f"dit budget must be an integer step count, got {text!r}") from None
+        if not 1 <= steps <= 1000:
+            raise InputError(f"dit budget {steps} out of range: step counts must be in [1, 1000]")
+        return steps
+
+    def budget_label(self, value) -> str:
+        return str(int(value))
+
+    def full_budget(self, settings: SamplingSettings) -> int:
+        return settings.steps
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        return self.parse_budget(budget) / settings.steps
+
+
+#################################################################################
+#                                     DyDiT                                     #
+#################################################################################
+
+# name: (type, default, check, meaning). Defaults are the spec's / released scripts' values.
+OPTIONS = {
+    "mlp_groups": (int, None, lambda v: v >= 1, "MLP channel groups per block (null: as many as heads, the paper)"),
+    "width_bias_init": (float, 15.0, math.isfinite, "initial bias of head/group routers (spec +15)"),
+    "token_bias_init": (float, 35.0, math.isfinite, "initial last bias of token routers (spec +35)"),
+    "router_init": (str, "xavier", lambda v: v in ("xavier", "zero"), "router weights: xavier (spec) or zero"),
+    "router_seed": (int, 0, lambda v: v >= 0, "seed of the router initialisation"),
+    "tau": (float, 5.0, lambda v: v > 0, "Gumbel-sigmoid temperature (spec 5)"),
+    "flops_weight": (float, 2.0, lambda v: v >= 0, "weight of the FLOPs loss (scripts 2; paper 1)"),
+    "hold_steps": (int, 100, lambda v: v >= 0, "steps with target 1.0 before the ramp (scripts 100)"),
+    "ramp_steps": (int, 1000, lambda v: v >= 0, "target decays linearly 1 -> λ until this step (scripts 1000)"),
+    "complete_steps": (int, 0, lambda v: v >= 0, "steps with the complete-model loss (paper S/B 0, XL 30k)"),
+    "noise_anneal_steps": (int, 0, lambda v: v >= 0,
+                           "0: constant Gumbel noise (spec); N: noise scale 1 -> 0 over N steps (toy-scale option)"),
+    "t_bins": (int, 4, lambda v: v >= 1, "stratified timestep bins per batch (scripts 4; 1 = uniform)"),
+    "router_lr_scale": (float, 1.0, lambda v: v > 0, "router learning rate = lr x this (spec 1)"),
+    "flops_samples": (int, 1, lambda v: v >= 1, "real samples (seed 0) whose sampling is counted for MACs"),
+}
+
+
+def parse_lambda(text) -> float:
+    """λ in (0, 1]; anything else is an InputError."""
+    try:
+        value = float(str(text))
+    except ValueError:
+        raise InputError(f"dydit budget must be a FLOPs target λ in (0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise InputError(f"dydit budget λ={text!r} out of range: the FLOPs target must be in (0, 1]")
+    return value
+
+
+class DyDiTVocabulary(Vocabulary):
+    name = "dydit"
+    budget_help = "FLOPs target λ in (0, 1] with two decimals, e.g. 0.50 (one fine-tune per λ)"
+
+    def parse_budget(self, text):
+        """λ, or ``FullCompute(λ)`` for "full@λ" (the λ model with its routers bypassed)."""
+        full, inner = split_full(text)
+        return FullCompute(parse_lambda(inner)) if full else parse_lambda(text)
+
+    def budget_label(self, value) -> str:
+        value = self.parse_budget(value)
+        if isinstance(value, FullCompute):
+            return f"{FULL_PREFIX}{value.of:.2f}"
+        return f"{value:.2f}"
+
+    def parse_options(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise InputError(f"unknown dydit option(s) {unknown}; known: {sorted(OPTIONS)}")
+        parsed = {}
+        for key, (kind, default, check, meaning) in OPTIONS.items():
+            value = options.get(key, default)
+            if value is not None or default is not None:
+                ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+                if isinstance(value, bool) or not ok or not check(kind(value)):
+                    raise InputError(f"dydit option {key}={value!r} is invalid: {meaning}")
+                value = kind(value)
+            parsed[key] = value
+        return parsed
+
+    def full_budget(self, settings: SamplingSettings) -> float:
+        return 1.0
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        budget = self.parse_budget(budget)
+        return 1.0 if isinstance(budget, FullCompute) else budget
+
+
+#################################################################################
+#                                    FlexDiT                                    #
+#################################################################################
+
+NUM_TIMESTEPS = 1000
+DEFAULT_OPTIONS = {
+    # null: default_layout(depth) (28 -> 2 PF + 4 x [1,3,1,1] + 2 top; dit-tiny-2 -> 1 PF + [1,0,1,0] + 1 top).
+    "layout": None,
+    "stages": 4,
+    # "mean_first": the cheap exact Poolingformer; "per_token": the paper's cost (same function).
+    "pf_mode": "mean_first",
+    # false: W1 on the s x s sparse tokens before upsampling (identical output, cheaper); true: as the code.
+    "w1_after_upsample": False,
+    # Ablation (spec section 1.6): re-add sin-cos tables after pooling and after Dense-Rec.
+    "pos_reinject": False,
+}
+LAYOUT_KEYS = ("pf", "sdtms", "sparse", "dense", "top")
+_BUDGET = re.compile(r"^([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)$")
+
+
+class FlexBudget(NamedTuple):
+    r_min: float
+    r_max: float
+
+
+#################################################################################
+#                               Density schedule                                #
+#################################################################################
+
+
+def stage_of(t: int, stages: int, num_timesteps: int = NUM_TIMESTEPS) -> int:
+    """Density stage of an original timestep: 0 near data ... stages-1 near noise."""
+    return min(stages - 1, stages * int(t) // num_timesteps)
+
+
+def stage_bounds(stage: int, stages: int, num_timesteps: int = NUM_TIMESTEPS) -> tuple[int, int]:
+    """[lo, hi) of the original timesteps whose stage is ``stage``."""
+    lo = -(-stage * num_timesteps // stages)
+    hi = num_timesteps if stage == stages - 1 else -(-(stage + 1) * num_timesteps // stages)
+    return lo, hi
+
+
+def stage_rates(budget: FlexBudget, stages: int) -> list[float]:
+    """Pruning rate r_k of each stage, linear from r_min (stage 0) to r_max (last stage)."""
+    if stages == 1:
+        return [budget.r_min]
+    return [budget.r_min + (budget.r_max - budget.r_min) * k / (stages - 1) for k in range(stages)]
+
+
+def stage_sides(budget: FlexBudget, grid: int, stages: int) -> list[int]:
+    """Sparse-grid side s_k of each stage on a ``grid`` x ``grid`` token grid."""
+    n = grid * grid
+    return [min(grid, max(1, math.floor(math.sqrt(n * (1 - r)) + 0.5))) for r in stage_rates(budget, stages)]
+
+
+class FlexDiTVocabulary(Vocabulary):
+    name = "flexdit"
+    budget_help = "pruning-rate range RMIN-RMAX, two decimals, 0 < RMIN <= RMAX <= 1 (e.g. 0.61-0.86)"
+
+    def parse_budget(self, text):
+        """The range, or ``FullCompute(range)`` for "full@RMIN-RMAX" (that model with every stage at the full grid)."""
+        full, inner = split_full(text)
+        if full:
+            return FullCompute(self._parse_range(inner))
+        return self._parse_range(text)
+
+    def _parse_range(self, text) -> FlexBudget:
+        if isinstance(text, (tuple, list)) and len(text) == 2:
+            values = [float(v) for v in text]
+        else:
+            match = _BUDGET.match(str(text).strip())
+            if not match:
+                raise InputError(f"flexdit budget must be RMIN-RMAX, e.g. 0.61-0.86, got {text!r}")
+            values = [float(v) for v in match.groups()]
+        if any(abs(round(v, 2) - v) > 1e-9 for v in values):
+            raise InputError(f"flexdit budget {text!r}: write the pruning rates with at most two decimals")
+        r_min, r_max = (round(v, 2) for v in values)
+        if not 0 < r_min <= r_max <= 1:
+            raise InputError(f"flexdit budget {text!r}: pruning rates need 0 < r_min <= r_max <= 1")
+        return FlexBudget(r_min, r_max)
+
+    def budget_label(self, value) -> str:
+        budget = self.parse_budget(value)
+        if isinstance(budget, FullCompute):
+            return f"{FULL_PREFIX}{budget.of.r_min:.2f}-{budget.of.r_max:.2f}"
+        return f"{budget.r_min:.2f}-{budget.r_max:.2f}"
+
+    def parse_options(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+        if unknown:
+            raise InputError(f"flexdit options: unknown keys {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+        out = {**DEFAULT_OPTIONS, **options}
+        if out["layout"] is not None:
+            if not isinstance(out["layout"], dict) or set(out["layout"]) != set(LAYOUT_KEYS):
+                raise InputError(f"flexdit option layout must be null or a mapping with keys {list(LAYOUT_KEYS)}, "
+                                 f"got {out['layout']!r}")
+            out["layout"] = FlexLayout(**out["layout"]).to_dict()
+        stages = out["stages"]
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= NUM_TIMESTEPS:
+            raise InputError(f"flexdit option stages must be an integer in [1, {NUM_TIMESTEPS}], got {stages!r}")
+        if out["pf_mode"] not in PF_MODES:
+            raise InputError(f"flexdit option pf_mode must be one of {list(PF_MODES)}, got {out['pf_mode']!r}")
+        for key in ("w1_after_upsample", "pos_reinject"):
+            if not isinstance(out[key], bool):
+                raise InputError(f"flexdit option {key} must be true or false, got {out[key]!r}")
+        return out
+
+    def full_budget(self, settings: SamplingSettings) -> FlexBudget:
+        """The densest budget: r = 0.01 rounds to the full grid for grids up to 99 x 99 (PF still saves compute)."""
+        return FlexBudget(0.01, 0.01)
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        """The mean sparse-token density 1 - r_k over the 4 default stages (a label; FLOPs are counted separately)."""
+        budget = self.parse_budget(budget)
+        if isinstance(budget, FullCompute):
+            return 1.0
+        rates = stage_rates(budget, DEFAULT_OPTIONS["stages"])
+        return 1 - sum(rates) / len(rates)
+
+
+#################################################################################
+#                                    FlexiDiT                                   #
+#################################################################################
+
+DEFAULTS = {
+    "variant": "shared",  # "shared" (paper's ImageNet choice) or "lora" (frozen base, §1.8)
+    "tokenizer": None,  # "flexible" (one PI-resized kernel, §1.3) or "separate" (one per size); None: flexible,
+    # separate for lora
+    "weak_patch_size": None,  # None: 2 x the base patch
+    "pos_coords": "corner",  # coarse-patch position: "corner" (PixArt-style) or "centre" (§1.5, UNVERIFIED)
+    "ln_affine": "all",  # patch-size-dependent LN affine after "all" LNs, the "final" one, or "none" (§1.6)
+    "lora_rank": 8,  # LoRA variant only (paper: 32 for XL-sized models)
+    "weak_ratio": 0.5,  # share of fine-tuning steps at the weak patch size (shared variant; LoRA trains weak only)
+    "distill_weight": 0.0,  # weight of MSE to the frozen base at the base patch size on weak steps (§2.3)
+    "patch_lr_scale": 1.0,  # LR multiplier of the weak path's tokenizer and de-tokenizer (our addition; 1 = off)
+    # Bootstrapped-MMD exposure-bias term (FlexiDiT paper App. B.1, C.2); the paper gives none of these values.
+    "mmd_weight": 0.0,  # λ of the MMD² term added to the loss (0 = off)
+    "mmd_every": 4,  # added on every k-th optimizer step (step counter, continues on resume)
+    "mmd_sampler": "ddim",  # sampler of the chain (eta 0 for ddim), as the study's sampler
+    "mmd_sampler_steps": 10,  # respaced grid the chain runs on (the study samples with DDIM 10)
+    "mmd_chain_steps": 2,  # chain length t1 -> t2 in grid steps (fixed, so its compute is fixed)
+    "mmd_grad_steps": 1,  # gradients flow through the last N chain steps only (the rest under no_grad)
+    "mmd_batch": 32,  # samples per MMD set (the first ones of the training batch)
+    "mmd_bandwidths": [0.5, 1.0, 2.0, 4.0],  # RBF bandwidths σ, on squared distances divided by the dimension
+}
+
+
+class Budget(NamedTuple):
+    """Fractions of sampling steps run at the weak patch size: conditional and guidance branch."""
+
+    cond: float
+    uncond: float
+
+
+def weak_steps(fraction: float, steps: int) -> int:
+    """Number of weak steps: round half up of fraction * steps."""
+    return math.floor(fraction * steps + 0.5)
+
+
+def _check_mmd_options(out: dict) -> None:
+    """Validate the mmd_* options in place (bandwidths become a fresh list of floats)."""
+    def integer(key: str, low: int) -> int:
+        value = out[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"flexidit option {key} must be an integer >= {low}, got {value!r}")
+        return value
+
+    w = out["mmd_weight"]
+    if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+        raise InputError(f"flexidit option mmd_weight must be a finite number >= 0, got {w!r}")
+    integer("mmd_every", 1)
+    integer("mmd_batch", 2)
+    if out["mmd_sampler"] not in SAMPLERS:
+        raise InputError(f"flexidit option mmd_sampler must be one of {SAMPLERS}, got {out['mmd_sampler']!r}")
+    steps = integer("mmd_sampler_steps", 1)
+    try:
+        space_timesteps(1000, out["mmd_sampler"], steps)
+    except InputError as exc:
+        raise InputError(f"flexidit option mmd_sampler_steps is invalid for {out['mmd_sampler']}: {exc}") from None
+    chain = integer("mmd_chain_steps", 1)
+    if chain >= steps:
+        raise InputError(f"flexidit option mmd_chain_steps must be < mmd_sampler_steps ({steps}), got {chain}")
+    grad = integer("mmd_grad_steps", 1)
+    if grad > chain:
+        raise InputError(f"flexidit option mmd_grad_steps must be <= mmd_chain_steps ({chain}), got {grad}")
+    bw = out["mmd_bandwidths"]
+    if (not isinstance(bw, (list, tuple)) or not bw
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b > 0
+                       for b in bw)):
+        raise InputError(f"flexidit option mmd_bandwidths must be a non-empty list of positive numbers, got {bw!r}")
+    out["mmd_bandwidths"] = [float(b) for b in bw]
+
+
+class FlexiDiTVocabulary(Vocabulary):
+    name = "flexidit"
+    budget_help = "fraction of steps at the weak patch size, two decimals ('0.50'), or 'C-U' with U >= C"
+
+    def parse_budget(self, text) -> Budget:
+        if isinstance(text, Budget):
+            parts = list(text)
+        else:
+            try:
+                parts = [float(part) for part in str(text).split("-")] if "-" in str(text)[1:] else [float(text)]
+            except ValueError:
+                raise InputError(f"flexidit budget must be a weak-step fraction like '0.50' or '0.90-1.00', "
+                                 f"got {text!r}") from None
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2 or not all(0.0 <= v <= 1.0 for v in parts):
+            raise InputError(f"flexidit budget {text!r} out of range: weak-step fractions must be in [0, 1]")
+        if parts[1] < parts[0]:
+            raise InputError(f"flexidit budget {text!r}: the guidance branch must stay weak at least as long as "
+                             "the conditional one (U >= C)")
+        return Budget(float(parts[0]), float(parts[1]))
+
+    def budget_label(self, value) -> str:
+        b = self.parse_budget(value)
+        return f"{b.cond:.2f}" if b.cond == b.uncond else f"{b.cond:.2f}-{b.uncond:.2f}"
+
+    def parse_options(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(DEFAULTS))
+        if unknown:
+            raise InputError(f"unknown flexidit options {unknown}; known: {sorted(DEFAULTS)}")
+        out = {**DEFAULTS, **options}
+        if out["tokenizer"] is None:
+            out["tokenizer"] = "separate" if out["variant"] == "lora" else "flexible"
+        for key, allowed in (("variant", FLEXIDIT_VARIANTS), ("pos_coords", FLEXIDIT_POS_COORDS),
+                             ("ln_affine", FLEXIDIT_LN_AFFINE), ("tokenizer", FLEXIDIT_TOKENIZERS)):
+            if out[key] not in allowed:
+                raise InputError(f"flexidit option {key} must be one of {allowed}, got {out[key]!r}")
+        pw = out["weak_patch_size"]
+        if pw is not None and (not isinstance(pw, int) or isinstance(pw, bool) or pw < 2):
+            raise InputError(f"flexidit option weak_patch_size must be null or an integer >= 2, got {pw!r}")
+        if not isinstance(out["lora_rank"], int) or out["lora_rank"] < 1:
+            raise InputError(f"flexidit option lora_rank must be a positive integer, got {out['lora_rank']!r}")
+        for key in ("weak_ratio", "distill_weight", "patch_lr_scale"):
+            if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
+                raise InputError(f"flexidit option {key} must be a number >= 0, got {out[key]!r}")
+        if out["weak_ratio"] > 1:
+            raise InputError(f"flexidit option weak_ratio must be in [0, 1], got {out['weak_ratio']}")
+        _check_mmd_options(out)
+        return out
+
+    def full_budget(self, settings: SamplingSettings) -> Budget:
+        return Budget(0.0, 0.0)
+
+    def nominal_compute_ratio(self, budget, settings: SamplingSettings) -> float:
+        """Token-count estimate (weak call = 1/4 of a base call, the default 2x patch); GMACs are counted."""
+        b, steps, r = self.parse_budget(budget), settings.steps, 0.25
+        per_branch = [steps - (1 - r) * weak_steps(f, steps) for f in (b.cond, b.uncond)]
+        return (sum(per_branch) / 2 if settings.guided else per_branch[0]) / steps
+
+
+VOCABULARIES: dict[str, Vocabulary] = {
+    "dit": StepsVocabulary(), "dit-ft": StepsVocabulary("dit-ft"), "dydit": DyDiTVocabulary(),
+    "flexdit": FlexDiTVocabulary(), "flexidit": FlexiDiTVocabulary(),
+}
+
+
+def get_vocabulary(name: str) -> Vocabulary:
+    if name not in VOCABULARIES:
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(VOCABULARIES))}")
+    return VOCABULARIES[name]
