@@ -82,7 +82,7 @@ def test_paper_study_plans_on_the_slurm_profile(venv_env, tmp_path, configfile):
     assert points == sum(len(m["budgets"]) * (1 + len(m.get("cfg_sweep", []))) for m in config["methods"].values())
     assert int(counts["evaluate"]) == int(counts["merge_samples"]) == points
     assert int(counts["sample"]) == points * config["sampling"]["shards"]
-    assert "train_extractor" not in counts and "calibrate_extractor" not in counts
+    assert "train_extractor" not in counts and "calibrate" not in counts
     assert int(counts["prepare_data"]) == 1  # the train draw: FID uses the ADM reference batch
 
 

@@ -88,7 +88,7 @@ def test_mini_run_writes_table_and_figure(mini_run):
     assert by_budget.loc["4", "gmacs_per_call"] == pytest.approx(by_budget.loc["2", "gmacs_per_call"])
     assert (mini_run / "results/figures/pareto_fid_vs_gmacs.pdf").stat().st_size > 1000
     assert (table.loc[table["method"] != "dit", "train_gmacs"] > 0).all() and (by_budget["train_gmacs"] == 0).all()
-    for rule in ["sample", "evaluate", "pretrain_base", "train_extractor", "calibrate_extractor", "fid_reference",
+    for rule in ["sample", "evaluate", "pretrain", "train_extractor", "calibrate", "reference",
                  "finetune"]:
         assert list((mini_run / "results/benchmarks" / rule).rglob("*.tsv")), rule
     assert all(log.stat().st_size >= 0 for log in (mini_run / "logs").rglob("*.log"))

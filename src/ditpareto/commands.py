@@ -273,7 +273,7 @@ def _classifier_args(p):
     p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
 
 
-def train_classifier(args):
+def train_extractor(args):
     from ditpareto.data import load_attributes, load_draw
     from ditpareto.results import provenance, write_json
 
@@ -959,8 +959,8 @@ COMMANDS = [
             "python -m ditpareto import-finetuned --method dydit --budget 0.50 --model dit-toy-2 --image-size 16 "
             "--in-channels 1 --num-classes 10 --checkpoint assets/finetuned/dydit/budget~0.50/finetuned.pt "
             "--out finetuned.pt", _import_finetuned_args, model_args=True),
-    Command("train-classifier", train_classifier, "Train the FID feature extractor (glyphs CNN or digits classifier).",
-            "python -m ditpareto train-classifier --data resources/data/extractor.npz "
+    Command("train-extractor", train_extractor, "Train the FID feature extractor (glyphs CNN or digits classifier).",
+            "python -m ditpareto train-extractor --data resources/data/extractor.npz "
             "--val resources/data/extractor_val.npz --out cnn.pt --report cnn.json", _classifier_args),
     Command("reference", reference, "Real-vs-real FID floor (independent draw vs reference) and pure-noise FID.",
             "python -m ditpareto reference --reference resources/data/reference.npz --floor resources/data/floor.npz "

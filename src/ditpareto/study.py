@@ -13,6 +13,8 @@ Paths (the Snakefile's scheme):
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,3 +155,17 @@ def finetunes(config: dict) -> list[tuple[str, str, str]]:
         if mode != "none":
             out.append((p.method, checkpoint_budget(p.budget) if mode == "per_budget" else "", p.ft))
     return list(dict.fromkeys(out))
+
+
+def argv(values: dict, keys: Iterable[str] | None = None) -> str:
+    """Config values as command-line flags, the one serialiser of the workflow: key ``k`` becomes ``--k`` with
+    underscores as dashes (config keys equal the commands' flag names), values shell-quoted; None and False are
+    left out, True is a bare flag."""
+    parts = []
+    for key in keys if keys is not None else values:
+        value = values[key]
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)

@@ -36,28 +36,20 @@ def q(value):
 
 def model_flags():
     base = config["base"]
-    return (
-        f"--model {q(base['model'])} --image-size {config['dataset']['image_size']} "
-        f"--in-channels {base['in_channels']} --num-classes {base['num_classes']}"
-    )
+    values = {**base, "image_size": config["dataset"]["image_size"]}
+    return study.argv(values, ["model", "image_size", "in_channels", "num_classes"])
 
 
 def sampling_flags():
     s = config["sampling"]
-    return (
-        f"--sampler {s['sampler']} --guidance-channels {s['guidance_channels']} "
-        f"--num-samples {s['num_samples']} --batch-size {s['batch_size']} --reference-steps {s['steps'][0]}"
+    values = {**s, "reference_steps": s["steps"][0]}
+    return study.argv(
+        values, ["sampler", "guidance_channels", "num_samples", "batch_size", "reference_steps"]
     )
 
 
 def pretrain_flags():
-    p = config["base"]["pretrain"]
-    return (
-        f"--steps {p['steps']} --batch-size {p['batch_size']} --lr {p['lr']} "
-        f"--ema-decay {p['ema_decay']} --seed {p['seed']} --class-dropout {p['class_dropout']} "
-        f"--warmup-steps {p['warmup_steps']} --schedule {p['schedule']} --min-lr-ratio {p['min_lr_ratio']} "
-        f"--checkpoint-every {p['checkpoint_every']} --snapshot-every {p['snapshot_every']}"
-    )
+    return study.argv(config["base"]["pretrain"])
 
 
 def get_base_source(wildcards):
@@ -86,20 +78,20 @@ def latent_flags():
 
 
 def dataset_flags(wildcards):
-    d = config["dataset"]
+    d = {**config["dataset"], "dataset": config["dataset"]["name"]}
     if d["name"] == "glyphs":
-        return f"--dataset glyphs --image-size {d['image_size']} --seed {d['seed']} --num {d['draws'][wildcards.draw]}"
-    if d["name"] == "digits":
-        return (
-            f"--dataset digits --image-size {d['image_size']} --heldout-fraction {d['heldout_fraction']} "
-            f"--split-seed {d['split_seed']}"
+        return study.argv(
+            {**d, "num": d["draws"][wildcards.draw]}, ["dataset", "image_size", "seed", "num"]
         )
-    flags = (
-        f"--dataset imagefolder --image-size {d['image_size']} --path {q(external('dataset.path'))} "
-        f"--encode-batch-size {d['encode_batch_size']} --encode-seed {config['latents']['encode_seed']} "
-        f"{latent_flags()}"
-    )
-    return flags + (f" --max-per-class {d['max_per_class']}" if d.get("max_per_class") else "")
+    if d["name"] == "digits":
+        return study.argv(d, ["dataset", "image_size", "heldout_fraction", "split_seed"])
+    values = {
+        **d,
+        "path": external("dataset.path"),
+        "encode_seed": config["latents"]["encode_seed"],
+    }
+    keys = ["dataset", "image_size", "path", "encode_batch_size", "encode_seed", "max_per_class"]
+    return f"{study.argv(values, keys)} {latent_flags()}"
 
 
 def get_dataset_inputs(wildcards):
@@ -178,7 +170,7 @@ def extractor_sha256_flag():
 
 def metric_flags():
     m = config["metrics"]
-    return f"--extractor {m['feature_extractor']} --kid-subset-size {m['kid_subset_size']}"
+    return study.argv({**m, "extractor": m["feature_extractor"]}, ["extractor", "kid_subset_size"])
 
 
 def get_method_checkpoint(wildcards):
@@ -232,17 +224,26 @@ def options_flag(wildcards):
 
 
 def finetune_flags(wildcards):
-    f = config["finetune"]
-    budget = (
-        f"--train-gmacs {f['train_gmacs'] * float(run_ft(wildcards))}"
-        if f.get("train_gmacs")
-        else f"--steps {max(1, round(f['steps'] * float(run_ft(wildcards))))}"
-    )
-    return (
-        f"{budget} --batch-size {f['batch_size']} --lr {f['lr']} --warmup-fraction {f['warmup_fraction']} "
-        f"--schedule {f['schedule']} --min-lr-ratio {f['min_lr_ratio']} --ema-horizon {f['ema_horizon']} "
-        f"--seed {f['seed']} --checkpoint-every {f['checkpoint_every']}"
-    )
+    """The shared recipe; the compute (train_gmacs, else steps) scaled by the run's multiple ft."""
+    f, scale = config["finetune"], float(run_ft(wildcards))
+    values = {
+        **f,
+        "train_gmacs": f["train_gmacs"] * scale if f.get("train_gmacs") else None,
+        "steps": None if f.get("train_gmacs") else max(1, round(f["steps"] * scale)),
+    }
+    keys = [
+        "train_gmacs",
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup_fraction",
+        "schedule",
+        "min_lr_ratio",
+        "ema_horizon",
+        "seed",
+        "checkpoint_every",
+    ]
+    return study.argv(values, keys)
 
 
 def grid_points():

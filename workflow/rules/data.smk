@@ -22,16 +22,16 @@ rule prepare_data:
         "--workers {threads} --out {output.data:q} > {log:q} 2>&1"
 
 
-rule pretrain_base:
+rule pretrain:
     input:
         data="resources/data/train.npz",
     output:
         weights="resources/pretrained/pretrained_here.pt",
-        loss="results/training/pretrain_base/loss.csv",
+        loss="results/training/pretrain/loss.csv",
     log:
-        "logs/pretrain_base/pretrain_base.log",
+        "logs/pretrain/pretrain.log",
     benchmark:
-        "results/benchmarks/pretrain_base/pretrain_base.tsv"
+        "results/benchmarks/pretrain/pretrain.tsv"
     conda:
         ENV
     threads: 2
@@ -41,7 +41,7 @@ rule pretrain_base:
     params:
         model=model_flags(),
         train=pretrain_flags(),
-        state="results/training/pretrain_base/state.pt",
+        state="results/training/pretrain/state.pt",
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} --nproc {resources.gpu} pretrain {params.model} {params.train} "
@@ -87,7 +87,7 @@ rule train_extractor:
         seed=config["metrics"]["extractor"]["seed"],
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} train-classifier --extractor {params.extractor} "
+        "python -m ditpareto --threads {threads} train-extractor --extractor {params.extractor} "
         "--data {input.data:q} --val {input.val:q} --steps {params.steps} --seed {params.seed} "
         "--out {output.weights:q} --report {output.report:q} > {log:q} 2>&1"
 
@@ -110,7 +110,7 @@ rule import_extractor:
         "{params.sha256} --out {output:q} > {log:q} 2>&1"
 
 
-rule calibrate_extractor:
+rule calibrate:
     input:
         reference="resources/data/reference.npz",
         floor="resources/data/floor.npz",
@@ -123,9 +123,9 @@ rule calibrate_extractor:
         ),
         summary="results/metrics/calibration.json",
     log:
-        "logs/calibrate_extractor/calibration.log",
+        "logs/calibrate/calibration.log",
     benchmark:
-        "results/benchmarks/calibrate_extractor/calibration.tsv"
+        "results/benchmarks/calibrate/calibration.tsv"
     conda:
         ENV
     threads: 2
@@ -141,7 +141,7 @@ rule calibrate_extractor:
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output.table:q} > {log:q} 2>&1"
 
 
-rule fid_reference:
+rule reference:
     input:
         reference=get_metric_reference,
         floor=get_floor,
@@ -149,9 +149,9 @@ rule fid_reference:
     output:
         "results/metrics/reference.json",
     log:
-        "logs/fid_reference/reference.log",
+        "logs/reference/reference.log",
     benchmark:
-        "results/benchmarks/fid_reference/reference.tsv"
+        "results/benchmarks/reference/reference.tsv"
     conda:
         ENV
     threads: 2

@@ -2,13 +2,13 @@
 # a multiple of the shared training compute), and import the fine-tune a grid point samples (shipped or trained).
 
 
-rule convert_checkpoint:
+rule convert:
     input:
         base="resources/pretrained/base.pt",
     output:
         "results/checkpoints/{method}/converted.pt",
     log:
-        "logs/convert_checkpoint/{method}.log",
+        "logs/convert/{method}.log",
     conda:
         ENV
     params:

@@ -30,112 +30,67 @@ rule aggregate:
         "python -m ditpareto aggregate {input.metrics:q} --latency {input.latency:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule notebook_pareto:
-    input:
-        notebook=repo_file("notebooks/pareto.ipynb"),
-        table="results/tables/metrics.csv",
-        reference="results/metrics/reference.json",
-    output:
-        executed="results/notebooks/pareto.ipynb",
-        png=report(
-            "results/figures/pareto_fid_vs_gmacs.png",
-            caption="../report/pareto.rst",
-            category="Figures",
-        ),
-        pdf="results/figures/pareto_fid_vs_gmacs.pdf",
-        plateau=report(
-            "results/figures/plateau_fid_vs_train_gmacs.png",
-            caption="../report/plateau.rst",
-            category="Figures",
-        ),
-    log:
-        "logs/notebook/pareto.log",
-    conda:
-        ENV
-    params:
-        parameters=lambda wildcards, input: notebook_parameters(input),
-        version=VERSION,
-    shell:
-        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
-        "--parameters {params.parameters:q} --figures {output.png:q} {output.pdf:q} {output.plateau:q} > {log:q} 2>&1"
+# One rule per figure notebook: (figure, report caption or None for files that are not report items), the
+# notebook's extra inputs and extra papermill parameters.
+NOTEBOOKS = {
+    "pareto": {
+        "figures": [
+            ("results/figures/pareto_fid_vs_gmacs.png", "pareto.rst"),
+            ("results/figures/pareto_fid_vs_gmacs.pdf", None),
+            ("results/figures/plateau_fid_vs_train_gmacs.png", "plateau.rst"),
+        ],
+    },
+    "latency": {
+        "figures": [
+            ("results/figures/fid_vs_latency.png", "latency.rst"),
+            ("results/figures/measured_vs_nominal_compute.png", "compute.rst"),
+        ],
+    },
+    "claims": {
+        "figures": [("results/figures/claims_relative.png", "claims.rst")],
+        "inputs": {"claims": repo_file("results/published/claims.csv")},
+        "parameters": lambda input: {"claims_path": input.claims},
+    },
+    "samples": {
+        "figures": [("results/figures/sample_grid.png", "samples.rst")],
+        "inputs": {"samples": get_grid_samples},
+        "parameters": lambda input: {
+            "samples_root": "results/samples",
+            "seed": config["sampling"]["seeds"][0],
+        },
+    },
+}
 
 
-rule notebook_latency:
-    input:
-        notebook=repo_file("notebooks/latency.ipynb"),
-        table="results/tables/metrics.csv",
-        reference="results/metrics/reference.json",
-    output:
-        executed="results/notebooks/latency.ipynb",
-        latency=report(
-            "results/figures/fid_vs_latency.png",
-            caption="../report/latency.rst",
-            category="Figures",
-        ),
-        compute=report(
-            "results/figures/measured_vs_nominal_compute.png",
-            caption="../report/compute.rst",
-            category="Figures",
-        ),
-    log:
-        "logs/notebook/latency.log",
-    conda:
-        ENV
-    params:
-        parameters=lambda wildcards, input: notebook_parameters(input),
-        version=VERSION,
-    shell:
-        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
-        "--parameters {params.parameters:q} --figures {output.latency:q} {output.compute:q} > {log:q} 2>&1"
+for name, spec in NOTEBOOKS.items():
 
-
-rule notebook_claims:
-    input:
-        notebook=repo_file("notebooks/claims.ipynb"),
-        table="results/tables/metrics.csv",
-        reference="results/metrics/reference.json",
-        claims=repo_file("results/published/claims.csv"),
-    output:
-        executed="results/notebooks/claims.ipynb",
-        png=report(
-            "results/figures/claims_relative.png",
-            caption="../report/claims.rst",
-            category="Figures",
-        ),
-    log:
-        "logs/notebook/claims.log",
-    conda:
-        ENV
-    params:
-        parameters=lambda wildcards, input: notebook_parameters(input, claims_path=input.claims),
-        version=VERSION,
-    shell:
-        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
-        "--parameters {params.parameters:q} --figures {output.png:q} > {log:q} 2>&1"
-
-
-rule notebook_samples:
-    input:
-        notebook=repo_file("notebooks/samples.ipynb"),
-        table="results/tables/metrics.csv",
-        reference="results/metrics/reference.json",
-        samples=get_grid_samples,
-    output:
-        executed="results/notebooks/samples.ipynb",
-        png=report(
-            "results/figures/sample_grid.png",
-            caption="../report/samples.rst",
-            category="Figures",
-        ),
-    log:
-        "logs/notebook/samples.log",
-    conda:
-        ENV
-    params:
-        parameters=lambda wildcards, input: notebook_parameters(
-            input, samples_root="results/samples", seed=config["sampling"]["seeds"][0]
-        ),
-        version=VERSION,
-    shell:
-        "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
-        "--parameters {params.parameters:q} --figures {output.png:q} > {log:q} 2>&1"
+    rule:
+        name:
+            f"notebook_{name}"
+        input:
+            **spec.get("inputs", {}),
+            notebook=repo_file(f"notebooks/{name}.ipynb"),
+            table="results/tables/metrics.csv",
+            reference="results/metrics/reference.json",
+        output:
+            executed=f"results/notebooks/{name}.ipynb",
+            figures=[
+                (
+                    report(path, caption=f"../report/{caption}", category="Figures")
+                    if caption
+                    else path
+                )
+                for path, caption in spec["figures"]
+            ],
+        log:
+            f"logs/notebook/{name}.log",
+        conda:
+            ENV
+        params:
+            parameters=lambda wildcards, input, extra=spec.get("parameters"): notebook_parameters(
+                input, **(extra(input) if extra else {})
+            ),
+            version=VERSION,
+        shell:
+            "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
+            "--parameters {params.parameters:q} --figures {output.figures:q} > {log:q} 2>&1"
