@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ditpareto.study import PRETRAIN_FLAGS, FinetuneRecipe, TrainConfig
 
 log = logging.getLogger("ditpareto")
 
@@ -110,42 +113,51 @@ def prepare_data(args):
 #################################################################################
 
 
-def _train_args(p, steps_default: int = 1000):
-    g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=steps_default, metavar="N", help="optimizer steps")
-    g.add_argument("--batch-size", type=int, default=128, metavar="B", help="batch size (default: 128)")
-    g.add_argument("--lr", type=float, default=1e-3, metavar="LR", help="AdamW learning rate (default: 1e-3)")
-    g.add_argument("--ema-decay", type=float, default=0.999, metavar="D", help="EMA decay (default: 0.999)")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="training seed (default: 0)")
-    g.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="resumable state every N steps")
-    g.add_argument("--warmup-steps", type=int, default=0, metavar="N", help="linear lr warm-up steps (default: 0)")
-    g.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
-                   help="lr after the warm-up: constant, or cosine decay to --min-lr-ratio x lr (default: constant)")
-    g.add_argument("--min-lr-ratio", type=float, default=0.0, metavar="R", help="cosine floor, of lr (default: 0)")
-    g.add_argument("--snapshot-every", type=int, default=0, metavar="N",
-                   help="keep the EMA weights every N steps in <state dir>/snapshots/ (default: 0, none)")
-    g.add_argument("--state", required=True, metavar="PT", help="resumable training state (model, EMA, optimizer, RNG)")
-    g.add_argument("--log-csv", required=True, metavar="CSV", help="loss curve output")
+def add_flags(group, cls, names) -> None:
+    """argparse flags from the settings dataclass ``cls`` (``ditpareto.study``): name, type, default, choices and help
+    come from its fields, the one source of every default."""
+    import dataclasses
+
+    for field in dataclasses.fields(cls):
+        if field.name not in names:
+            continue
+        default = field.default
+        kwargs = {"default": default, "help": f"{field.metadata.get('help', field.name)} (default: {default})"}
+        if "choices" in field.metadata:
+            kwargs["choices"] = list(field.metadata["choices"])
+        else:
+            kwargs["type"] = type(default) if default is not None else float
+            kwargs["metavar"] = field.name.split("_")[-1].upper()
+        group.add_argument("--" + field.name.replace("_", "-"), **kwargs)
+
+
+def _train_args(p, cls, names):
+    add_flags(p.add_argument_group("training"), cls, names)
+    p.add_argument("--state", required=True, metavar="PT", help="resumable training state (model, EMA, optimizer, RNG)")
+    p.add_argument("--log-csv", required=True, metavar="CSV", help="loss curve output")
+
+
+def run_id(**identity) -> str:
+    """What is trained (plus the code version) as the id a saved state must match to be resumed."""
+    import hashlib
+
+    from ditpareto.train import code_version
+
+    identity = {**identity, "code": code_version()}  # a state never resumes under other code
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train_config(args, **identity):
-    """Training settings from the CLI; ``identity`` (what is trained) becomes the run_id a resume must match."""
-    import hashlib
+    """Pretraining settings from the CLI (``study.PRETRAIN_FLAGS``); ``identity`` becomes the run_id."""
+    from ditpareto.study import PRETRAIN_FLAGS, TrainConfig
 
-    from ditpareto.train import TrainConfig, code_version
-
-    identity = {**identity, "code": code_version()}  # a state never resumes under other code
-    run_id = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-                       seed=args.seed, checkpoint_every=args.checkpoint_every, warmup_steps=args.warmup_steps,
-                       schedule=args.schedule, min_lr_ratio=args.min_lr_ratio, snapshot_every=args.snapshot_every,
-                       run_id=run_id)
+    return TrainConfig(**{name: getattr(args, name) for name in PRETRAIN_FLAGS}, run_id=run_id(**identity))
 
 
 def _pretrain_args(p):
     p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data")
     p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG (default: 0.1)")
-    _train_args(p, steps_default=8000)
+    _train_args(p, TrainConfig, PRETRAIN_FLAGS)
     p.add_argument("--out", required=True, metavar="PT", help="EMA weights as a bare state dict (official DiT layout)")
 
 
@@ -422,15 +434,7 @@ def _finetune_args(p):
     _method_args(p, budget_required=False)
     p.add_argument("--checkpoint", required=True, metavar="PT", help="converted model from `convert`")
     p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data")
-    _train_args(p, steps_default=300)
-    g = p.add_argument_group("equal-compute recipe")
-    g.add_argument("--train-gmacs", type=float, default=None, metavar="G",
-                   help="training compute budget in GMACs (forward + backward, every term of the method's loss, "
-                   "counted like sampling): sets the step count, replacing --steps")
-    g.add_argument("--warmup-fraction", type=float, default=None, metavar="F",
-                   help="warm-up as a share of the steps (replaces --warmup-steps)")
-    g.add_argument("--ema-horizon", type=float, default=None, metavar="F",
-                   help="EMA horizon as a share of the steps: decay = 1 - 1 / (F x steps) (replaces --ema-decay)")
+    _train_args(p, FinetuneRecipe, [f.name for f in dataclasses.fields(FinetuneRecipe)])
     p.add_argument("--out", required=True, metavar="PT",
                    help="fine-tuned EMA weights (state dict); a training record <out>.json beside it")
 
@@ -457,25 +461,22 @@ def finetune(args):
         raise InputError(f"--batch-size {args.batch_size} exceeds the {len(data.labels)} training images")
     x0 = data.as_model_input()[: args.batch_size]
     macs_at = method.train_step_macs(model, x0, torch.from_numpy(data.labels[: args.batch_size]), options, budget)
-    if args.train_gmacs is not None:
-        if not args.train_gmacs > 0:
-            raise InputError(f"--train-gmacs must be > 0, got {args.train_gmacs}")
-        args.steps, train_macs = steps_for_train_macs(macs_at, args.train_gmacs * 1e9)
+    recipe = FinetuneRecipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneRecipe)})
+    if recipe.train_gmacs is not None:
+        if not recipe.train_gmacs > 0:
+            raise InputError(f"--train-gmacs must be > 0, got {recipe.train_gmacs}")
+        steps, train_macs = steps_for_train_macs(macs_at, recipe.train_gmacs * 1e9)
     else:
-        train_macs = float(sum(macs_at(i) for i in range(args.steps)))
-    if args.warmup_fraction is not None:
-        args.warmup_steps = round(args.warmup_fraction * args.steps)
-    if args.ema_horizon is not None:
-        args.ema_decay = 1 - 1 / max(1.0, args.ema_horizon * args.steps)
-    train = train_config(args, method=method.name, options=options, budget=args.budget, spec=spec,
-                         checkpoint=sha256_of(args.checkpoint), data=sha256_of(args.data))
+        steps, train_macs = recipe.steps, float(sum(macs_at(i) for i in range(recipe.steps)))
+    train = recipe.train_config(steps, run_id(method=method.name, options=options, budget=args.budget, spec=spec,
+                                              checkpoint=sha256_of(args.checkpoint), data=sha256_of(args.data)))
     start = time.perf_counter()
     ema = method.finetune(model, data, options, budget, train, args.state, args.log_csv)
     if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
         atomic_save(method.state_to_save(ema), args.out)
         record = {
             "method": method.name, "budget": args.budget, "options": options,
-            "train_gmacs": train_macs / 1e9, "train_gmacs_budget": args.train_gmacs,
+            "train_gmacs": train_macs / 1e9, "train_gmacs_budget": recipe.train_gmacs,
             "gmacs_per_step_first": macs_at(0) / 1e9, "optimizer_steps": train.steps,
             "samples_seen": train.steps * train.batch_size, "batch_size": train.batch_size, "lr": train.lr,
             "schedule": train.schedule, "warmup_steps": train.warmup_steps, "min_lr_ratio": train.min_lr_ratio,

@@ -13,9 +13,10 @@ Paths (the Snakefile's scheme):
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # How each method fine-tunes: "none" (samples the base), "shared" (one fine-tune for all budgets), "per_budget".
@@ -55,6 +56,90 @@ class SamplingSettings:
     @property
     def guided(self) -> bool:
         return self.cfg_scale != 1.0
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def _help(text: str):
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one training run (the defaults are config ``base.pretrain``'s)."""
+
+    steps: int = field(default=6000, metadata=_help("optimizer steps"))
+    batch_size: int = field(default=128, metadata=_help("batch size (global, over all processes)"))
+    lr: float = field(default=1e-3, metadata=_help("peak AdamW learning rate"))
+    weight_decay: float = 0.0
+    ema_decay: float = field(default=0.999, metadata=_help("EMA decay"))
+    seed: int = field(default=0, metadata=_help("training seed"))
+    checkpoint_every: int = field(default=500, metadata=_help("resumable state every N steps"))
+    log_every: int = 50
+    # Learning-rate schedule: linear warm-up over warmup_steps, then constant or cosine down to min_lr_ratio x lr
+    # at the last step. Every AdamW parameter group follows it at its own peak (lr x its multiplier).
+    warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up steps"))
+    schedule: str = field(default="constant", metadata={**_help("learning rate after the warm-up: constant, or "
+                                                                "cosine decay to min_lr_ratio x lr"),
+                                                        "choices": SCHEDULES})
+    min_lr_ratio: float = field(default=0.0, metadata=_help("cosine floor, as a share of lr"))
+    # Every N steps keep a copy of the EMA weights in <state dir>/snapshots/ema-step<N>.pt (0: none).
+    snapshot_every: int = field(default=0, metadata=_help("keep the EMA weights every N steps in "
+                                                          "<state dir>/snapshots/ (0: none)"))
+    # What is trained (method, options, budget, input checkpoint...): a saved state resumes only a run with the
+    # same run_id and settings, so a changed config never continues a stale run.
+    run_id: str = ""
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"invalid training settings: {self}")
+        if self.schedule not in SCHEDULES or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"invalid learning-rate schedule: {self.schedule}, warm-up {self.warmup_steps}, "
+                             f"min_lr_ratio {self.min_lr_ratio}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the peak learning rate for the update that ends at step ``step + 1``."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# The flags of the pretrain command (the rest of TrainConfig is set by the code).
+PRETRAIN_FLAGS = ("steps", "batch_size", "lr", "ema_decay", "seed", "checkpoint_every", "warmup_steps", "schedule",
+                  "min_lr_ratio", "snapshot_every")
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """The one fine-tuning recipe every method shares (the defaults are config ``finetune``'s)."""
+
+    train_gmacs: float | None = field(default=None, metadata=_help(
+        "training compute in GMACs (forward + backward of every term of the method's loss, counted like sampling): "
+        "sets the step count, replacing steps"))
+    steps: int = field(default=300, metadata=_help("optimizer steps when train_gmacs is not given"))
+    batch_size: int = field(default=128, metadata=_help("batch size (global, over all processes)"))
+    lr: float = field(default=3e-4, metadata=_help("peak AdamW learning rate of the backbone"))
+    warmup_fraction: float = field(default=0.05, metadata=_help("linear warm-up, as a share of the steps"))
+    schedule: str = field(default="cosine", metadata={**_help("learning rate after the warm-up"),
+                                                      "choices": SCHEDULES})
+    min_lr_ratio: float = field(default=0.0, metadata=_help("cosine floor, as a share of lr"))
+    ema_horizon: float = field(default=0.1, metadata=_help("EMA horizon as a share of the steps: decay = 1 - 1 / "
+                                                           "(horizon x steps)"))
+    seed: int = field(default=0, metadata=_help("fine-tuning seed"))
+    checkpoint_every: int = field(default=500, metadata=_help("resumable state every N steps"))
+
+    def train_config(self, steps: int, run_id: str) -> TrainConfig:
+        """The run's TrainConfig once its step count is known."""
+        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr,
+                           ema_decay=1 - 1 / max(1.0, self.ema_horizon * steps), seed=self.seed,
+                           checkpoint_every=self.checkpoint_every, warmup_steps=round(self.warmup_fraction * steps),
+                           schedule=self.schedule, min_lr_ratio=self.min_lr_ratio, run_id=run_id)
 
 
 def cfg_label(scale: float) -> str:

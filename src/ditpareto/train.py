@@ -26,53 +26,9 @@ from tqdm.auto import tqdm
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import atomic_save, read_checkpoint
+from ditpareto.study import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings of one training run."""
-
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 50
-    # Learning-rate schedule: linear warm-up over warmup_steps, then constant or cosine down to min_lr_ratio x lr
-    # at the last step. Every AdamW parameter group follows it at its own peak (lr x its multiplier).
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    min_lr_ratio: float = 0.0
-    # Every N steps keep a copy of the EMA weights in <state dir>/snapshots/ema-step<N>.pt (0: none).
-    snapshot_every: int = 0
-    # What is trained (method, options, budget, input checkpoint...): a saved state resumes only a run with the
-    # same run_id and settings, so a changed config never continues a stale run.
-    run_id: str = ""
-
-    def __post_init__(self):
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
-            raise ValueError(f"invalid training settings: {self}")
-        if self.schedule not in SCHEDULES or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"invalid learning-rate schedule: {self.schedule}, warm-up {self.warmup_steps}, "
-                             f"min_lr_ratio {self.min_lr_ratio}")
-        if self.snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of the peak learning rate for the update that ends at step ``step + 1``."""
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        if self.schedule == "constant":
-            return 1.0
-        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-SCHEDULES = ("constant", "cosine")
 
 
 # Settings that change neither the weights nor the trajectory: a resume may differ in these. More steps than the

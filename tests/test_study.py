@@ -1,0 +1,63 @@
+"""The torch-free study layer: settings dataclasses are the one source of defaults (the schema agrees), the
+config-to-argv serialiser, and the grid."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from ditpareto.archs import DiTConfig
+from ditpareto.study import FinetuneRecipe, SamplingSettings, TrainConfig, argv, grid_points
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def schema_defaults(*path):
+    node = SCHEMA
+    for key in path:
+        node = node["properties"][key]
+    return {key: spec["default"] for key, spec in node["properties"].items() if "default" in spec}
+
+
+def dataclass_defaults(cls):
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def test_schema_defaults_equal_the_settings_dataclasses():
+    train = dataclass_defaults(TrainConfig)
+    pretrain = schema_defaults("base", "pretrain")
+    assert pretrain.pop("class_dropout") == DiTConfig.__dataclass_fields__["class_dropout_prob"].default
+    assert pretrain == {key: train[key] for key in pretrain}
+    assert schema_defaults("finetune") == {**dataclass_defaults(FinetuneRecipe),
+                                           **{k: v for k, v in schema_defaults("finetune").items()
+                                              if k in ("plateau", "shipped_dir")}}
+    sampling, settings = schema_defaults("sampling"), dataclass_defaults(SamplingSettings)
+    assert sampling["steps"] == [settings["steps"]]
+    for key in ("sampler", "cfg_scale", "guidance_channels"):
+        assert sampling[key] == settings[key], key
+
+
+def test_argv_serialises_config_values_as_flags():
+    assert argv({"batch_size": 8, "lr": 0.001, "path": "a b;c", "skip": None, "off": False, "on": True}) == (
+        "--batch-size 8 --lr 0.001 --path 'a b;c' --on")
+    assert argv({"a": 1, "b": 2}, ["b"]) == "--b 2"
+
+
+def test_grid_points_cover_budgets_steps_parity_and_plateau():
+    config = {"sampling": {"steps": [10, 5], "cfg_scale": 2.0, "seeds": [0, 1]},
+              "finetune": {"plateau": {"multipliers": [0.5, 2.0], "budgets": {"dydit": "0.50"}}},
+              "methods": {"dit": {"budgets": ["10", "2"]},
+                          "dydit": {"budgets": ["0.50"], "parity": "full@0.50", "cfg_sweep": [3.0]}}}
+    points = grid_points(config)
+    dit = [p for p in points if p.method == "dit"]
+    assert sorted((p.budget, p.steps, p.ft) for p in dit if p.seed == 0) == [("10", 10, "0.00"), ("2", 2, "0.00")]
+    dydit = [p for p in points if p.method == "dydit"]
+    assert {(p.budget, p.steps, p.cfg) for p in dydit if p.ft == "1.00" and p.seed == 0} == {
+        ("0.50", 10, "2.00"), ("0.50", 5, "2.00"), ("0.50", 10, "3.00"), ("0.50", 5, "3.00"),
+        ("full@0.50", 10, "2.00")}
+    plateau = {(p.ft, p.steps, p.seed) for p in dydit if p.ft not in ("1.00",)}
+    assert plateau == {("0.50", 10, 0), ("2.00", 10, 0)}  # first step count, fixed scale, first seed
+    assert len(points) == len(set(points))
