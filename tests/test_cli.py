@@ -93,9 +93,9 @@ def test_import_base_checks_sha256(tmp_path, good_checkpoint):
 
 
 def test_every_command_has_help():
-    from ditpareto.commands import COMMANDS
+    from ditpareto.commands import commands
 
-    for command in COMMANDS:
+    for command in commands():
         result = run_cli(command.name, "--help")
         assert result.returncode == 0 and "example:" in result.stdout, command.name
 

@@ -148,18 +148,15 @@ def test_a_damaged_state_is_set_aside_and_the_run_starts_over(tmp_path, marker, 
 def test_code_changes_and_forced_reruns_train_again(tmp_path, monkeypatch):
     """The run identity holds the code version (a state never resumes under other code), and a finished run's
     state is retired once the outputs are written (a forced rerun retrains instead of copying old weights)."""
-    from ditpareto import commands, train
     from ditpareto.data import digits_draw
     from ditpareto.models import build_dit
     from ditpareto.models.checkpoint import atomic_save
+    from ditpareto.steps import training
 
-    class Args:
-        steps, batch_size, lr, ema_decay, seed, checkpoint_every = 3, 8, 1e-3, 0.9, 0, 1
-        warmup_steps, schedule, min_lr_ratio, snapshot_every = 0, "constant", 0.0, 0
-
-    first = commands.train_config(Args(), method="dit-ft").run_id
-    monkeypatch.setattr(train, "code_version", lambda: "other code")
-    assert commands.train_config(Args(), method="dit-ft").run_id != first
+    first = training.run_id(method="dit-ft")
+    assert training.run_id(method="dit-ft") == first
+    monkeypatch.setattr(training, "code_version", lambda: "other code")
+    assert training.run_id(method="dit-ft") != first
     monkeypatch.undo()
 
     torch.manual_seed(0)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch "
                         "(default: 1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for spec in commands.COMMANDS:
+    for spec in commands.commands():
         p = _add(sub, spec.name, spec.func, spec.help, spec.example)
         if spec.model_args:
             _model_args(p)

@@ -1,0 +1,1 @@
+"""One pure function per pipeline job (the rules call them through ``python -m ditpareto <command>``)."""

@@ -1,0 +1,71 @@
+"""Imports: a shipped or trained file checked (sha256, keys, shapes, records) and copied into the study.
+
+One pure function per job: typed inputs, files in, files out, a small summary dict back; the CLI
+(``ditpareto.commands``) only parses flags into these arguments."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ditpareto.errors import InputError
+from ditpareto.glyph_extractor import load_glyph_cnn
+from ditpareto.methods import Method
+from ditpareto.metrics import load_classifier
+from ditpareto.models import load_dit
+from ditpareto.models.checkpoint import sha256_of
+from ditpareto.results import read_record, write_json
+from ditpareto.study import ModelSpec
+
+
+def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
+    """Check a file's sha256 (when given) and contents (``validate(path)``), then copy it (and its .json record,
+    when one lies beside it) to ``out``; returns the digest."""
+    if not Path(checkpoint).is_file():
+        raise InputError(f"{what} {checkpoint} does not exist")
+    digest = sha256_of(checkpoint)
+    if sha256 and digest != sha256.lower():
+        raise InputError(f"{what} {checkpoint} has sha256 {digest}, config says {sha256}")
+    validate(checkpoint)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, out)
+    record = Path(str(checkpoint) + ".json")
+    if record.is_file():
+        write_json(read_record(record), str(out) + ".json")
+    return digest
+
+
+def import_base(*, spec: ModelSpec, checkpoint: str, out: str, sha256: str | None = None) -> dict:
+    """Check a pretrained DiT (sha256, keys, shapes) and copy it into the study.
+
+    Example: python -m ditpareto import-base --model dit-xl-2 --image-size 256 --checkpoint DiT-XL-2-256x256.pt
+    --sha256 HEX --out resources/pretrained/base.pt
+    """
+    digest = checked_copy(checkpoint, sha256, out, "base checkpoint (config key base.checkpoint)",
+                          lambda path: load_dit(path, spec.name, spec.image_size, **spec.overrides()))
+    return {"out": out, "sha256": digest}
+
+
+def import_extractor(*, extractor: str, checkpoint: str, out: str, sha256: str | None = None) -> dict:
+    """Check a shipped FID extractor (sha256, keys, shapes) and copy it into the study.
+
+    Example: python -m ditpareto import-extractor --checkpoint assets/extractor/glyph-cnn-16.pt --sha256 HEX
+    --out resources/fid/extractor.pt
+    """
+    loader = load_glyph_cnn if extractor == "glyph-cnn" else load_classifier
+    return {"out": out, "sha256": checked_copy(checkpoint, sha256, out, "extractor checkpoint", loader)}
+
+
+def import_finetuned(*, method: Method, options: dict, spec: ModelSpec, checkpoint: str, out: str,
+                     sha256: str | None = None, budget: str | None = None) -> dict:
+    """Check a fine-tune (sha256, keys, shapes, its training record) and copy both into the study.
+
+    Example: python -m ditpareto import-finetuned --method dydit --budget 0.50 --model dit-toy-2 --image-size 16
+    --in-channels 1 --num-classes 10 --checkpoint assets/finetuned/dydit/budget~0.50/finetuned.pt --out finetuned.pt
+    """
+    if not Path(str(checkpoint) + ".json").is_file():
+        raise InputError(f"fine-tune {checkpoint} has no training record {checkpoint}.json "
+                         "(train_gmacs, steps, samples seen)")
+    digest = checked_copy(checkpoint, sha256, out, f"{method.name} fine-tune",
+                          lambda path: method.load_model(path, spec, options))
+    return {"method": method.name, "budget": budget, "out": out, "sha256": digest}

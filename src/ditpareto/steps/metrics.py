@@ -1,0 +1,166 @@
+"""The FID extractor (training, calibration), the real-vs-real floor, a grid point's metrics, convergence.
+
+One pure function per job: typed inputs, files in, files out, a small summary dict back; the CLI
+(``ditpareto.commands``) only parses flags into these arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ditpareto.calibration import calibrate as run_calibration
+from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples
+from ditpareto.errors import InputError
+from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
+from ditpareto.methods import get_method
+from ditpareto.metrics import (
+    MetricSettings, compute_metrics, extract_features, fid_floor_and_noise, fid_from_features, load_reference_batch,
+    metrics_against_reference_batch, reference_batch_floor_and_noise, save_classifier, train_digits_classifier,
+)
+from ditpareto.results import provenance, read_record, write_json
+from ditpareto.sampling import generate
+from ditpareto.study import ModelSpec, SamplingSettings
+
+log = logging.getLogger("ditpareto")
+
+# What evaluate needs of a sampling record (checked before any metric is computed).
+SAMPLE_RECORD_KEYS = ("method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "params")
+
+
+def train_extractor(*, data: str, val: str, out: str, report: str, extractor: str = "glyph-cnn", steps: int = 1500,
+                    seed: int = 0) -> dict:
+    """Train the FID feature extractor: the glyphs CNN with its attribute heads, or the digits classifier.
+
+    Example: python -m ditpareto train-extractor --data resources/data/extractor.npz
+    --val resources/data/extractor_val.npz --out cnn.pt --report cnn.json
+    """
+    train, validation = load_draw(data), load_draw(val)
+    if extractor == "glyph-cnn":
+        model, stats = train_glyph_cnn(train, load_attributes(data), validation, load_attributes(val), steps=steps,
+                                       seed=seed)
+        save_glyph_cnn(model, out)
+    else:
+        model, stats = train_digits_classifier(train, validation, steps=steps, seed=seed)
+        save_classifier(model, out)
+    write_json({**stats, "extractor": extractor, "steps": steps, "seed": seed, **provenance()}, report)
+    return stats
+
+
+def first_images(data: ImageSet, n: int | None, what: str) -> ImageSet:
+    if n is None:
+        return data
+    if n < 2 or n > len(data.labels):
+        raise InputError(f"{what} has {len(data.labels)} images; {n} were asked for")
+    return ImageSet(data.images[:n], data.labels[:n])
+
+
+def reference(*, metric_settings: MetricSettings, out: str, reference: str | None = None,
+              reference_batch: str | None = None, floor: str | None = None, floor_samples: int | None = None) -> dict:
+    """Real-vs-real FID floor (an independent draw against the reference) and pure-noise FID.
+
+    Example: python -m ditpareto reference --reference resources/data/reference.npz --floor resources/data/floor.npz
+    --floor-samples 1000 --extractor-weights cnn.pt --out ref.json
+    """
+    if reference_batch:
+        result = reference_batch_floor_and_noise(load_reference_batch(reference_batch), metric_settings)
+    else:
+        if not floor:
+            raise InputError("--reference needs --floor (an independent real draw)")
+        floor_set = first_images(load_draw(floor), floor_samples, f"floor draw {floor}")
+        result = fid_floor_and_noise(load_draw(reference), floor_set, metric_settings)
+    write_json({**result, **provenance()}, out)
+    return result
+
+
+def calibrate(*, metric_settings: MetricSettings, floor: str, out: str, reference: str | None = None,
+              reference_batch: str | None = None, samples: int = 1000, replicates: int = 5,
+              min_ratio: float = 4.0) -> dict:
+    """Calibrate the FID extractor: graded degradations of an independent draw against the seed-to-seed spread.
+
+    Example: python -m ditpareto calibrate --reference resources/data/reference.npz --floor resources/data/floor.npz
+    --samples 1000 --extractor-weights cnn.pt --out results/metrics/calibration.csv
+    """
+    if reference_batch:
+        raise InputError("calibrate compares real draws: pass --reference (a draw), not --reference-batch")
+    images = load_draw(floor).images
+    if replicates < 2 or samples < 2 or len(images) < replicates * samples:
+        raise InputError(f"calibration needs --replicates >= 2 sets of --samples >= 2 images: {replicates} x "
+                         f"{samples} from a floor draw of {len(images)}")
+    quiet = dataclasses.replace(metric_settings, progress=False)
+    sets = [images[i * samples:(i + 1) * samples] for i in range(replicates)]
+    result = run_calibration(lambda x: extract_features(x, quiet), load_draw(reference).images, sets,
+                             fid_from_features, min_ratio)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(result.rows).to_csv(out, index=False)
+    summary = {"extractor": metric_settings.feature_extractor, "samples": samples, "replicates": replicates,
+               "seed_spread": result.spread, "floor_fid": result.floor, "monotone": result.monotone,
+               "smallest_rise_over_spread": result.min_ratio, "min_ratio": min_ratio,
+               "passed": result.passed, **provenance()}
+    write_json(summary, Path(out).with_suffix(".json"))
+    if not result.passed:
+        log.warning("extractor calibration FAILED: monotone=%s, smallest rise %.2f x the spread (need %.1f)",
+                    result.monotone, result.min_ratio, min_ratio)
+    return {k: summary[k] for k in ("seed_spread", "floor_fid", "monotone", "smallest_rise_over_spread", "passed")}
+
+
+def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out: str, reference: str | None = None,
+             reference_batch: str | None = None) -> dict:
+    """FID/KID/IS/precision/recall of a grid point with torch-fidelity; its sampling record checked first.
+
+    Example: python -m ditpareto evaluate --samples s.npz --record s.json --reference resources/data/reference.npz
+    --extractor-weights cnn.pt --out metrics.json
+    """
+    result = read_record(record, required=SAMPLE_RECORD_KEYS)  # before any compute
+    if not isinstance(result["params"], dict):
+        raise InputError(f"record {record}: params must be an object")
+    images = load_samples(samples)["images"]
+    if reference_batch:
+        batch = load_reference_batch(reference_batch)
+        metrics = metrics_against_reference_batch(images, batch, metric_settings)
+        reference_images = 0 if batch.images is None else len(batch.images)
+    else:
+        reference_set = load_draw(reference)
+        metrics = compute_metrics(images, reference_set.images, metric_settings)
+        reference_images = len(reference_set.images)
+    result.update(metrics)
+    result["params"]["feature_extractor"] = metric_settings.feature_extractor
+    result["params"]["reference"] = "reference_batch" if reference_batch else "reference_draw"
+    result["params"]["reference_images"] = int(reference_images)
+    write_json(result, out)
+    return metrics
+
+
+def convergence(*, metric_settings: MetricSettings, spec: ModelSpec, settings: SamplingSettings, snapshots: list,
+                out: str, reference: str | None = None, reference_batch: str | None = None, seed: int = 0,
+                num_samples: int = 1000, batch_size: int = 250) -> dict:
+    """FID of a pretraining run's EMA snapshots: the static DiT of each at --steps, the same noise and labels
+    (paired), scored like the grid. Is the base converged?
+
+    Example: python -m ditpareto convergence --snapshots snapshots/ema-step*.pt --model dit-toy-2 --image-size 16
+    --in-channels 1 --num-classes 10 --steps 10 --cfg-scale 2.0 --reference resources/data/reference.npz
+    --extractor-weights resources/fid/extractor.pt --out convergence.csv
+    """
+    if reference_batch:
+        raise InputError("convergence scores against a reference draw: pass --reference")
+    method = get_method("dit")
+    reference_images = load_draw(reference).images
+    rows = []
+    for path in sorted(snapshots):
+        match = re.search(r"step(\d+)", Path(path).name)
+        if not match:
+            raise InputError(f"snapshot {path} is not named ema-step<N>.pt")
+        model = method.load_model(path, spec, {})
+        plan = method.plan(model, settings.steps, settings, spec)
+        batch, _ = generate(plan, spec, settings, seed, range(num_samples), batch_size)
+        metrics = compute_metrics(batch.images, reference_images, metric_settings)
+        rows.append({"step": int(match.group(1)), "snapshot": Path(path).name, **metrics})
+        log.info("step %d: FID %.3f", rows[-1]["step"], metrics["fid"])
+    table = pd.DataFrame(rows).sort_values("step")
+    table["fid_change_from_previous"] = table["fid"].diff()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return {"steps": table["step"].tolist(), "fid": [round(v, 3) for v in table["fid"]]}

@@ -1,0 +1,198 @@
+"""Sampling a grid point (or a shard), merging shards, latency on a quiet machine, executed FLOPs.
+
+One pure function per job: typed inputs, files in, files out, a small summary dict back; the CLI
+(``ditpareto.commands``) only parses flags into these arguments."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ditpareto.archs import dit_config
+from ditpareto.diffusion import MAX_SEED
+from ditpareto.errors import InputError
+from ditpareto.flops import dit_macs_per_call, plan_macs, summarize
+from ditpareto.latency import machine, measure, prepare
+from ditpareto.latents import decode_latents, load_vae
+from ditpareto.methods import Method, get_method
+from ditpareto.models import build_dit
+from ditpareto.results import provenance, read_record, write_json
+from ditpareto.sampling import generate, merge_records, merge_shards, shard_indices
+from ditpareto.steps.metrics import SAMPLE_RECORD_KEYS
+from ditpareto.study import GridPoint, ModelSpec, SamplingSettings, cfg_label
+from ditpareto.timing import summarize as summarize_timings
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be in [0, {MAX_SEED}] (sample i uses generator seed * 2**20 + i), got {seed}")
+
+
+def resolve_device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def training_fields(checkpoint: str) -> dict:
+    """What the sampled model's fine-tune cost (0 for the untouched base): from <checkpoint>.json when present."""
+    path = Path(str(checkpoint) + ".json")
+    if not path.is_file():
+        return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0}
+    record = read_record(path, required=("train_gmacs", "optimizer_steps", "samples_seen"))
+    return {k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")}
+
+
+def _save_npz(arrays: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(out) + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+
+
+def sample(*, method: Method, options: dict, spec: ModelSpec, settings: SamplingSettings, budget: str,
+           checkpoint: str, seed: int, out: str, record: str, num_samples: int = 1000, shard: int = 0, shards: int = 1,
+           batch_size: int = 250, reference_steps: int | None = None, ft: str = "1.00", vae: str | None = None,
+           latent_scale: float = 0.18215, device: str = "auto") -> dict:
+    """Draw a grid point's samples (or one shard of them); record executed FLOPs, latency and the machine.
+
+    Example: python -m ditpareto sample --method dit --budget 10 --steps 10 --seed 0 --checkpoint base.pt
+    --model dit-toy-2 --image-size 16 --in-channels 1 --num-classes 10 --out s.npz --record s.json
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise InputError("--num-samples and --batch-size must be >= 1")
+    check_seed(seed)
+    if reference_steps is not None and reference_steps < 1:
+        raise InputError(f"--reference-steps must be >= 1, got {reference_steps}")
+    indices = shard_indices(num_samples, shard, shards)
+    parsed = method.parse_budget(budget)
+    autoencoder = load_vae(vae) if vae else None
+    model = method.load_model(checkpoint, spec, options)
+    plan = method.plan(model, parsed, settings, spec)
+    config = dit_config(spec.name, spec.image_size, **spec.overrides())
+    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))  # counted on the CPU
+    target = resolve_device(device)
+    model.to(target)
+    decode = None
+    if autoencoder is not None:
+        autoencoder.to(target)
+        decode = lambda z: decode_latents(autoencoder, z, latent_scale)  # noqa: E731
+    start = time.perf_counter()
+    batch, seconds = generate(plan, spec, settings, seed, indices, batch_size, decode=decode, device=target)
+    wall = time.perf_counter() - start
+    timed = np.array(seconds[1:] if len(seconds) > 1 else seconds)  # first batch is the warm-up
+    timing = summarize_timings(timed.tolist())
+    _save_npz({"images": batch.images, "labels": batch.labels, "indices": batch.indices}, out)
+    result = {
+        "method": method.name,
+        "budget": method.budget_label(parsed),
+        "steps": plan.num_steps,
+        "ft": ft,
+        "cfg_scale": settings.cfg_scale,
+        "seed": seed,
+        # relative to the static DiT at the study's full step count: a method at fewer steps saves both ways
+        "nominal_compute_ratio": method.nominal_compute_ratio(parsed, settings) * plan.num_steps
+        / (reference_steps or plan.num_steps),
+        "reference_steps": reference_steps or plan.num_steps,
+        **summarize(macs),
+        "latency_ms_per_image": 1000 * timing.median,  # in-process, beside other jobs: the latency job is the clean one
+        "latency_ms_per_image_std": 1000 * float(np.std(timed)),
+        "latency_batch_size": batch_size,
+        "wall_seconds": wall,
+        "shard": shard,
+        "shard_samples": len(indices),
+        "device": str(target),
+        "params": {
+            "sampler": settings.sampler, "cfg_scale": settings.cfg_scale, "eta": settings.eta,
+            "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
+            "num_samples": num_samples, "shards": shards, "model": spec.name, "vae": vae,
+            "image_size": spec.image_size, "threads": torch.get_num_threads(), **plan.details,
+            "options": options,
+        },
+        **provenance(),
+        **training_fields(checkpoint),
+        "machine": machine(),  # what the timing columns depend on
+    }
+    write_json(result, record)
+    return {k: result[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
+
+
+def merge_samples(*, shards: list, records: list, out: str, record: str) -> dict:
+    """Merge a grid point's sample shards in index order (identical for any shard count) and their records.
+
+    Example: python -m ditpareto merge-samples --shards s0.npz s1.npz --records s0.json s1.json --out s.npz
+    --record s.json
+    """
+    if len(shards) != len(records):
+        raise InputError(f"{len(shards)} shard files but {len(records)} records")
+    merged = merge_shards(shards)
+    result = merge_records([read_record(r, required=(*SAMPLE_RECORD_KEYS, "shard_samples", "wall_seconds",
+                                                      "latency_ms_per_image", "latency_ms_per_image_std"))
+                            for r in records])
+    if len(merged["indices"]) != result["params"]["num_samples"]:
+        raise InputError(f"shards hold {len(merged['indices'])} samples, the records say "
+                         f"{result['params']['num_samples']}")
+    _save_npz(merged, out)
+    write_json(result, record)
+    return {"out": out, "samples": len(merged["indices"]), "shards": len(shards)}
+
+
+def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 250), rounds: int = 3,
+            sampler: str = "ddim", guidance_channels: str = "dit3") -> dict:
+    """Time every grid point's model in interleaved rounds on a machine this job holds alone.
+
+    Example: python -m ditpareto --threads 2 latency --points '[{"method": "dit", "budget": "10", "steps": 10,
+    "ft": "0.00", "cfg_scale": 2.0, "seed": 0, "checkpoint": "base.pt"}]' --model dit-toy-2 --image-size 16
+    --in-channels 1 --num-classes 10 --out latency.csv
+    """
+    try:
+        entries = json.loads(points)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--points is not JSON: {exc}") from None
+    if not isinstance(entries, list) or not entries or rounds < 1 or min(batch_sizes) < 1:
+        raise InputError("latency needs a non-empty --points list, --rounds >= 1 and --batch-sizes >= 1")
+    timed, keys = [], {}
+    for point in entries:
+        check_seed(int(point["seed"]))
+        method = get_method(point["method"])
+        options = method.parse_options(point.get("options", {}))
+        settings = SamplingSettings(sampler=sampler, steps=int(point["steps"]), cfg_scale=float(point["cfg_scale"]),
+                                    guidance_channels=guidance_channels)
+        model = method.load_model(point["checkpoint"], spec, options)
+        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec)
+        key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
+                        cfg_label(point["cfg_scale"]), int(point["seed"]))
+        timed.append(prepare(key.stem, plan, spec, settings, key.seed))
+        keys[key.stem] = key
+    table = pd.DataFrame(measure(timed, list(batch_sizes), rounds))
+    for column in ("method", "budget", "steps", "ft", "cfg", "seed"):
+        table[column] = [getattr(keys[name], column) for name in table["point"]]
+    table = table.rename(columns={"cfg": "cfg_scale"})
+    table["cfg_scale"] = table["cfg_scale"].astype(float)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    write_json({**machine(), "rounds": rounds, "batch_sizes": list(batch_sizes), **provenance()}, str(out) + ".json")
+    return {"points": len(entries), "rounds": rounds, "out": out}
+
+
+def flops(*, method: Method, options: dict, spec: ModelSpec, settings: SamplingSettings, budget: str | None = None,
+          checkpoint: str | None = None) -> dict:
+    """Executed MACs per network call and per image (DiT's GFLOPs convention) of a method at a budget.
+
+    Example: python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256
+    """
+    parsed = method.parse_budget(budget) if budget is not None else method.full_budget(settings)
+    config = dit_config(spec.name, spec.image_size, **spec.overrides())
+    if checkpoint:
+        model = method.load_model(checkpoint, spec, options)
+    else:
+        torch.manual_seed(0)
+        model = method.convert(build_dit(spec.name, spec.image_size, **spec.overrides()), options).eval()
+    plan = method.plan(model, parsed, settings, spec)
+    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+    return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
+            "image_size": spec.image_size, **summarize(macs),
+            "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9, "details": plan.details}
