@@ -120,13 +120,19 @@ def _metric_args(p):
     g.add_argument("--extractor-weights", required=True, metavar="PT",
                    help="local weights file of the extractor (never downloaded)")
     g.add_argument("--kid-subset-size", type=int, default=500, metavar="N", help="KID subset size (default: 500)")
+    g.add_argument("--bootstrap-replicates", type=int, default=200, metavar="B",
+                   help="paired-bootstrap replicates of FID for its CI; 0: none (default: 200)")
+    g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                   help="bootstrap seed: the same in every job, so every grid point resamples the same indices "
+                   "(default: 0)")
 
 
 def metric_settings(args):
     from ditpareto.metrics import MetricSettings
 
     return MetricSettings(feature_extractor=args.extractor, weights_path=args.extractor_weights,
-                          kid_subset_size=args.kid_subset_size)
+                          kid_subset_size=args.kid_subset_size, bootstrap_replicates=args.bootstrap_replicates,
+                          bootstrap_seed=args.bootstrap_seed)
 
 
 def _reference_args(p):
@@ -277,6 +283,7 @@ def _merge_samples_args(p):
 def _evaluate_args(p):
     p.add_argument("--samples", required=True, metavar="NPZ", help="samples from `sample`")
     p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
+    p.add_argument("--features", default=None, metavar="NPZ", help="write the per-sample FID features here")
     _metric_args(p)
     p.add_argument("--out", required=True, metavar="JSON", help="metrics of this grid point")
 
@@ -304,6 +311,15 @@ def _aggregate_args(p):
                    help="the latency job's table: its medians become latency_ms_per_image (the sampling jobs' own "
                    "timing, taken beside other jobs, is kept as sampling_latency_ms_per_image)")
     p.add_argument("--out", required=True, metavar="CSV", help="table, one row per grid point")
+
+
+def _verdicts_args(p):
+    p.add_argument("metrics", nargs="+", metavar="JSON", help="metrics records of the grid points (with fid_bootstrap)")
+    p.add_argument("--claims", required=True, metavar="CSV", help="published claims (results/published/claims.csv)")
+    p.add_argument("--fixed-cfg", type=float, required=True, metavar="S", help="the study's fixed guidance scale")
+    p.add_argument("--full-steps", type=int, required=True, metavar="N", help="the study's full step count")
+    p.add_argument("--comparisons", required=True, metavar="CSV", help="per-point comparison with the envelopes")
+    p.add_argument("--out", required=True, metavar="CSV", help="the claims ledger (verdicts)")
 
 
 def _notebook_args(p):
@@ -390,5 +406,6 @@ def commands() -> list[Command]:
         Command("latency", sampling.latency, _latency_args, model_args=True),
         Command("flops", sampling.flops, _flops_args, model_args=True),
         Command("aggregate", tables.aggregate, _aggregate_args),
+        Command("verdicts", tables.verdicts, _verdicts_args),
         Command("notebook", tables.notebook, _notebook_args),
     ]

@@ -246,6 +246,8 @@ class MetricSettings:
     batch_size: int = 250
     rng_seed: int = 2020  # KID subsets and IS split shuffling
     progress: bool = True  # torch-fidelity's progress bars and messages (to stderr)
+    bootstrap_replicates: int = 200  # paired bootstrap of FID (ditpareto.bootstrap); 0: none
+    bootstrap_seed: int = 0  # the same seed in every job: the same sample indices at every grid point
 
     def __post_init__(self):
         if self.feature_extractor not in EXTRACTORS:
@@ -357,8 +359,10 @@ def metrics_from_features(generated: dict, reference: dict, settings: MetricSett
     return {key: raw[key] for key in METRIC_KEYS}
 
 
-def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: MetricSettings) -> dict:
-    """FID, KID, IS (of ``generated`` only), precision and recall of ``generated`` against ``reference``.
+def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: MetricSettings,
+                    with_features: bool = False):
+    """FID, KID, IS (of ``generated`` only), precision and recall of ``generated`` against ``reference``; with
+    ``with_features`` also both featuresdicts (for the bootstrap).
 
     Both are uint8 (N, H, W, C), C in {1, 3}, of the same H, W. Deterministic: same inputs give identical outputs.
     """
@@ -367,8 +371,9 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
     _check_images("reference", reference, min_count)
     if generated.shape[1:3] != reference.shape[1:3]:
         raise InputError(f"generated images are {generated.shape[1:3]} but reference images {reference.shape[1:3]}")
-    return metrics_from_features(extract_featuresdict(generated, settings), extract_featuresdict(reference, settings),
-                                 settings)
+    features = extract_featuresdict(generated, settings), extract_featuresdict(reference, settings)
+    metrics = metrics_from_features(*features, settings)
+    return (metrics, *features) if with_features else metrics
 
 
 # ------------------------------------------------------------------------- ADM reference batch (paper setting)
@@ -418,12 +423,13 @@ def fid_against_statistics(generated: dict, mu: np.ndarray, sigma: np.ndarray, s
     return float(fid_statistics_to_metric(ours, {"mu": mu, "sigma": sigma}, settings.progress)[_FIDELITY_KEYS["fid"]])
 
 
-def metrics_against_reference_batch(generated: np.ndarray, reference: ReferenceBatch, settings: MetricSettings) -> dict:
+def metrics_against_reference_batch(generated: np.ndarray, reference: ReferenceBatch, settings: MetricSettings,
+                                    features: dict | None = None) -> dict:
     """FID against the batch's mu/sigma; IS of ``generated``; KID/precision/recall against the batch's images
-    (NaN when it has none). The generated images' features are extracted once for all of them. Only FID and IS are
-    comparable with ADM's TF evaluator (../shared/protocol §0)."""
+    (NaN when it has none). The generated images' features (``features`` when already extracted) serve all of them.
+    Only FID and IS are comparable with ADM's TF evaluator (the protocol notes in docs/methods)."""
     _check_images("generated", generated, max(2, settings.prc_neighborhood + 1))
-    features = extract_featuresdict(generated, settings)
+    features = features if features is not None else extract_featuresdict(generated, settings)
     if reference.images is not None:
         result = metrics_from_features(features, extract_featuresdict(reference.images, settings), settings)
         result["fid_vs_reference_images"] = result["fid"]

@@ -82,6 +82,7 @@ def summarize_seeds(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Mean and std over seeds per (method, budget, steps, ft, cfg_scale)."""
     keys = [k for k in ("method", "budget", "steps", "ft", "cfg_scale") if k in table]
     extra = {c: (c, "first") for c in ("conversion_cost", "parity_gap") if c in table}
+    extra.update({c: (c, "mean") for c in (f"{y}_ci_low", f"{y}_ci_high") if c in table})
     grouped = table.groupby(keys, as_index=False)
     out = grouped.agg(**{x: (x, "mean"), y: (y, "mean"), f"{y}_std": (y, "std"), "seeds": ("seed", "count"),
                          **extra})
@@ -124,7 +125,8 @@ def plot_pareto(
     x_label: str = "GMACs per image (whole trajectory, CFG included)",
     fixed_cfg: float | None = None,
 ) -> None:
-    """Per-method points (mean ± std over seeds) at the fixed guidance scale, marker = sampling step count, with each
+    """Per-method points (bars: paired-bootstrap 95 % CI with one seed, std over seeds otherwise) at the fixed guidance
+    scale, marker = sampling step count, with each
     method's pareto frontier over all its budgets and step counts as a solid line; methods sampled at several scales
     add their best-CFG-per-budget frontier, dashed. Parity points (a method at full compute) whose FID exceeds
     dit-ft's at full steps by more than the tolerance are labelled "conversion cost"."""
@@ -137,7 +139,7 @@ def plot_pareto(
         label = sub["label"].iloc[0]
         color = palette.get(label)
         for steps, group in sub.groupby("steps") if "steps" in sub else [(None, sub)]:
-            ax.errorbar(group[x], group[y], yerr=group[f"{y}_std"], fmt=markers.get(steps, "o"), color=color,
+            ax.errorbar(group[x], group[y], yerr=error_bars(group, y), fmt=markers.get(steps, "o"), color=color,
                         alpha=0.5, capsize=2, markersize=5)
         front = pareto_frontier(sub, x, y)
         cfg = f" (CFG {fixed_cfg:g})" if fixed_cfg is not None and not best.empty else ""
@@ -160,6 +162,13 @@ def plot_pareto(
     ax.legend(frameon=True, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, out_paths)
+
+
+def error_bars(points: pd.DataFrame, y: str):
+    """The paired-bootstrap 95 % CI when the table has it (one seed), else the std over seeds."""
+    if f"{y}_ci_low" in points and points[f"{y}_ci_low"].notna().all() and (points["seeds"] == 1).all():
+        return [(points[y] - points[f"{y}_ci_low"]).clip(lower=0), (points[f"{y}_ci_high"] - points[y]).clip(lower=0)]
+    return points[f"{y}_std"]
 
 
 def plateau_points(table: pd.DataFrame) -> pd.DataFrame:

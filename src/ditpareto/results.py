@@ -79,7 +79,8 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
     """One row per grid point, sorted by method, nominal compute and seed."""
     if not paths:
         raise ValueError("no metrics files given")
-    rows = [flatten(read_json(p)) for p in paths]
+    # bootstrap replicates stay in the JSON records (verdicts read them there); the table keeps their CI
+    rows = [{k: v for k, v in flatten(read_json(p)).items() if not k.endswith("_bootstrap")} for p in paths]
     table = pd.DataFrame(rows)
     order = [c for c in ("method", "budget", "steps", "ft", "cfg_scale", "seed", "nominal_compute_ratio",
                          "gmacs_per_image", "fid", "train_gmacs", "optimizer_steps", "samples_seen")

@@ -170,7 +170,14 @@ def extractor_sha256_flag():
 
 def metric_flags():
     m = config["metrics"]
-    return study.argv({**m, "extractor": m["feature_extractor"]}, ["extractor", "kid_subset_size"])
+    values = {
+        **m,
+        "extractor": m["feature_extractor"],
+        "bootstrap_replicates": m["bootstrap"]["replicates"],
+        "bootstrap_seed": m["bootstrap"]["seed"],
+    }
+    keys = ["extractor", "kid_subset_size", "bootstrap_replicates", "bootstrap_seed"]
+    return study.argv(values, keys)
 
 
 def get_method_checkpoint(wildcards):
@@ -313,6 +320,8 @@ def final_targets():
     ]
     if config["metrics"]["feature_extractor"] == "glyph-cnn":
         targets.append("results/metrics/calibration.csv")
+    if config["metrics"]["bootstrap"]["replicates"]:
+        targets.append("results/tables/verdicts.csv")
     return targets
 
 

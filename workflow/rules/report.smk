@@ -4,6 +4,7 @@
 
 localrules:
     aggregate,
+    verdicts,
     notebook_pareto,
     notebook_latency,
     notebook_claims,
@@ -28,6 +29,35 @@ rule aggregate:
         version=VERSION,
     shell:
         "python -m ditpareto aggregate {input.metrics:q} --latency {input.latency:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule verdicts:
+    input:
+        metrics=get_all_metrics,
+        claims=repo_file("results/published/claims.csv"),
+    output:
+        verdicts=report(
+            "results/tables/verdicts.csv",
+            caption="../report/verdicts.rst",
+            category="Tables",
+        ),
+        comparisons=report(
+            "results/tables/comparisons.csv",
+            caption="../report/comparisons.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/verdicts/verdicts.log",
+    conda:
+        ENV
+    params:
+        fixed_cfg=config["sampling"]["cfg_scale"],
+        full_steps=config["sampling"]["steps"][0],
+        version=VERSION,
+    shell:
+        "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
+        "--full-steps {params.full_steps} --comparisons {output.comparisons:q} --out {output.verdicts:q} "
+        "> {log:q} 2>&1"
 
 
 # One rule per figure notebook: (figure, report caption or None for files that are not report items), the

@@ -59,7 +59,8 @@ rule evaluate:
         reference=get_metric_reference,
         extractor=get_extractor_weights,
     output:
-        "results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.json",
+        metrics="results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.json",
+        features="results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.features.npz",
     log:
         "logs/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.log",
     benchmark:
@@ -74,7 +75,8 @@ rule evaluate:
     shell:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
         "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
-        "--extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"
+        "--extractor-weights {input.extractor:q} --features {output.features:q} --out {output.metrics:q} "
+        "> {log:q} 2>&1"
 
 
 rule latency:
@@ -90,7 +92,7 @@ rule latency:
     conda:
         ENV
     # the whole machine: nothing else runs while the models are timed
-    threads: workflow.cores
+    threads: config["sampling"]["latency_threads"]
     params:
         model=model_flags(),
         points=lambda wildcards: json.dumps(latency_points(), sort_keys=True),

@@ -12,14 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
+import numpy as np
+
+from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_set_metrics, percentile_ci
 from ditpareto.calibration import calibrate as run_calibration
-from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples
+from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, save_npz
 from ditpareto.errors import InputError
 from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
 from ditpareto.methods import get_method
 from ditpareto.metrics import (
-    MetricSettings, compute_metrics, extract_features, fid_floor_and_noise, fid_from_features, load_reference_batch,
-    metrics_against_reference_batch, reference_batch_floor_and_noise, save_classifier, train_digits_classifier,
+    MetricSettings, compute_metrics, extract_features, extract_featuresdict, fid_floor_and_noise, fid_from_features,
+    load_reference_batch, metric_layers, metrics_against_reference_batch, reference_batch_floor_and_noise,
+    save_classifier, train_digits_classifier,
 )
 from ditpareto.results import provenance, read_record, write_json
 from ditpareto.sampling import generate
@@ -108,24 +112,46 @@ def calibrate(*, metric_settings: MetricSettings, floor: str, out: str, referenc
 
 
 def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out: str, reference: str | None = None,
-             reference_batch: str | None = None) -> dict:
-    """FID/KID/IS/precision/recall of a grid point with torch-fidelity; its sampling record checked first.
+             reference_batch: str | None = None, features: str | None = None) -> dict:
+    """FID/KID/IS/precision/recall of a grid point with torch-fidelity, FID's paired-bootstrap CI, and the
+    per-sample features (``features``); its sampling record checked first.
 
     Example: python -m ditpareto evaluate --samples s.npz --record s.json --reference resources/data/reference.npz
-    --extractor-weights cnn.pt --out metrics.json
+    --extractor-weights cnn.pt --out metrics.json --features features.npz
     """
     result = read_record(record, required=SAMPLE_RECORD_KEYS)  # before any compute
     if not isinstance(result["params"], dict):
         raise InputError(f"record {record}: params must be an object")
     images = load_samples(samples)["images"]
+    layer = metric_layers(metric_settings)["fid"]
     if reference_batch:
         batch = load_reference_batch(reference_batch)
-        metrics = metrics_against_reference_batch(images, batch, metric_settings)
-        reference_images = 0 if batch.images is None else len(batch.images)
+        generated = extract_featuresdict(images, metric_settings)
+        metrics = metrics_against_reference_batch(images, batch, metric_settings, features=generated)
+        reference_features, reference_images = (batch.mu, batch.sigma), 0 if batch.images is None else len(batch.images)
     else:
         reference_set = load_draw(reference)
-        metrics = compute_metrics(images, reference_set.images, metric_settings)
-        reference_images = len(reference_set.images)
+        metrics, generated, reference_fd = compute_metrics(images, reference_set.images, metric_settings,
+                                                           with_features=True)
+        reference_features, reference_images = reference_fd[layer].double().numpy(), len(reference_set.images)
+    generated_features = generated[layer].double().numpy()
+    if metric_settings.bootstrap_replicates:
+        replicates = bootstrap_fid(generated_features, reference_features, metric_settings.bootstrap_replicates,
+                                   metric_settings.bootstrap_seed)
+        metrics["fid_ci_low"], metrics["fid_ci_high"] = percentile_ci(replicates)
+        if not reference_batch:  # KID / precision / recall need the reference's per-sample features
+            layers = metric_layers(metric_settings)
+            for name, values in bootstrap_set_metrics(
+                    generated[layers["kid"]].double().numpy(), reference_fd[layers["kid"]].double().numpy(),
+                    metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed,
+                    metric_settings.prc_neighborhood).items():
+                metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = percentile_ci(values)
+        result["fid_bootstrap"] = [float(v) for v in replicates]
+        result["bootstrap"] = {"replicates": metric_settings.bootstrap_replicates,
+                               "seed": metric_settings.bootstrap_seed, "level": CI_LEVEL}
+    if features:
+        save_npz({"features": generated_features.astype(np.float32), "indices": load_samples(samples)["indices"]},
+                 features, compress=False)
     result.update(metrics)
     result["params"]["feature_extractor"] = metric_settings.feature_extractor
     result["params"]["reference"] = "reference_batch" if reference_batch else "reference_draw"

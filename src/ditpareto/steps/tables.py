@@ -57,3 +57,33 @@ def notebook(*, notebook: str, out: str, parameters: str = "{}", figures: list =
     if missing:
         raise InputError(f"{notebook} ran but did not write {missing}")
     return {"notebook": notebook, "out": out, "figures": list(figures)}
+
+
+def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int) -> dict:
+    """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
+    matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
+    row per method), with paired-bootstrap CIs.
+
+    Example: python -m ditpareto verdicts results/metrics/*/*/*/*/*/seed~0.json --claims results/published/claims.csv
+    --fixed-cfg 2.0 --full-steps 10 --comparisons comparisons.csv --out verdicts.csv
+    """
+    import pandas as pd
+
+    from ditpareto.results import read_record
+    from ditpareto.verdicts import claims_ledger, compare_with_envelopes, load_points
+
+    try:
+        published = pd.read_csv(claims, dtype={"resolution": int})
+    except (OSError, ValueError) as exc:
+        raise InputError(f"claims table {claims} cannot be read ({exc})") from None
+    try:
+        points = load_points([read_record(p) for p in metrics], fixed_cfg)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    compared = compare_with_envelopes(points)
+    ledger = claims_ledger(points, compared, published, full_steps)
+    for table, path in ((compared, comparisons), (ledger, out)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+    return {"claims": len(ledger), "comparisons": len(compared), "out": out,
+            "verdicts": ledger["verdict"].value_counts().to_dict()}

@@ -1,0 +1,99 @@
+"""Paired bootstrap of FID from per-sample features.
+
+Every grid point of a seed shares the noise and the label at each sample index, so resampling the *same* indices for
+every point (``paired_indices``: a fixed seed gives the same index sets in every job) makes the replicates of two
+points comparable one by one: a difference's CI comes from the per-replicate differences. The reference set is
+resampled too (the same reference indices for every point), so a single point's CI includes the reference's noise.
+
+KID, precision and recall get the same replicates (``bootstrap_set_metrics``): KID as torch-fidelity's
+``kernel_mmd`` on the whole resampled sets (one subset of all samples, so the interval is around the full-set MMD,
+not the subset average); precision and recall as the resampled means of their per-sample terms, the k-NN radii held
+at the full sets' (so the interval is conditional on the estimated manifolds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+CI_LEVEL = 0.95
+
+
+def paired_indices(n: int, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, n) indices drawn with replacement; the same for any job that asks with the same arguments."""
+    return np.random.default_rng(np.random.SeedSequence([seed, n])).integers(0, n, size=(replicates, n))
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """The Frechet distance of two Gaussians (torch-fidelity's and ADM's formula)."""
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(sigma1)) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray], replicates: int,
+                  seed: int) -> np.ndarray:
+    """FID of each replicate: generated features resampled with ``paired_indices(N, replicates, seed)``; the
+    reference features likewise (``seed + 1``), or fixed statistics (mu, sigma) when given as a tuple."""
+    generated = np.asarray(generated, dtype=np.float64)
+    gen_idx = paired_indices(len(generated), replicates, seed)
+    if isinstance(reference, tuple):
+        ref_stats = [tuple(np.asarray(v, dtype=np.float64) for v in reference)] * replicates
+    else:
+        reference = np.asarray(reference, dtype=np.float64)
+        ref_idx = paired_indices(len(reference), replicates, seed + 1)
+        ref_stats = (_stats(reference[idx]) for idx in ref_idx)
+    return np.array([frechet_distance(*_stats(generated[g]), *r) for g, r in zip(gen_idx, ref_stats)])
+
+
+def percentile_ci(values: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """The two-sided percentile interval of bootstrap replicates (NaN where no replicate is finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def manifold_membership(generated: np.ndarray, reference: np.ndarray, neighborhood: int) -> tuple[np.ndarray,
+                                                                                                 np.ndarray]:
+    """Per-sample terms of torch-fidelity's precision and recall (``calculate_precision_recall_full``): whether
+    each generated sample lies in some reference sample's k-NN ball, and each reference sample in some generated
+    one's. Their means are the precision and the recall."""
+    import torch
+
+    import ditpareto.compat  # noqa: F401  (before torch_fidelity)
+    from torch_fidelity.metric_prc import calc_cdist_full
+
+    gen, ref = torch.from_numpy(generated), torch.from_numpy(reference)
+    radius_gen = calc_cdist_full(gen, gen, 10000).kthvalue(neighborhood + 1).values
+    radius_ref = calc_cdist_full(ref, ref, 10000).kthvalue(neighborhood + 1).values
+    ref_to_gen = calc_cdist_full(ref, gen, 10000)
+    in_reference = (ref_to_gen.T <= radius_ref).any(dim=1).double().numpy()
+    in_generated = (ref_to_gen <= radius_gen).any(dim=1).double().numpy()
+    return in_reference, in_generated
+
+
+def bootstrap_set_metrics(generated: np.ndarray, reference: np.ndarray, replicates: int, seed: int,
+                          prc_neighborhood: int) -> dict[str, np.ndarray]:
+    """KID (full-set MMD, torch-fidelity's polynomial kernel), precision and recall of each paired replicate
+    (the indices of ``bootstrap_fid``). Precision and recall resample the per-sample membership terms with the
+    k-NN radii of the full sets (resampled sets would hold duplicates, whose zero distances bias the radii)."""
+    import ditpareto.compat  # noqa: F401  (before torch_fidelity)
+    from torch_fidelity.metric_kid import kernel_mmd
+
+    gen_idx = paired_indices(len(generated), replicates, seed)
+    ref_idx = paired_indices(len(reference), replicates, seed + 1)
+    in_reference, in_generated = manifold_membership(generated, reference, prc_neighborhood)
+    return {"kid": np.array([kernel_mmd(generated[g], reference[r]) for g, r in zip(gen_idx, ref_idx)]),
+            "precision": in_reference[gen_idx].mean(axis=1), "recall": in_generated[ref_idx].mean(axis=1)}
