@@ -10,10 +10,14 @@
 #   results/checkpoints/{method}/R/finetuned.pt        the fine-tune a grid point samples (+ .json training record)
 #   results/training/{method}/R/loss.csv               fine-tuning loss curves
 #   results/samples/P.npz                              samples (uint8) + .record.json
-#   results/metrics/P.json                             FID/KID/IS/P/R, GMACs, training MACs, latency, params
+#   results/metrics/P.json                             FID/KID/IS/P/R with paired-bootstrap CIs, GMACs, training MACs
+#   results/metrics/P.features.npz                     per-sample extractor features (the bootstrap's input)
 #   results/metrics/reference.json                     real-vs-real floor and pure-noise metrics
 #   results/metrics/calibration.csv                    the FID extractor's calibration (glyphs)
 #   results/tables/metrics.csv                         one row per grid point
+#   results/tables/verdicts.csv, comparisons.csv       the claims ledger; each point against the static envelopes
+#   results/tables/cfg_selection.csv                   guidance chosen on a held-out seed (sampling.cfg_selection)
+#   results/tables/latency.csv                         the latency job: every point's model timed alone
 #   results/figures/*.png                              figures from the notebooks (pareto, latency, claims, samples)
 #   results/notebooks/*.ipynb                          the executed notebooks
 #

@@ -51,6 +51,8 @@ def _mini():
         (lambda c: c["base"].update(model="dit-huge-2"), "unknown model 'dit-huge-2'"),
         (lambda c: c["base"].update(source="checkpoint", checkpoint="nope/base.pt"), "base.checkpoint"),
         (lambda c: c["metrics"].update(feature_extractor="inception-v3-compat"), "metrics.inception_weights"),
+        (lambda c: c["sampling"]["cfg_selection"].update(scales=[1.5, 3.0], seed=0), "is an evaluation seed"),
+        (lambda c: c["sampling"]["cfg_selection"].update(scales=[1.5, 1.5]), "cfg_selection.scales has duplicates"),
     ],
 )
 def test_bad_configs_name_the_problem(edit, message):

@@ -128,3 +128,26 @@ def test_batch_size_must_divide_over_the_processes(inputs, tmp_path, monkeypatch
     with pytest.raises(InputError, match="batch size 8 is not divisible by the 3 processes"):
         run_training(model, torch.zeros(4, 1, 16, 16), torch.zeros(4, dtype=torch.long), TrainConfig(batch_size=8),
                      tmp_path / "s.pt", tmp_path / "l.csv")
+
+
+def test_a_method_with_routers_trains_data_parallel_deterministically(inputs, tmp_path):
+    """DyDiT's loss runs the sliced forward and leaves parameters unused on some steps and ranks: the
+    DistributedDataParallel loss wrapper averages what each rank used, and two launches give the same weights."""
+    converted = tmp_path / "dydit.pt"
+    subprocess.run([sys.executable, "-m", "ditpareto", "convert", "--method", "dydit", "--base",
+                    str(inputs / "converted.pt"), *MODEL, "--out", str(converted)], check=True, capture_output=True)
+    runs = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        cmd = [sys.executable, "-m", "ditpareto", "--nproc", "2", "--threads", "1", "finetune", "--method", "dydit",
+               "--budget", "0.50", "--options", '{"mlp_groups": 2, "hold_steps": 0, "ramp_steps": 4}',
+               "--checkpoint", str(converted), "--data", str(inputs / "digits.npz"), *MODEL, "--steps", "12",
+               "--batch-size", "8", "--state", str(run / "state.pt"), "--log-csv", str(run / "loss.csv"),
+               "--out", str(run / "out.pt")]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(torch.load(run / "out.pt", weights_only=True))
+    start = torch.load(converted, weights_only=True)
+    assert same(runs[0], runs[1])
+    routers = [k for k in runs[0] if "router" in k]
+    assert routers and any(not torch.equal(runs[0][k], start[k]) for k in routers)

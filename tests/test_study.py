@@ -9,7 +9,9 @@ from pathlib import Path
 import yaml
 
 from ditpareto.archs import DiTConfig
-from ditpareto.study import FinetuneRecipe, SamplingSettings, TrainConfig, argv, grid_points
+from ditpareto.study import (
+    FinetuneRecipe, SamplingSettings, TrainConfig, argv, grid_points, num_samples, selection_points,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -61,3 +63,20 @@ def test_grid_points_cover_budgets_steps_parity_and_plateau():
     plateau = {(p.ft, p.steps, p.seed) for p in dydit if p.ft not in ("1.00",)}
     assert plateau == {("0.50", 10, 0), ("2.00", 10, 0)}  # first step count, fixed scale, first seed
     assert len(points) == len(set(points))
+
+
+def test_cfg_selection_samples_every_grid_budget_on_a_held_out_seed_and_evaluates_every_candidate():
+    config = {"sampling": {"steps": [10, 5], "cfg_scale": 2.0, "seeds": [0, 1], "num_samples": 1000,
+                           "cfg_selection": {"scales": [1.5, 3.0], "seed": 4095, "num_samples": 500}},
+              "methods": {"dit": {"budgets": ["10", "5"]}, "dydit": {"budgets": ["0.50"], "parity": "full@0.50"}}}
+    selection = selection_points(config)
+    assert {p.seed for p in selection} == {4095} and not {p.seed for p in selection} & {0, 1}
+    assert {(p.method, p.budget, p.steps, p.cfg) for p in selection} == {
+        (m, b, n, c) for m, b, n in (("dit", "10", 10), ("dit", "5", 5), ("dydit", "0.50", 10), ("dydit", "0.50", 5))
+        for c in ("1.50", "3.00")}  # no parity point: the selection is over the budgets
+    evaluation = {(p.method, p.budget, p.steps, p.cfg) for p in grid_points(config) if p.seed == 0}
+    assert {(p.method, p.budget, p.steps, p.cfg) for p in selection} <= evaluation
+    assert ("dit", "10", 10, "2.00") in evaluation  # the fixed scale stays
+    assert num_samples(config, 4095) == 500 and num_samples(config, 0) == 1000
+    config["sampling"]["cfg_selection"]["scales"] = []
+    assert selection_points(config) == [] and num_samples(config, 4095) == 1000

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from ditpareto.bootstrap import (
-    bootstrap_fid, bootstrap_set_metrics, frechet_distance, manifold_membership, paired_indices, percentile_ci,
+    bootstrap_fid, bootstrap_set_metrics, frechet_distance, manifold_membership, mmd2, paired_indices,
+    percentile_ci,
 )
 from ditpareto.verdicts import VERDICTS, answer, claims_ledger, compare_with_envelopes, load_points
 
@@ -64,6 +65,9 @@ def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_
     assert ci["kid"][0] <= kernel_mmd(close, reference) <= ci["kid"][1]
     assert ci["precision"][0] <= prc["precision"] <= ci["precision"][1]
     assert ci["recall"][0] <= prc["recall"] <= ci["recall"][1]
+    assert mmd2(close, reference) == pytest.approx(kernel_mmd(close, reference), rel=1e-9)
+    unequal = percentile_ci(bootstrap_set_metrics(close[:300], reference, 50, 0, 3)["kid"])  # sizes may differ
+    assert unequal[0] <= mmd2(close[:300], reference) <= unequal[1]
     shifted = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(far, reference, 100, 0, 3).items()}
     assert shifted["kid"][0] > ci["kid"][1] and shifted["precision"][1] < ci["precision"][0]
 

@@ -50,6 +50,46 @@ def test_dry_run(venv_env, tmp_path, configfile):
     assert "sample" in result.stdout and "notebook_pareto" in result.stdout
 
 
+def test_cfg_selection_is_planned_on_the_held_out_seed_with_its_own_sample_count(venv_env, tmp_path):
+    config = yaml.safe_load((REPO / "config/cpu-full.yaml").read_text())["sampling"]
+    selection = config["cfg_selection"]
+    result = run_study(venv_env, tmp_path, REPO / "config/cpu-full.yaml", "-n", "-p")
+    assert "select_cfg" in result.stdout
+    commands = [line for line in result.stdout.splitlines() if "python -m ditpareto" in line and " sample " in line]
+    held_out = [c for c in commands if f"--seed {selection['seed']} " in c]
+    assert held_out and all(f"--num-samples {selection['num_samples']} " in c for c in held_out)
+    assert all(f"--num-samples {config['num_samples']} " in c for c in commands if c not in held_out)
+    assert {f"--cfg-scale {s:.2f}" for s in selection["scales"]} <= {
+        c[c.index("--cfg-scale"):].split(" --")[0] for c in held_out}
+
+
+STUB_CONDA = """#!/bin/sh
+# conda's answers to what Snakemake asks before it creates environments (no conda on the test machines)
+case "$*" in
+  "info --json") echo '{"conda_prefix": "%(prefix)s", "platform": "linux-64", "envs_dirs": ["%(prefix)s/envs"]}' ;;
+  "--version") echo "conda 24.11.3" ;;
+  "config --get channel_priority --json") echo '{"get": {"channel_priority": "strict"}}' ;;
+  *) echo "stub conda was asked: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_conda_deployment_plans_every_rule_with_the_environment_file(venv_env, tmp_path):
+    """`--sdm conda`: every rule's `conda:` names envs/ditpareto.yaml, which parses; jobs import ditpareto from the
+    checkout (the workflow's shell prefix puts src/ on PYTHONPATH), so the environment needs only third-party
+    packages. Creating the environment needs conda and the network: not tested here."""
+    stub = tmp_path / "bin" / "conda"
+    stub.parent.mkdir()
+    stub.write_text(STUB_CONDA % {"prefix": tmp_path / "conda"})
+    stub.chmod(0o755)
+    env = {**venv_env, "PATH": f"{stub.parent}:{venv_env['PATH']}"}
+    result = run_study(env, tmp_path / "study", MINI, "-n", "--sdm", "conda")
+    assert "envs/ditpareto.yaml will be created" in result.stdout + result.stderr
+    assert "sample" in result.stdout
+    environment = yaml.safe_load((REPO / "envs/ditpareto.yaml").read_text())
+    assert "pytorch =2.13.0" in environment["dependencies"]
+
+
 def test_dry_run_of_the_test_directory(venv_env):
     """The catalog convention: `.test/config.yaml` (the miniature) plans from the repository root into `.test/`."""
     result = snakemake(venv_env, "-n", "--cores", "2", "--directory", ".test", "--configfile", ".test/config.yaml",

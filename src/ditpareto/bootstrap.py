@@ -5,8 +5,8 @@ every point (``paired_indices``: a fixed seed gives the same index sets in every
 points comparable one by one: a difference's CI comes from the per-replicate differences. The reference set is
 resampled too (the same reference indices for every point), so a single point's CI includes the reference's noise.
 
-KID, precision and recall get the same replicates (``bootstrap_set_metrics``): KID as torch-fidelity's
-``kernel_mmd`` on the whole resampled sets (one subset of all samples, so the interval is around the full-set MMD,
+KID, precision and recall get the same replicates (``bootstrap_set_metrics``): KID as the unbiased MMD^2 with
+torch-fidelity's kernel on the whole resampled sets, ties left out (one subset of all samples, so the interval is around the full-set MMD,
 not the subset average); precision and recall as the resampled means of their per-sample terms, the k-NN radii held
 at the full sets' (so the interval is conditional on the estimated manifolds).
 """
@@ -84,16 +84,36 @@ def manifold_membership(generated: np.ndarray, reference: np.ndarray, neighborho
     return in_reference, in_generated
 
 
+def mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 of two sets (sizes may differ) with torch-fidelity's KID kernel (``kernel_poly``: degree 3,
+    gamma 1/dim, coef 1); on equal sizes it equals torch-fidelity's ``kernel_mmd``."""
+    return float(mmd2_replicates(x, y, np.arange(len(x))[None], np.arange(len(y))[None])[0])
+
+
+def mmd2_replicates(x: np.ndarray, y: np.ndarray, x_idx: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
+    """``mmd2`` of each resample (index arrays (B, m), (B, n)) from the kernels of the full sets, the pairs of a
+    sample with its own copies left out (so a resample is not biased by its ties)."""
+    import ditpareto.compat  # noqa: F401  (before torch_fidelity)
+    from torch_fidelity.metric_kid import kernel_poly
+
+    k_xx, k_yy, k_xy = kernel_poly(x, x), kernel_poly(y, y), kernel_poly(x, y)
+    out = np.empty(len(x_idx))
+    for b, (g, r) in enumerate(zip(x_idx, y_idx)):
+        c = np.bincount(g, minlength=len(x)).astype(np.float64)
+        d = np.bincount(r, minlength=len(y)).astype(np.float64)
+        within_x = (c @ k_xx @ c - c**2 @ np.diag(k_xx)) / (len(g) ** 2 - c @ c)
+        within_y = (d @ k_yy @ d - d**2 @ np.diag(k_yy)) / (len(r) ** 2 - d @ d)
+        out[b] = within_x + within_y - 2 * (c @ k_xy @ d) / (len(g) * len(r))
+    return out
+
+
 def bootstrap_set_metrics(generated: np.ndarray, reference: np.ndarray, replicates: int, seed: int,
                           prc_neighborhood: int) -> dict[str, np.ndarray]:
     """KID (full-set MMD, torch-fidelity's polynomial kernel), precision and recall of each paired replicate
     (the indices of ``bootstrap_fid``). Precision and recall resample the per-sample membership terms with the
     k-NN radii of the full sets (resampled sets would hold duplicates, whose zero distances bias the radii)."""
-    import ditpareto.compat  # noqa: F401  (before torch_fidelity)
-    from torch_fidelity.metric_kid import kernel_mmd
-
     gen_idx = paired_indices(len(generated), replicates, seed)
     ref_idx = paired_indices(len(reference), replicates, seed + 1)
     in_reference, in_generated = manifold_membership(generated, reference, prc_neighborhood)
-    return {"kid": np.array([kernel_mmd(generated[g], reference[r]) for g, r in zip(gen_idx, ref_idx)]),
+    return {"kid": mmd2_replicates(generated, reference, gen_idx, ref_idx),
             "precision": in_reference[gen_idx].mean(axis=1), "recall": in_generated[ref_idx].mean(axis=1)}

@@ -310,7 +310,17 @@ def _aggregate_args(p):
     p.add_argument("--latency", default=None, metavar="CSV",
                    help="the latency job's table: its medians become latency_ms_per_image (the sampling jobs' own "
                    "timing, taken beside other jobs, is kept as sampling_latency_ms_per_image)")
+    p.add_argument("--cfg-selection", default=None, metavar="CSV",
+                   help="the select-cfg table: rows at their selected guidance scale get cfg_selected = True")
     p.add_argument("--out", required=True, metavar="CSV", help="table, one row per grid point")
+
+
+def _select_cfg_args(p):
+    p.add_argument("--selection", nargs="+", required=True, metavar="JSON",
+                   help="metrics records of the selection seed (every candidate scale)")
+    p.add_argument("--evaluation", nargs="+", required=True, metavar="JSON",
+                   help="metrics records of the evaluation seeds (at least every candidate scale)")
+    p.add_argument("--out", required=True, metavar="CSV", help="one row per (method, budget, steps, ft)")
 
 
 def _verdicts_args(p):
@@ -406,6 +416,7 @@ def commands() -> list[Command]:
         Command("latency", sampling.latency, _latency_args, model_args=True),
         Command("flops", sampling.flops, _flops_args, model_args=True),
         Command("aggregate", tables.aggregate, _aggregate_args),
+        Command("select-cfg", tables.select_cfg, _select_cfg_args),
         Command("verdicts", tables.verdicts, _verdicts_args),
         Command("notebook", tables.notebook, _notebook_args),
     ]

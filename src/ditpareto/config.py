@@ -54,6 +54,17 @@ def check_study(config: dict, root: str | Path) -> None:
     _unique("sampling.steps", steps)
     _unique("sampling.seeds", sampling["seeds"])
     _finite("sampling.cfg_scale", sampling["cfg_scale"])
+    selection = sampling.get("cfg_selection", {})
+    if selection.get("scales"):
+        for scale in selection["scales"]:
+            _finite("sampling.cfg_selection.scales", scale)
+        _unique("sampling.cfg_selection.scales", [float(v) for v in selection["scales"]])
+        if selection["seed"] in sampling["seeds"]:
+            raise InputError(f"config sampling.cfg_selection.seed {selection['seed']} is an evaluation seed "
+                             f"(sampling.seeds {sampling['seeds']}): the scale must be chosen on held-out samples")
+        if sampling["shards"] > selection["num_samples"]:
+            raise InputError(f"config sampling.shards ({sampling['shards']}) exceeds "
+                             f"sampling.cfg_selection.num_samples")
     for section, keys in (("finetune", ("train_gmacs", "lr")), ("base.pretrain", ("lr",))):
         values = config.get("finetune", {}) if section == "finetune" else base.get("pretrain", {})
         for key in keys:

@@ -203,9 +203,34 @@ def shipped_checkpoint(method: str, budget: str, root: str = SHIPPED_DIR) -> tup
 
 
 def method_cfgs(config: dict, entry: dict) -> list[str]:
-    """The fixed scale (sampling.cfg_scale) plus the method's cfg_sweep, as sorted unique labels."""
-    scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", [])]
+    """The fixed scale (sampling.cfg_scale), the method's cfg_sweep and the CFG-selection candidates, as sorted
+    unique labels."""
+    scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", []), *selection_scales(config)]
     return sorted({cfg_label(s) for s in scales}, key=float)
+
+
+def selection_scales(config: dict) -> list[float]:
+    """The CFG-selection candidates (sampling.cfg_selection.scales; empty: no selection)."""
+    return list(config["sampling"].get("cfg_selection", {}).get("scales", []))
+
+
+def selection_points(config: dict) -> list[GridPoint]:
+    """The held-out-seed points of the CFG selection: every (method, budget, step count) of the grid at the shared
+    fine-tune, at each candidate scale, on the selection seed."""
+    if not selection_scales(config):
+        return []
+    seed = config["sampling"]["cfg_selection"]["seed"]
+    keys = dict.fromkeys((p.method, p.budget, p.steps, p.ft) for p in grid_points(config)
+                         if p.ft in (NO_FINETUNE, UNIT_FINETUNE) and p.budget in config["methods"][p.method]["budgets"])
+    return [GridPoint(*key, cfg_label(scale), seed) for key in keys for scale in selection_scales(config)]
+
+
+def num_samples(config: dict, seed: int) -> int:
+    """Samples of a grid point: cfg_selection.num_samples on the selection seed, sampling.num_samples otherwise."""
+    selection = config["sampling"].get("cfg_selection", {})
+    if selection.get("scales") and int(seed) == selection["seed"]:
+        return selection["num_samples"]
+    return config["sampling"]["num_samples"]
 
 
 def grid_points(config: dict) -> list[GridPoint]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ditpareto.diffusion import GaussianDiffusion
@@ -189,21 +190,27 @@ def _set_rng_state(state, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _sync_step(params: list[torch.nn.Parameter], world: int, stop: bool) -> bool:
-    """Average the gradients over the ranks with one all_reduce of a flat buffer, and return whether any rank got
-    SIGTERM (its flag rides in the same buffer). A parameter without a gradient on a rank contributes zeros; one
-    without a gradient on every rank keeps None, so AdamW skips it as in a single process."""
-    grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1) for p in params]
-    flags = [float(p.grad is not None) for p in params] + [float(stop)]
-    flat = torch.cat(grads + [torch.tensor(flags, dtype=grads[0].dtype, device=grads[0].device)])
-    dist.all_reduce(flat)
-    counts = flat[-len(flags):].tolist()
-    offset = 0
-    for p, count in zip(params, counts):
-        n = p.numel()
-        p.grad = flat[offset:offset + n].div_(world).view_as(p).to(p.dtype) if count > 0 else None
-        offset += n
-    return counts[-1] > 0
+class LossModule(torch.nn.Module):
+    """A training step's loss as one module: ``DistributedDataParallel`` wraps this, so its hooks see every forward
+    that a method's loss runs on the model (model-specific forwards such as ``forward_masked`` or ``patch_size=``,
+    complete-model passes), not only ``model.forward``. Parameters a step leaves unused on every rank keep no
+    gradient (AdamW skips them, as in one process); used on some ranks only, they average with zeros."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, diffusion: GaussianDiffusion):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.diffusion = diffusion
+
+    def forward(self, x0: torch.Tensor, y: torch.Tensor) -> dict:
+        return self.loss_fn(self.model, x0, y, self.diffusion)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is set on any rank (SIGTERM on one rank stops every rank at the same step)."""
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value)
+    return bool(value.item() > 0)
 
 
 def run_training(
@@ -226,7 +233,8 @@ def run_training(
     resumes with identical results.
 
     Under torchrun (WORLD_SIZE > 1) it trains data-parallel: each rank draws ``batch_size / world`` samples with
-    its own RNG (seed + rank), the gradients are averaged over the ranks every step, rank 0 writes the state (with
+    its own RNG (seed + rank), DistributedDataParallel (around ``LossModule``) averages the gradients in backward()
+    with overlapped bucketed all-reduces, rank 0 writes the state (with
     every rank's RNG) and the CSV. Runs on ``cuda:LOCAL_RANK`` when CUDA is available (NCCL), else on the CPU (gloo).
     """
     rank, world, local_rank = distributed_env()
@@ -251,20 +259,13 @@ def run_training(
 def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion, trainable, rank, world, device):
     # Snakemake deletes the outputs of a failed job: the curve is kept beside the state until the run completes.
     log_csv = state_path.with_name(state_path.stem + ".loss.csv")
-    # Not torch's DistributedDataParallel wrapper: all it would do here is average the gradients (_sync_step does),
-    # but it hooks only calls of its own forward(), while the methods' losses call model-specific forwards
-    # (forward_masked, side=, patch_size=) on the bare model and leave some parameters unused on some steps.
     main = rank == 0
     torch.manual_seed(config.seed + rank)  # rank 0 draws exactly what a single process draws
     model.to(device)
-    if world > 1:
-        for tensor in model.state_dict().values():  # identical replicas, as DDP's constructor ensures
-            dist.broadcast(tensor, 0)
     params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     for group in optimizer.param_groups:  # the schedule scales each group's own peak
         group["peak_lr"] = group["lr"]
-    synced = [p for group in optimizer.param_groups for p in group["params"]]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     state, stale = _saved_state(state_path, config)
     start = 0
@@ -282,11 +283,15 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
         _set_rng_state(rngs[rank] if isinstance(rngs, list) else rngs, device)
         if main:
             log.info("resumed from %s at step %d", state_path, start)
+    step_loss = LossModule(model, loss_fn, diffusion)
     if world > 1:
         starts = [None] * world
         dist.all_gather_object(starts, start)
         if len(set(starts)) > 1:
             raise RuntimeError(f"ranks read different states from {state_path}: steps {starts}")
+        # replicas start from rank 0's weights; gradients are averaged over the ranks in backward()
+        step_loss = DistributedDataParallel(step_loss, device_ids=[device.index] if device.type == "cuda" else None,
+                                            find_unused_parameters=True, broadcast_buffers=False)
     if main:
         if start:
             _truncate_log(log_csv, start)  # rows written after the last checkpoint are written again
@@ -323,12 +328,10 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * config.lr_factor(step)
             idx = torch.randint(0, n, (batch_size,))
-            terms = loss_fn(model, x0[idx].to(device), labels[idx].to(device), diffusion)
             optimizer.zero_grad(set_to_none=True)
+            terms = step_loss(x0[idx].to(device), labels[idx].to(device))
             terms["loss"].backward()
-            stop = sigterm["set"]
-            if world > 1:
-                stop = _sync_step(synced, world, stop)  # every rank stops at the same step
+            stop = _any_rank(sigterm["set"], device) if world > 1 else sigterm["set"]
             optimizer.step()
             update_ema(ema, model, config.ema_decay)
             done = step + 1

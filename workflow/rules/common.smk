@@ -12,7 +12,12 @@ validate(config, schema="../schemas/config.schema.yaml")
 check_study(config, workflow.basedir)
 
 VERSION = ditpareto.__version__
+# Third-party packages only: every job imports ditpareto from this checkout (PYTHONPATH below), so the venv and a
+# `--sdm conda` environment run the same code.
 ENV = "../../envs/ditpareto.yaml"
+SOURCE = shlex.quote(str(resolve_path("src", workflow.basedir)))
+# (doubled braces: Snakemake formats the prefix like a shell command)
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
 
 
@@ -40,9 +45,13 @@ def model_flags():
     return study.argv(values, ["model", "image_size", "in_channels", "num_classes"])
 
 
-def sampling_flags():
+def sampling_flags(wildcards):
     s = config["sampling"]
-    values = {**s, "reference_steps": s["steps"][0]}
+    values = {
+        **s,
+        "reference_steps": s["steps"][0],
+        "num_samples": study.num_samples(config, int(wildcards.seed)),
+    }
     return study.argv(
         values, ["sampler", "guidance_channels", "num_samples", "batch_size", "reference_steps"]
     )
@@ -261,6 +270,19 @@ def get_all_metrics(wildcards):
     return [str(study.metrics_file("results/metrics", p)) for p in grid_points()]
 
 
+def get_selection_metrics(wildcards):
+    return [str(study.metrics_file("results/metrics", p)) for p in study.selection_points(config)]
+
+
+def get_cfg_selection_table(wildcards):
+    """The select-cfg table when the study selects guidance scales on a held-out seed, else nothing."""
+    return ["results/tables/cfg_selection.csv"] if study.selection_points(config) else []
+
+
+def cfg_selection_flag(input):
+    return f"--cfg-selection {q(input.cfg_selection[0])}" if input.cfg_selection else ""
+
+
 def latency_points():
     """One point per distinct compute (method, budget, steps, fine-tune) at the fixed scale and the first seed:
     guidance scale and seed do not change the work."""
@@ -322,6 +344,7 @@ def final_targets():
         targets.append("results/metrics/calibration.csv")
     if config["metrics"]["bootstrap"]["replicates"]:
         targets.append("results/tables/verdicts.csv")
+    targets += get_cfg_selection_table(None)
     return targets
 
 

@@ -4,6 +4,7 @@
 
 localrules:
     aggregate,
+    select_cfg,
     verdicts,
     notebook_pareto,
     notebook_latency,
@@ -15,6 +16,7 @@ rule aggregate:
     input:
         metrics=get_all_metrics,
         latency="results/tables/latency.csv",
+        cfg_selection=get_cfg_selection_table,
     output:
         report(
             "results/tables/metrics.csv",
@@ -26,9 +28,32 @@ rule aggregate:
     conda:
         ENV
     params:
+        selection=lambda wildcards, input: cfg_selection_flag(input),
         version=VERSION,
     shell:
-        "python -m ditpareto aggregate {input.metrics:q} --latency {input.latency:q} --out {output:q} > {log:q} 2>&1"
+        "python -m ditpareto aggregate {input.metrics:q} --latency {input.latency:q} {params.selection} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule select_cfg:
+    input:
+        selection=get_selection_metrics,
+        evaluation=get_all_metrics,
+    output:
+        report(
+            "results/tables/cfg_selection.csv",
+            caption="../report/cfg_selection.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/select_cfg/cfg_selection.log",
+    conda:
+        ENV
+    params:
+        version=VERSION,
+    shell:
+        "python -m ditpareto select-cfg --selection {input.selection:q} --evaluation {input.evaluation:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule verdicts:
@@ -39,12 +64,12 @@ rule verdicts:
         verdicts=report(
             "results/tables/verdicts.csv",
             caption="../report/verdicts.rst",
-            category="Tables",
+            category="Verdicts",
         ),
         comparisons=report(
             "results/tables/comparisons.csv",
             caption="../report/comparisons.rst",
-            category="Tables",
+            category="Verdicts",
         ),
     log:
         "logs/verdicts/verdicts.log",

@@ -22,7 +22,7 @@ rule sample:
     threads: 2
     params:
         model=model_flags(),
-        sampling=sampling_flags(),
+        sampling=sampling_flags,
         latents=latent_flags(),
         options=options_flag,
         version=VERSION,

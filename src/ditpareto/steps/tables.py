@@ -15,15 +15,26 @@ from ditpareto.results import metrics_table, with_latency
 log = logging.getLogger("ditpareto")
 
 
-def aggregate(*, metrics: list, out: str, latency: str | None = None) -> dict:
-    """Collect grid-point metrics into one CSV table (with the latency job's medians when given).
+def aggregate(*, metrics: list, out: str, latency: str | None = None, cfg_selection: str | None = None) -> dict:
+    """Collect grid-point metrics into one CSV table (with the latency job's medians, and the selected guidance
+    scales, when given).
 
     Example: python -m ditpareto aggregate results/metrics/*/*/*/*/*/seed~0.json --latency latency.csv
-    --out results/tables/metrics.csv
+    --cfg-selection cfg_selection.csv --out results/tables/metrics.csv
     """
+    import pandas as pd
+
+    from ditpareto.cfg_selection import mark_selected
+
     table = metrics_table(metrics)
     if latency:
         table = with_latency(table, latency)
+    if cfg_selection:
+        try:
+            selected = pd.read_csv(cfg_selection, dtype={"budget": str, "ft": str})
+        except (OSError, ValueError) as exc:
+            raise InputError(f"CFG selection table {cfg_selection} cannot be read ({exc})") from None
+        table = mark_selected(table, selected)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return {"rows": len(table), "out": out}
@@ -57,6 +68,26 @@ def notebook(*, notebook: str, out: str, parameters: str = "{}", figures: list =
     if missing:
         raise InputError(f"{notebook} ran but did not write {missing}")
     return {"notebook": notebook, "out": out, "figures": list(figures)}
+
+
+def select_cfg(*, selection: list, evaluation: list, out: str) -> dict:
+    """The guidance scale of lowest FID on the held-out selection seed, per (method, budget, steps, ft), with its
+    evaluation-seed FID, the selection bias and what choosing on the evaluation FID would have given.
+
+    Example: python -m ditpareto select-cfg --selection results/metrics/*/*/*/*/*/seed~4095.json
+    --evaluation results/metrics/*/*/*/*/*/seed~0.json --out results/tables/cfg_selection.csv
+    """
+    from ditpareto.cfg_selection import select_scales
+    from ditpareto.results import read_record
+
+    try:
+        table = select_scales([read_record(p) for p in selection], [read_record(p) for p in evaluation])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return {"rows": len(table), "out": out, "mean_selection_bias": float(table["selection_bias"].mean()),
+            "mean_optimism": float(table["optimism"].mean())}
 
 
 def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int) -> dict:
