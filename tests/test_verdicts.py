@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ditpareto.bootstrap import (
-    bootstrap_fid, bootstrap_set_metrics, frechet_distance, manifold_membership, mmd2, paired_indices,
-    percentile_ci,
+    bootstrap_fid, bootstrap_set_metrics, frechet_distance, manifold_membership, mmd2, mmd2_replicates,
+    paired_indices, percentile_ci,
 )
 from ditpareto.verdicts import VERDICTS, answer, claims_ledger, compare_with_envelopes, load_points
 
@@ -57,18 +57,21 @@ def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_
     from torch_fidelity.metric_prc import prc_features_to_metric
 
     reference, close, far = REFERENCE[:600], features(0.1), features(1.5, seed=2)
-    ci = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(close, reference, 100, 0, 3).items()}
+    membership = manifold_membership(close, reference, 3)
+    ci = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(close, reference, 100, 0, membership).items()}
     prc = prc_features_to_metric(torch.from_numpy(close), torch.from_numpy(reference), prc_neighborhood=3,
                                  verbose=False)
-    in_reference, in_generated = manifold_membership(close, reference, 3)
-    assert (in_reference.mean(), in_generated.mean()) == pytest.approx((prc["precision"], prc["recall"]), abs=1e-6)
+    in_reference, in_generated = membership
+    assert (float(in_reference.mean()), float(in_generated.mean())) == (prc["precision"], prc["recall"])  # exact
     assert ci["kid"][0] <= kernel_mmd(close, reference) <= ci["kid"][1]
     assert ci["precision"][0] <= prc["precision"] <= ci["precision"][1]
     assert ci["recall"][0] <= prc["recall"] <= ci["recall"][1]
     assert mmd2(close, reference) == pytest.approx(kernel_mmd(close, reference), rel=1e-9)
-    unequal = percentile_ci(bootstrap_set_metrics(close[:300], reference, 50, 0, 3)["kid"])  # sizes may differ
+    unequal = percentile_ci(mmd2_replicates(close[:300], reference, paired_indices(300, 50, 0),
+                                            paired_indices(600, 50, 1)))  # sizes may differ
     assert unequal[0] <= mmd2(close[:300], reference) <= unequal[1]
-    shifted = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(far, reference, 100, 0, 3).items()}
+    shifted = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(
+        far, reference, 100, 0, manifold_membership(far, reference, 3)).items()}
     assert shifted["kid"][0] > ci["kid"][1] and shifted["precision"][1] < ci["precision"][0]
 
 
@@ -137,3 +140,17 @@ def test_a_method_without_an_envelope_or_with_only_parity_points_still_gets_an_i
         columns=["method", "model", "resolution", "setting", "fid", "compute_ratio"]), full_steps=10)
     assert ledger.set_index("method")["verdict"].to_dict() == {"dydit": "inconclusive", "flexidit": "inconclusive"}
     assert ledger["basis"].str.contains("no dit-ft step ladder").all()
+
+
+@pytest.mark.parametrize("n, dim", [(600, 8), (6, 40)])
+def test_bootstrap_fid_equals_the_frechet_formula_on_each_replicate(n, dim):
+    """The replicates' FID (square root of the reference covariance once, an n x n eigenproblem when the sample
+    is smaller than the feature dimension) equals the usual formula on the resampled statistics."""
+    rng = np.random.default_rng(3)
+    generated, reference = rng.normal(size=(n, dim)) + 0.2, rng.normal(size=(900, dim))
+    mu, sigma = reference.mean(0), np.cov(reference, rowvar=False)
+    fast = bootstrap_fid(generated, (mu, sigma), 3, seed=5)
+    for value, idx in zip(fast, paired_indices(n, 3, 5)):
+        sample = generated[idx]
+        assert value == pytest.approx(frechet_distance(sample.mean(0), np.cov(sample, rowvar=False), mu, sigma),
+                                      rel=1e-6, abs=1e-6)

@@ -13,6 +13,8 @@ at the full sets' (so the interval is conditional on the estimated manifolds).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import linalg
 
@@ -35,23 +37,43 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a covariance (eigenvalues clipped at 0)."""
+    values, vectors = np.linalg.eigh(sigma)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def _fid_of_sample(features: np.ndarray, mu: np.ndarray, sigma: np.ndarray, sigma_sqrt: np.ndarray) -> float:
+    """FID of a feature sample against (mu, sigma): tr sqrt(sigma_g sigma) = tr sqrt(S sigma_g S) with S = sqrt(sigma),
+    and S sigma_g S = Y^T Y for the centred, S-mapped sample Y, whose nonzero eigenvalues Y Y^T shares: an n x n
+    problem when the sample is smaller than the feature dimension (2048-d Inception at a few samples)."""
+    n = len(features)
+    mean = features.mean(axis=0)
+    y = (features - mean) @ sigma_sqrt / math.sqrt(n - 1)
+    gram = y @ y.T if n < y.shape[1] else y.T @ y
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0, None)).sum()
+    trace_g = float(((features - mean) ** 2).sum() / (n - 1))
+    diff = mean - mu
+    return float(diff @ diff + trace_g + np.trace(sigma) - 2 * trace_sqrt)
 
 
 def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray], replicates: int,
                   seed: int) -> np.ndarray:
     """FID of each replicate: generated features resampled with ``paired_indices(N, replicates, seed)``; the
-    reference features likewise (``seed + 1``), or fixed statistics (mu, sigma) when given as a tuple."""
+    reference features likewise (``seed + 1``), or fixed statistics (mu, sigma) when given as a tuple (their square
+    root computed once)."""
     generated = np.asarray(generated, dtype=np.float64)
     gen_idx = paired_indices(len(generated), replicates, seed)
     if isinstance(reference, tuple):
-        ref_stats = [tuple(np.asarray(v, dtype=np.float64) for v in reference)] * replicates
+        mu, sigma = (np.asarray(v, dtype=np.float64) for v in reference)
+        fixed = (mu, sigma, _sqrt_psd(sigma))
+        ref_stats = (fixed for _ in range(replicates))
     else:
         reference = np.asarray(reference, dtype=np.float64)
         ref_idx = paired_indices(len(reference), replicates, seed + 1)
-        ref_stats = (_stats(reference[idx]) for idx in ref_idx)
-    return np.array([frechet_distance(*_stats(generated[g]), *r) for g, r in zip(gen_idx, ref_stats)])
+        ref_stats = ((reference[idx].mean(axis=0), cov, _sqrt_psd(cov))
+                     for idx in ref_idx for cov in [np.cov(reference[idx], rowvar=False)])
+    return np.array([_fid_of_sample(generated[g], *r) for g, r in zip(gen_idx, ref_stats)])
 
 
 def percentile_ci(values: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
@@ -79,8 +101,8 @@ def manifold_membership(generated: np.ndarray, reference: np.ndarray, neighborho
     radius_gen = calc_cdist_full(gen, gen, 10000).kthvalue(neighborhood + 1).values
     radius_ref = calc_cdist_full(ref, ref, 10000).kthvalue(neighborhood + 1).values
     ref_to_gen = calc_cdist_full(ref, gen, 10000)
-    in_reference = (ref_to_gen.T <= radius_ref).any(dim=1).double().numpy()
-    in_generated = (ref_to_gen <= radius_gen).any(dim=1).double().numpy()
+    in_reference = (ref_to_gen.T <= radius_ref).any(dim=1).float().numpy()  # float32 means, as torch-fidelity
+    in_generated = (ref_to_gen <= radius_gen).any(dim=1).float().numpy()
     return in_reference, in_generated
 
 
@@ -108,12 +130,18 @@ def mmd2_replicates(x: np.ndarray, y: np.ndarray, x_idx: np.ndarray, y_idx: np.n
 
 
 def bootstrap_set_metrics(generated: np.ndarray, reference: np.ndarray, replicates: int, seed: int,
-                          prc_neighborhood: int) -> dict[str, np.ndarray]:
-    """KID (full-set MMD, torch-fidelity's polynomial kernel), precision and recall of each paired replicate
-    (the indices of ``bootstrap_fid``). Precision and recall resample the per-sample membership terms with the
-    k-NN radii of the full sets (resampled sets would hold duplicates, whose zero distances bias the radii)."""
+                          membership: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """KID, precision and recall of each paired replicate (the indices of ``bootstrap_fid``).
+
+    KID: the tie-free MMD^2 against a fixed subset of the reference as large as the generated set (the same subset
+    for every grid point; KID's own estimate also works on subsets), so a 10k reference costs no 10k x 10k kernel.
+    Precision and recall: the per-sample ``membership`` terms (``manifold_membership``, k-NN radii of the full
+    sets) resampled, since resampled sets would hold duplicates whose zero distances bias the radii."""
+    size = min(len(reference), len(generated))
+    subset = np.sort(np.random.default_rng(np.random.SeedSequence([seed, len(reference), 2])).choice(
+        len(reference), size, replace=False)) if size < len(reference) else np.arange(len(reference))
     gen_idx = paired_indices(len(generated), replicates, seed)
     ref_idx = paired_indices(len(reference), replicates, seed + 1)
-    in_reference, in_generated = manifold_membership(generated, reference, prc_neighborhood)
-    return {"kid": mmd2_replicates(generated, reference, gen_idx, ref_idx),
+    in_reference, in_generated = membership
+    return {"kid": mmd2_replicates(generated, reference[subset], gen_idx, paired_indices(size, replicates, seed + 1)),
             "precision": in_reference[gen_idx].mean(axis=1), "recall": in_generated[ref_idx].mean(axis=1)}

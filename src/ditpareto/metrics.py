@@ -337,9 +337,11 @@ def inception_score_from_features(generated: dict, settings: MetricSettings) -> 
     return {key: float(raw[_FIDELITY_KEYS[key]]) for key in ("inception_score_mean", "inception_score_std")}
 
 
-def metrics_from_features(generated: dict, reference: dict, settings: MetricSettings) -> dict:
+def metrics_from_features(generated: dict, reference: dict, settings: MetricSettings,
+                          precision_recall: bool = True) -> dict:
     """FID, KID, IS (of ``generated``), precision and recall from two featuresdicts, with torch-fidelity's metric
-    functions and the arguments ``torch_fidelity.calculate_metrics`` would pass (the same numbers)."""
+    functions and the arguments ``torch_fidelity.calculate_metrics`` would pass (the same numbers). Without
+    ``precision_recall`` those two are NaN (the caller computes them from per-sample terms)."""
     from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_kid import kid_featuresdict_to_metric
     from torch_fidelity.metric_prc import prc_featuresdict_to_metric
@@ -351,16 +353,16 @@ def metrics_from_features(generated: dict, reference: dict, settings: MetricSett
     stats = [fid_featuresdict_to_statistics(fd, layers["fid"]) for fd in (generated, reference)]
     raw["fid"] = float(fid_statistics_to_metric(stats[0], stats[1], settings.progress)[_FIDELITY_KEYS["fid"]])
     kid = kid_featuresdict_to_metric(generated, reference, layers["kid"], **kwargs)
-    prc = prc_featuresdict_to_metric(generated, reference, layers["prc"], **kwargs)
+    prc = prc_featuresdict_to_metric(generated, reference, layers["prc"], **kwargs) if precision_recall else {}
     for key in ("kid_mean", "kid_std"):
         raw[key] = float(kid[_FIDELITY_KEYS[key]])
     for key in ("precision", "recall"):
-        raw[key] = float(prc[_FIDELITY_KEYS[key]])
+        raw[key] = float(prc[_FIDELITY_KEYS[key]]) if precision_recall else float("nan")
     return {key: raw[key] for key in METRIC_KEYS}
 
 
 def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: MetricSettings,
-                    with_features: bool = False):
+                    with_features: bool = False, precision_recall: bool = True):
     """FID, KID, IS (of ``generated`` only), precision and recall of ``generated`` against ``reference``; with
     ``with_features`` also both featuresdicts (for the bootstrap).
 
@@ -372,7 +374,7 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
     if generated.shape[1:3] != reference.shape[1:3]:
         raise InputError(f"generated images are {generated.shape[1:3]} but reference images {reference.shape[1:3]}")
     features = extract_featuresdict(generated, settings), extract_featuresdict(reference, settings)
-    metrics = metrics_from_features(*features, settings)
+    metrics = metrics_from_features(*features, settings, precision_recall)
     return (metrics, *features) if with_features else metrics
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 import numpy as np
 
-from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_set_metrics, percentile_ci
+from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_set_metrics, manifold_membership, percentile_ci
 from ditpareto.calibration import calibrate as run_calibration
 from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, save_npz
 from ditpareto.errors import InputError
@@ -131,20 +131,25 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
         reference_features, reference_images = (batch.mu, batch.sigma), 0 if batch.images is None else len(batch.images)
     else:
         reference_set = load_draw(reference)
+        # precision and recall from their per-sample terms (equal to torch-fidelity's; computed once, resampled
+        # by the bootstrap)
         metrics, generated, reference_fd = compute_metrics(images, reference_set.images, metric_settings,
-                                                           with_features=True)
+                                                           with_features=True, precision_recall=False)
         reference_features, reference_images = reference_fd[layer].double().numpy(), len(reference_set.images)
+        prc_layer = metric_layers(metric_settings)["prc"]
+        membership = manifold_membership(generated[prc_layer].numpy(), reference_fd[prc_layer].numpy(),
+                                         metric_settings.prc_neighborhood)
+        metrics["precision"], metrics["recall"] = (float(m.mean()) for m in membership)
     generated_features = generated[layer].double().numpy()
     if metric_settings.bootstrap_replicates:
         replicates = bootstrap_fid(generated_features, reference_features, metric_settings.bootstrap_replicates,
                                    metric_settings.bootstrap_seed)
         metrics["fid_ci_low"], metrics["fid_ci_high"] = percentile_ci(replicates)
         if not reference_batch:  # KID / precision / recall need the reference's per-sample features
-            layers = metric_layers(metric_settings)
+            kid_layer = metric_layers(metric_settings)["kid"]
             for name, values in bootstrap_set_metrics(
-                    generated[layers["kid"]].double().numpy(), reference_fd[layers["kid"]].double().numpy(),
-                    metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed,
-                    metric_settings.prc_neighborhood).items():
+                    generated[kid_layer].double().numpy(), reference_fd[kid_layer].double().numpy(),
+                    metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed, membership).items():
                 metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = percentile_ci(values)
         result["fid_bootstrap"] = [float(v) for v in replicates]
         result["bootstrap"] = {"replicates": metric_settings.bootstrap_replicates,
