@@ -17,6 +17,7 @@
 #   results/tables/metrics.csv                         one row per grid point
 #   results/tables/verdicts.csv, comparisons.csv       the claims ledger; each point against the static envelopes
 #   results/tables/cfg_selection.csv                   guidance chosen on a held-out seed (sampling.cfg_selection)
+#   results/tables/finetune_noise.csv                  FID spread across fine-tune seeds (finetune.seed_noise)
 #   results/tables/latency.csv                         the latency job: every point's model timed alone
 #   results/figures/*.png                              figures from the notebooks (pareto, latency, claims, samples)
 #   results/notebooks/*.ipynb                          the executed notebooks

@@ -53,6 +53,8 @@ def _mini():
         (lambda c: c["metrics"].update(feature_extractor="inception-v3-compat"), "metrics.inception_weights"),
         (lambda c: c["sampling"]["cfg_selection"].update(scales=[1.5, 3.0], seed=0), "is an evaluation seed"),
         (lambda c: c["sampling"]["cfg_selection"].update(scales=[1.5, 1.5]), "cfg_selection.scales has duplicates"),
+        (lambda c: c["finetune"]["seed_noise"].update(seeds=[0, 1]), "repeats finetune.seed 0"),
+        (lambda c: c["finetune"]["seed_noise"].update(seeds=[1], budgets={"dit": "4"}), "dit does not fine-tune"),
     ],
 )
 def test_bad_configs_name_the_problem(edit, message):

@@ -10,7 +10,8 @@ import yaml
 
 from ditpareto.archs import DiTConfig
 from ditpareto.study import (
-    FinetuneRecipe, SamplingSettings, TrainConfig, argv, grid_points, num_samples, selection_points,
+    FinetuneRecipe, SamplingSettings, TrainConfig, argv, ft_label, grid_points, num_samples, parse_ft,
+    selection_points,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def test_schema_defaults_equal_the_settings_dataclasses():
     assert pretrain == {key: train[key] for key in pretrain}
     assert schema_defaults("finetune") == {**dataclass_defaults(FinetuneRecipe),
                                            **{k: v for k, v in schema_defaults("finetune").items()
-                                              if k in ("plateau", "shipped_dir")}}
+                                              if k in ("plateau", "shipped_dir", "seed_noise")}}
     sampling, settings = schema_defaults("sampling"), dataclass_defaults(SamplingSettings)
     assert sampling["steps"] == [settings["steps"]]
     for key in ("sampler", "cfg_scale", "guidance_channels"):
@@ -80,3 +81,14 @@ def test_cfg_selection_samples_every_grid_budget_on_a_held_out_seed_and_evaluate
     assert num_samples(config, 4095) == 500 and num_samples(config, 0) == 1000
     config["sampling"]["cfg_selection"]["scales"] = []
     assert selection_points(config) == [] and num_samples(config, 4095) == 1000
+
+
+def test_fine_tune_seed_repeats_are_grid_points_with_their_own_label():
+    config = {"sampling": {"steps": [10, 5], "cfg_scale": 2.0, "seeds": [0, 1]},
+              "finetune": {"seed_noise": {"seeds": [1, 2], "budgets": {"dydit": "0.50", "dit-ft": "10"}}},
+              "methods": {"dit-ft": {"budgets": ["10", "5"]}, "dydit": {"budgets": ["0.50"]}}}
+    repeats = [p for p in grid_points(config) if parse_ft(p.ft)[1] is not None]
+    assert {(p.method, p.budget, p.steps, p.ft, p.seed) for p in repeats} == {
+        ("dydit", "0.50", 10, "1.00s1", 0), ("dydit", "0.50", 10, "1.00s2", 0),
+        ("dit-ft", "10", 10, "1.00s1", 0), ("dit-ft", "10", 10, "1.00s2", 0)}
+    assert ft_label(1.0, 2) == "1.00s2" and parse_ft("1.00s2") == (1.0, 2) and parse_ft(0.5) == (0.5, None)

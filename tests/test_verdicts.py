@@ -154,3 +154,20 @@ def test_bootstrap_fid_equals_the_frechet_formula_on_each_replicate(n, dim):
         sample = generated[idx]
         assert value == pytest.approx(frechet_distance(sample.mean(0), np.cov(sample, rowvar=False), mu, sigma),
                                       rel=1e-6, abs=1e-6)
+
+
+def test_finetune_seed_noise_is_measured_and_widens_the_intervals_of_its_budget(study):
+    from ditpareto.verdicts import finetune_seed_noise, widen
+
+    records = [_record("dydit", "0.50", 10, 0.7, fid, [fid] * 50, 0.5, ft=ft)
+               for ft, fid in (("1.00", 4.2), ("1.00s1", 4.6), ("1.00s2", 4.0))]
+    noise = finetune_seed_noise(records, fixed_cfg=2.0)
+    assert noise.set_index("method").loc["dydit", "finetune_seeds"] == 3
+    assert noise.set_index("method").loc["dydit", "finetune_seed_std"] == pytest.approx(np.std([4.2, 4.6, 4.0], ddof=1))
+    plain = compare_with_envelopes(study).set_index("method")
+    wide = compare_with_envelopes(study, noise).set_index("method")
+    assert wide.loc["dydit", "diff_ci_low"] < plain.loc["dydit", "diff_ci_low"]
+    assert wide.loc["dydit", "diff_ci_high"] > plain.loc["dydit", "diff_ci_high"]
+    assert wide.loc["flexdit", "diff_ci_low"] == plain.loc["flexdit", "diff_ci_low"]  # not repeated: unchanged
+    assert widen(1.0, 0.5, 1.5, 0.0) == (0.5, 1.5)
+    assert load_points(records, fixed_cfg=2.0)["fid"].tolist() == [4.2]  # repeats stay out of the grid rows

@@ -50,10 +50,16 @@ def test_dry_run(venv_env, tmp_path, configfile):
     assert "sample" in result.stdout and "notebook_pareto" in result.stdout
 
 
-def test_cfg_selection_is_planned_on_the_held_out_seed_with_its_own_sample_count(venv_env, tmp_path):
-    config = yaml.safe_load((REPO / "config/cpu-full.yaml").read_text())["sampling"]
+def test_cpu_full_plans_cfg_selection_on_a_held_out_seed_and_fine_tune_seed_repeats(venv_env, tmp_path):
+    full = yaml.safe_load((REPO / "config/cpu-full.yaml").read_text())
+    config, noise = full["sampling"], full["finetune"]["seed_noise"]
     selection = config["cfg_selection"]
     result = run_study(venv_env, tmp_path, REPO / "config/cpu-full.yaml", "-n", "-p")
+    tunes = [line for line in result.stdout.splitlines() if "python -m ditpareto" in line and " finetune " in line]
+    for method, budget in noise["budgets"].items():
+        for seed in noise["seeds"]:
+            run = [t for t in tunes if f"--method {method} " in t and f"ft~1.00s{seed}/" in t]
+            assert len(run) == 1 and f" --seed {seed} " in run[0], (method, budget, seed)
     assert "select_cfg" in result.stdout
     commands = [line for line in result.stdout.splitlines() if "python -m ditpareto" in line and " sample " in line]
     held_out = [c for c in commands if f"--seed {selection['seed']} " in c]

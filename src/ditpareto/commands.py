@@ -329,6 +329,8 @@ def _verdicts_args(p):
     p.add_argument("--fixed-cfg", type=float, required=True, metavar="S", help="the study's fixed guidance scale")
     p.add_argument("--full-steps", type=int, required=True, metavar="N", help="the study's full step count")
     p.add_argument("--comparisons", required=True, metavar="CSV", help="per-point comparison with the envelopes")
+    p.add_argument("--finetune-noise", default=None, metavar="CSV",
+                   help="FID spread across fine-tune seeds per repeated (method, budget) (finetune.seed_noise)")
     p.add_argument("--out", required=True, metavar="CSV", help="the claims ledger (verdicts)")
 
 

@@ -74,6 +74,13 @@ def check_study(config: dict, root: str | Path) -> None:
         space_timesteps(1000, sampling["sampler"], n)
     settings = SamplingSettings(sampler=sampling["sampler"], steps=steps[0])
     plateau = config.get("finetune", {}).get("plateau", {})
+    noise = config.get("finetune", {}).get("seed_noise", {})
+    if noise.get("seeds"):
+        _unique("finetune.seed_noise.seeds", noise["seeds"])
+        own = config.get("finetune", {}).get("seed", 0)
+        if own in noise["seeds"]:
+            raise InputError(f"config finetune.seed_noise.seeds {noise['seeds']} repeats finetune.seed {own} "
+                             "(the study's own fine-tune is already one of the seeds)")
     for name, entry in config["methods"].items():
         method = get_vocabulary(name)
         try:
@@ -103,6 +110,10 @@ def check_study(config: dict, root: str | Path) -> None:
                                  f"budget {checkpoint_budget(entry['parity'])!r}, which is not in its budgets {labels}")
         if name in plateau.get("budgets", {}):
             _budget(method, f"finetune.plateau.budgets.{name}", plateau["budgets"][name])
+        if name in noise.get("budgets", {}):
+            _budget(method, f"finetune.seed_noise.budgets.{name}", noise["budgets"][name])
+            if FINETUNE_MODES[name] == "none":
+                raise InputError(f"config finetune.seed_noise.budgets.{name}: {name} does not fine-tune")
         _check_source(name, entry, labels)
     if sampling["shards"] > sampling["num_samples"]:
         raise InputError(f"config sampling.shards ({sampling['shards']}) exceeds sampling.num_samples")

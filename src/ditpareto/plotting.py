@@ -13,6 +13,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ditpareto.study import GridPoint, cfg_label, ft_label, parse_ft, samples_file  # noqa: E402
+
 METHOD_LABELS = {
     "dit": "DiT (fewer steps)",
     "dit-ft": "DiT fine-tuned (fewer steps)",
@@ -80,12 +82,22 @@ def pareto_frontier(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
+def ft_multiple(table: pd.DataFrame) -> pd.Series:
+    """Each row's fine-tuning compute multiple (ft "1.00s2" -> 1.0)."""
+    return table["ft"].map(lambda label: parse_ft(label)[0])
+
+
+def ft_repeat(table: pd.DataFrame) -> pd.Series:
+    """Whether a row samples a fine-tune seed-noise repeat (ft "1.00s<seed>")."""
+    return table["ft"].map(lambda label: parse_ft(label)[1] is not None)
+
+
 def main_grid(table: pd.DataFrame) -> pd.DataFrame:
     """Rows at the shared fine-tuning compute (ft 1.00) or without a fine-tune (0.00): the plateau check's other
-    multiples are left out."""
+    multiples and the fine-tune seed repeats are left out."""
     if "ft" not in table:
         return table
-    return table[table["ft"].astype(float).isin([0.0, 1.0])]
+    return table[ft_multiple(table).isin([0.0, 1.0]) & ~ft_repeat(table)]
 
 
 def summarize_seeds(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -190,7 +202,7 @@ def plateau_points(table: pd.DataFrame) -> pd.DataFrame:
     """Rows of the plateau check: (method, budget, steps) sampled at more than one fine-tuning compute."""
     if "ft" not in table or "train_gmacs" not in table:
         return table.iloc[0:0]
-    tuned = table[table["ft"].astype(float) > 0]
+    tuned = table[(ft_multiple(table) > 0) & ~ft_repeat(table)]
     keys = ["method", "budget", "steps", "cfg_scale", "seed"]
     several = tuned.groupby(keys)["ft"].transform("nunique") > 1
     return tuned[several]
@@ -208,7 +220,7 @@ def plot_plateau(table: pd.DataFrame, out_paths, y: str = "fid") -> None:
         ax.plot(sub["train_gmacs"] / 1e3, sub[y], "-o", color=palette.get(label),
                 label=f"{label} {sub['budget'].iloc[0]} ({sub['steps'].iloc[0]} steps)")
         for _, row in sub.iterrows():
-            ax.annotate(f"{float(row['ft']):g}x", (row["train_gmacs"] / 1e3, row[y]), fontsize="x-small",
+            ax.annotate(f"{parse_ft(row['ft'])[0]:g}x", (row["train_gmacs"] / 1e3, row[y]), fontsize="x-small",
                         xytext=(3, 3), textcoords="offset points")
     if points.empty:
         ax.text(0.5, 0.5, "no plateau check in this study (finetune.plateau)", ha="center", va="center",
@@ -328,16 +340,14 @@ def plot_sample_grid(samples: dict[str, str | os.PathLike], out_paths, count: in
 def sample_grid_files(table: pd.DataFrame, samples_root: str | os.PathLike, cfg: float | None, seed: int) -> dict:
     """Row label -> samples file of every (method, budget) in the table at guidance ``cfg`` and ``seed``, in plot
     order."""
-    from ditpareto.study import GridPoint, cfg_label, ft_label, samples_file
-
     points = at_cfg(table[table["seed"] == seed], cfg)
-    points = points[points["ft"].astype(float).isin([0.0, 1.0])]  # plateau points are not in the grid figure
+    points = main_grid(points)  # plateau points and fine-tune repeats are not in the grid figure
     files = {}
     for method in _methods_in(points):
         sub = points[points["method"] == method].sort_values(["nominal_compute_ratio", "steps"], ascending=False)
         for row in sub.itertuples():
             label = f"{METHOD_LABELS.get(method, method)} {row.budget} ({row.steps} steps)"
-            point = GridPoint(method, str(row.budget), int(row.steps), ft_label(float(row.ft)),
+            point = GridPoint(method, str(row.budget), int(row.steps), ft_label(parse_ft(row.ft)[0]),
                               cfg_label(row.cfg_scale), seed)
             files[label] = samples_file(samples_root, point)
     return files

@@ -4,7 +4,7 @@ A grid point is (method, budget, steps, ft, cfg, seed):
   budget  the method's own compute knob (dit: the step count; "full@B": the budget-B model at full compute)
   steps   sampling steps (for dit and dit-ft equal to the budget)
   ft      fine-tuning compute as a multiple of the shared budget: "1.00", "0.00" for dit (no fine-tune), other
-          values for the plateau check
+          values for the plateau check; "1.00s2": the shared compute with fine-tune seed 2 (seed noise)
 Paths (the Snakefile's scheme):
   results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.npz
   results/checkpoints/{method}/[budget~{budget}/]ft~{ft}/finetuned.pt   (per-budget methods name the budget)
@@ -147,8 +147,19 @@ def cfg_label(scale: float) -> str:
     return f"{float(scale):.2f}"
 
 
-def ft_label(multiplier: float) -> str:
-    return f"{float(multiplier):.2f}"
+FT_SEED_MARK = "s"
+
+
+def ft_label(multiplier: float, seed: int | None = None) -> str:
+    """A fine-tune's label: its compute multiple ("1.00"), plus "s<seed>" for a repeat with another seed."""
+    return f"{float(multiplier):.2f}" + ("" if seed is None else f"{FT_SEED_MARK}{int(seed)}")
+
+
+def parse_ft(label) -> tuple[float, int | None]:
+    """(compute multiple, fine-tune seed or None for the study's own) of an ft label ("1.00", "1.00s2", 1.0)."""
+    text = str(label)
+    multiple, _, seed = text.partition(FT_SEED_MARK)
+    return float(multiple), int(seed) if seed else None
 
 
 def checkpoint_budget(budget: str) -> str:
@@ -235,11 +246,13 @@ def num_samples(config: dict, seed: int) -> int:
 
 def grid_points(config: dict) -> list[GridPoint]:
     """Every grid point: budgets x step counts x guidance scales x seeds per method, each method's parity point
-    (first step count, fixed CFG, every seed) and the plateau points (first step count, fixed CFG, first seed)."""
+    (first step count, fixed CFG, every seed), the plateau points and the fine-tune seed-noise points (first step
+    count, fixed CFG, first seed)."""
     sampling = config["sampling"]
     steps, seeds = sampling["steps"], sampling["seeds"]
     fixed = cfg_label(sampling["cfg_scale"])
     plateau = config.get("finetune", {}).get("plateau", {})
+    noise = config.get("finetune", {}).get("seed_noise", {})
     points: list[GridPoint] = []
     for method, entry in config["methods"].items():
         ft = NO_FINETUNE if FINETUNE_MODES[method] == "none" else UNIT_FINETUNE
@@ -254,6 +267,10 @@ def grid_points(config: dict) -> list[GridPoint]:
             n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
             points += [GridPoint(method, budget, n, ft_label(m), fixed, seeds[0]) for m in plateau["multipliers"]
                        if ft_label(m) != UNIT_FINETUNE]
+        budget = noise.get("budgets", {}).get(method)
+        if budget is not None and ft == UNIT_FINETUNE:
+            n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
+            points += [GridPoint(method, budget, n, ft_label(1.0, s), fixed, seeds[0]) for s in noise["seeds"]]
     return list(dict.fromkeys(points))
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ditpareto.bootstrap import percentile_ci
-from ditpareto.study import STEP_BUDGET_METHODS
+from ditpareto.study import STEP_BUDGET_METHODS, parse_ft
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"
@@ -43,6 +43,36 @@ def load_points(records: list[dict], fixed_cfg: float) -> pd.DataFrame:
                      "nominal_compute_ratio": float(r["nominal_compute_ratio"]),
                      "replicates": np.asarray(r["fid_bootstrap"], dtype=np.float64)})
     return pd.DataFrame(rows)
+
+
+def finetune_seed_noise(records: list[dict], fixed_cfg: float) -> pd.DataFrame:
+    """FID spread across fine-tune seeds (finetune.seed_noise): per (method, budget) repeated at the fixed guidance
+    scale, the standard deviation over the study's own fine-tune ("1.00") and its repeats ("1.00s<seed>"), at the
+    first sampling seed that has them all. Columns: method, budget, steps, finetune_seed_std, finetune_seeds."""
+    rows = []
+    for r in records:
+        multiple, seed = parse_ft(r.get("ft", "1.00"))
+        if abs(float(r["cfg_scale"]) - fixed_cfg) > 1e-9 or multiple != 1.0:
+            continue
+        rows.append({"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]),
+                     "seed": int(r["seed"]), "repeat": seed is not None, "fid": float(r["fid"])})
+    table = pd.DataFrame(rows, columns=["method", "budget", "steps", "seed", "repeat", "fid"])
+    out = []
+    for (method, budget, steps, seed), group in table.groupby(["method", "budget", "steps", "seed"]):
+        if group["repeat"].any() and len(group) >= 2:
+            out.append({"method": method, "budget": budget, "steps": steps,
+                        "finetune_seed_std": float(group["fid"].std(ddof=1)), "finetune_seeds": len(group)})
+    frame = pd.DataFrame(out, columns=["method", "budget", "steps", "finetune_seed_std", "finetune_seeds"])
+    return frame.drop_duplicates(["method", "budget"])
+
+
+def widen(estimate: float, low: float, high: float, std: float) -> tuple[float, float]:
+    """A bootstrap interval widened by an independent noise of standard deviation ``std`` (half-widths added in
+    quadrature with the normal 95 % half-width of that noise)."""
+    if not std or math.isnan(std):
+        return low, high
+    extra = 1.959964 * std
+    return (estimate - math.hypot(estimate - low, extra), estimate + math.hypot(high - estimate, extra))
 
 
 def _envelope_fid(ladder: pd.DataFrame, gmacs: float, replicate: int | None) -> float:
@@ -76,9 +106,19 @@ def _envelope_gmacs(ladder: pd.DataFrame, fid: float, replicate: int | None) -> 
     return float(math.exp(x0 + t * (x1 - x0)))
 
 
-def compare_with_envelopes(points: pd.DataFrame) -> pd.DataFrame:
+def _noise_std(noise: pd.DataFrame | None, method: str, budget: str | None = None) -> float:
+    """The fine-tune seed spread measured for ``method`` (at ``budget``, else at any budget); 0 when unmeasured."""
+    if noise is None or noise.empty:
+        return 0.0
+    rows = noise[(noise["method"] == method) & ((noise["budget"] == budget) if budget is not None else True)]
+    return float(rows["finetune_seed_std"].iloc[0]) if len(rows) else 0.0
+
+
+def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per dynamic-method point and seed: FID difference from the dit-ft envelope at equal GMACs, and the compute
-    saved at matched FID against the dit-ft and the dit envelopes, each with its paired-bootstrap CI."""
+    saved at matched FID against the dit-ft and the dit envelopes, each with its paired-bootstrap CI. Where the
+    fine-tune seed spread is measured (``finetune_seed_noise``: the method at this budget, dit-ft at any), the
+    difference's CI is widened by both spreads (``finetune_seed_std``)."""
     rows = []
     for seed, group in points.groupby("seed"):
         ladders = {m: group[group["method"] == m] for m in STEP_BUDGET_METHODS}
@@ -91,7 +131,9 @@ def compare_with_envelopes(points: pd.DataFrame) -> pd.DataFrame:
                 diffs = [p["replicates"][b] - _envelope_fid(ladder, p["gmacs"], b)
                          for b in range(len(p["replicates"]))]
                 row["diff_vs_envelope"] = p["fid"] - _envelope_fid(ladder, p["gmacs"], None)
-                row["diff_ci_low"], row["diff_ci_high"] = percentile_ci(diffs)
+                std = math.hypot(_noise_std(noise, p["method"], p["budget"]), _noise_std(noise, "dit-ft"))
+                row["finetune_seed_std"] = std
+                row["diff_ci_low"], row["diff_ci_high"] = widen(row["diff_vs_envelope"], *percentile_ci(diffs), std)
                 row["beats_fewer_steps"] = answer(row["diff_ci_low"], row["diff_ci_high"])
             for name, ladder in (("dit_ft", ladders["dit-ft"]), ("dit", ladders["dit"])):
                 if len(ladder) < 2:
@@ -126,7 +168,7 @@ TOY_ANALOGUES = {
 
 
 def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.DataFrame,
-                  full_steps: int) -> pd.DataFrame:
+                  full_steps: int, noise: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per published claim with a toy analogue in this study, plus one "beats fewer steps?" row per
     method. Columns: method, claim, toy_analogue, estimate, ci_low, ci_high, verdict, basis."""
     rows = []
@@ -146,7 +188,9 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
             p = match.iloc[0]
             claimed = float(c.fid) / float(own[(c.model, c.resolution)]) - 1
             ratios = p["replicates"] / base["replicates"] - 1
-            low, high = percentile_ci(ratios)
+            # the untouched DiT has no fine-tune: only the method's fine-tune spread widens the interval
+            low, high = widen(p["fid"] / base["fid"] - 1, *percentile_ci(ratios),
+                              _noise_std(noise, c.method, budget) / base["fid"])
             if high <= claimed + CLAIM_TOLERANCE:
                 verdict = "supported"
             elif low > claimed + CLAIM_TOLERANCE:

@@ -25,8 +25,8 @@ wildcard_constraints:
     method="|".join(config["methods"]),
     budget=r"(full@)?[0-9][0-9.\-]*",
     steps=r"\d+",
-    ft=r"\d+\.\d\d",
-    run=r"(budget~[0-9][0-9.\-]*/)?ft~\d+\.\d\d",
+    ft=r"\d+\.\d\d(s\d+)?",
+    run=r"(budget~[0-9][0-9.\-]*/)?ft~\d+\.\d\d(s\d+)?",
     cfg=r"\d+\.\d\d",
     seed=r"\d+",
     shard=r"\d+",
@@ -240,10 +240,13 @@ def options_flag(wildcards):
 
 
 def finetune_flags(wildcards):
-    """The shared recipe; the compute (train_gmacs, else steps) scaled by the run's multiple ft."""
-    f, scale = config["finetune"], float(run_ft(wildcards))
+    """The shared recipe; the compute (train_gmacs, else steps) scaled by the run's multiple ft, and its own seed
+    for a seed-noise repeat (ft~1.00s<seed>)."""
+    f = config["finetune"]
+    scale, seed = study.parse_ft(run_ft(wildcards))
     values = {
         **f,
+        "seed": f["seed"] if seed is None else seed,
         "train_gmacs": f["train_gmacs"] * scale if f.get("train_gmacs") else None,
         "steps": None if f.get("train_gmacs") else max(1, round(f["steps"] * scale)),
     }
@@ -290,7 +293,7 @@ def latency_points():
     seen, points = set(), []
     for p in grid_points():
         key = (p.method, p.budget, p.steps, p.ft)
-        if key in seen:
+        if key in seen or study.parse_ft(p.ft)[1] is not None:  # a fine-tune seed repeat: the same work
             continue
         seen.add(key)
         weights = (

@@ -71,6 +71,7 @@ rule verdicts:
             caption="../report/comparisons.rst",
             category="Verdicts",
         ),
+        noise="results/tables/finetune_noise.csv",
     log:
         "logs/verdicts/verdicts.log",
     conda:
@@ -81,7 +82,8 @@ rule verdicts:
         version=VERSION,
     shell:
         "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
-        "--full-steps {params.full_steps} --comparisons {output.comparisons:q} --out {output.verdicts:q} "
+        "--full-steps {params.full_steps} --comparisons {output.comparisons:q} "
+        "--finetune-noise {output.noise:q} --out {output.verdicts:q} "
         "> {log:q} 2>&1"
 
 

@@ -90,30 +90,35 @@ def select_cfg(*, selection: list, evaluation: list, out: str) -> dict:
             "mean_optimism": float(table["optimism"].mean())}
 
 
-def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int) -> dict:
+def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int,
+             finetune_noise: str | None = None) -> dict:
     """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
     matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
     row per method), with paired-bootstrap CIs.
 
     Example: python -m ditpareto verdicts results/metrics/*/*/*/*/*/seed~0.json --claims results/published/claims.csv
-    --fixed-cfg 2.0 --full-steps 10 --comparisons comparisons.csv --out verdicts.csv
+    --fixed-cfg 2.0 --full-steps 10 --comparisons comparisons.csv --finetune-noise finetune_noise.csv
+    --out verdicts.csv
     """
     import pandas as pd
 
     from ditpareto.results import read_record
-    from ditpareto.verdicts import claims_ledger, compare_with_envelopes, load_points
+    from ditpareto.verdicts import claims_ledger, compare_with_envelopes, finetune_seed_noise, load_points
 
     try:
         published = pd.read_csv(claims, dtype={"resolution": int})
     except (OSError, ValueError) as exc:
         raise InputError(f"claims table {claims} cannot be read ({exc})") from None
     try:
-        points = load_points([read_record(p) for p in metrics], fixed_cfg)
+        records = [read_record(p) for p in metrics]
+        points = load_points(records, fixed_cfg)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    compared = compare_with_envelopes(points)
-    ledger = claims_ledger(points, compared, published, full_steps)
-    for table, path in ((compared, comparisons), (ledger, out)):
+    noise = finetune_seed_noise(records, fixed_cfg)
+    compared = compare_with_envelopes(points, noise)
+    ledger = claims_ledger(points, compared, published, full_steps, noise)
+    tables = [(compared, comparisons), (ledger, out)] + ([(noise, finetune_noise)] if finetune_noise else [])
+    for table, path in tables:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
     return {"claims": len(ledger), "comparisons": len(compared), "out": out,
