@@ -171,3 +171,14 @@ def test_finetune_seed_noise_is_measured_and_widens_the_intervals_of_its_budget(
     assert wide.loc["flexdit", "diff_ci_low"] == plain.loc["flexdit", "diff_ci_low"]  # not repeated: unchanged
     assert widen(1.0, 0.5, 1.5, 0.0) == (0.5, 1.5)
     assert load_points(records, fixed_cfg=2.0)["fid"].tolist() == [4.2]  # repeats stay out of the grid rows
+
+
+def test_a_full_compute_point_and_a_shared_fine_tune_take_the_spread_of_the_fine_tune_they_sample():
+    from ditpareto.verdicts import _noise_std
+
+    noise = pd.DataFrame([{"method": "dydit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.3,
+                           "finetune_seeds": 3},
+                          {"method": "flexidit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.2,
+                           "finetune_seeds": 3}])
+    assert _noise_std(noise, "dydit", "full@0.50") == 0.3 and _noise_std(noise, "dydit", "0.70") == 0.0
+    assert _noise_std(noise, "flexidit", "0.00") == 0.2  # one fine-tune serves every FlexiDiT budget

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ditpareto.bootstrap import percentile_ci
-from ditpareto.study import STEP_BUDGET_METHODS, parse_ft
+from ditpareto.study import FINETUNE_MODES, STEP_BUDGET_METHODS, checkpoint_budget, parse_ft
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"
@@ -107,10 +107,14 @@ def _envelope_gmacs(ladder: pd.DataFrame, fid: float, replicate: int | None) -> 
 
 
 def _noise_std(noise: pd.DataFrame | None, method: str, budget: str | None = None) -> float:
-    """The fine-tune seed spread measured for ``method`` (at ``budget``, else at any budget); 0 when unmeasured."""
+    """The fine-tune seed spread measured for the fine-tune a point of ``method`` at ``budget`` samples (a shared
+    fine-tune's, measured at any budget; a per-budget method's at that budget, "full@B" sampling B's); 0 when
+    unmeasured."""
     if noise is None or noise.empty:
         return 0.0
-    rows = noise[(noise["method"] == method) & ((noise["budget"] == budget) if budget is not None else True)]
+    rows = noise[noise["method"] == method]
+    if budget is not None and FINETUNE_MODES.get(method) == "per_budget":
+        rows = rows[rows["budget"] == checkpoint_budget(budget)]
     return float(rows["finetune_seed_std"].iloc[0]) if len(rows) else 0.0
 
 
