@@ -293,7 +293,8 @@ def latency_points():
     seen, points = set(), []
     for p in grid_points():
         key = (p.method, p.budget, p.steps, p.ft)
-        if key in seen or study.parse_ft(p.ft)[1] is not None:  # a fine-tune seed repeat: the same work
+        # a fine-tune seed repeat does the same work as the study's own fine-tune: not timed again
+        if key in seen or study.parse_ft(p.ft)[1] is not None:
             continue
         seen.add(key)
         weights = (
