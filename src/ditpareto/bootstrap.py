@@ -5,10 +5,11 @@ every point (``paired_indices``: a fixed seed gives the same index sets in every
 points comparable one by one: a difference's CI comes from the per-replicate differences. The reference set is
 resampled too (the same reference indices for every point), so a single point's CI includes the reference's noise.
 
-KID, precision and recall get the same replicates (``bootstrap_set_metrics``): KID as the unbiased MMD^2 with
-torch-fidelity's kernel on the whole resampled sets, ties left out (one subset of all samples, so the interval is around the full-set MMD,
-not the subset average); precision and recall as the resampled means of their per-sample terms, the k-NN radii held
-at the full sets' (so the interval is conditional on the estimated manifolds).
+KID, precision and recall get the same generated-sample replicates (``bootstrap_set_metrics``): KID as the unbiased
+MMD^2 with torch-fidelity's kernel, ties left out, against a fixed reference subset as large as the generated set
+(the interval is around that one-subset MMD, not the subset average); precision and recall as the resampled means
+of their per-sample terms, the k-NN radii held at the full sets' (the interval is conditional on the estimated
+manifolds).
 """
 
 from __future__ import annotations
