@@ -122,7 +122,8 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
     result = read_record(record, required=SAMPLE_RECORD_KEYS)  # before any compute
     if not isinstance(result["params"], dict):
         raise InputError(f"record {record}: params must be an object")
-    images = load_samples(samples)["images"]
+    loaded = load_samples(samples)
+    images = loaded["images"]
     layer = metric_layers(metric_settings)["fid"]
     if reference_batch:
         batch = load_reference_batch(reference_batch)
@@ -155,7 +156,7 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
         result["bootstrap"] = {"replicates": metric_settings.bootstrap_replicates,
                                "seed": metric_settings.bootstrap_seed, "level": CI_LEVEL}
     if features:
-        save_npz({"features": generated_features.astype(np.float32), "indices": load_samples(samples)["indices"]},
+        save_npz({"features": generated_features.astype(np.float32), "indices": loaded["indices"]},
                  features, compress=False)
     result.update(metrics)
     result["params"]["feature_extractor"] = metric_settings.feature_extractor
