@@ -279,10 +279,10 @@ def test_budget_vocabulary():
 
 
 def test_options_validation():
-    assert METHOD.parse_options(None)["stages"] == 4
+    assert METHOD.parse_options(None).stages == 4
     layout = {"pf": 1, "sdtms": 1, "sparse": 1, "dense": 1, "top": 1}
-    assert METHOD.parse_options({"layout": layout})["layout"] == layout
-    for bad, message in [({"nope": 1}, "unknown keys"), ({"layout": {"pf": 1}}, "layout must be"),
+    assert METHOD.parse_options({"layout": layout}).layout == layout
+    for bad, message in [({"nope": 1}, "unknown flexdit options"), ({"layout": {"pf": 1}}, "layout must be"),
                          ({"layout": dict(layout, pf=-1)}, ">= 0"), ({"stages": 0}, "stages"),
                          ({"pf_mode": "attention"}, "pf_mode"), ({"pos_reinject": "yes"}, "true or false")]:
         with pytest.raises(InputError, match=message):

@@ -347,7 +347,7 @@ def test_mmd_options_are_validated():
             FLEXI.parse_options(options)
     ok = FLEXI.parse_options({"mmd_sampler": "ddpm", "mmd_sampler_steps": 250, "mmd_chain_steps": 4,
                               "mmd_grad_steps": 4, "mmd_bandwidths": [1, 2]})
-    assert ok["mmd_bandwidths"] == [1.0, 2.0] and FLEXI.parse_options({})["mmd_weight"] == 0.0
+    assert ok.mmd_bandwidths == [1.0, 2.0] and FLEXI.parse_options({}).mmd_weight == 0.0
 
 
 def test_mmd2_estimator():

@@ -8,7 +8,7 @@ import pytest
 
 from ditpareto.bootstrap import (
     bootstrap_fid, bootstrap_set_metrics, frechet_distance, manifold_membership, mmd2, mmd2_replicates,
-    paired_indices, percentile_ci,
+    bootstrap_ci, paired_indices,
 )
 from ditpareto.verdicts import VERDICTS, answer, claims_ledger, compare_with_envelopes, load_points
 
@@ -29,26 +29,42 @@ def test_a_points_ci_contains_its_fid():
     generated = features(0.3)
     fid = frechet_distance(generated.mean(0), np.cov(generated, rowvar=False), REFERENCE.mean(0),
                            np.cov(REFERENCE, rowvar=False))
-    low, high = percentile_ci(bootstrap_fid(generated, REFERENCE, 200, seed=0))
+    low, high = bootstrap_ci(fid, bootstrap_fid(generated, REFERENCE, 200, seed=0))
     assert low <= fid <= high and high - low > 0
+
+
+def test_the_ci_of_a_nearly_perfect_set_contains_its_fid_despite_the_resampling_bias():
+    """A set from the reference's own distribution, small for its dimension: the resampled sets' FIDs all lie
+    above the estimate (duplicates shrink the spread), so only the bias-moved interval contains it."""
+    generated = np.random.default_rng(5).normal(size=(150, 8))
+    fid = frechet_distance(generated.mean(0), np.cov(generated, rowvar=False), REFERENCE.mean(0),
+                           np.cov(REFERENCE, rowvar=False))
+    replicates = bootstrap_fid(generated, REFERENCE, 200, seed=0)
+    assert np.percentile(replicates, 2.5) > fid  # the plain percentile interval misses the estimate
+    low, high = bootstrap_ci(fid, replicates)
+    assert low <= fid <= high
+    assert all(np.isnan(bootstrap_ci(float("nan"), replicates)) & np.isnan(bootstrap_ci(fid, [float("nan")])))
 
 
 def test_the_paired_ci_of_identical_sample_sets_is_zero():
     generated = features(0.3)
     a = bootstrap_fid(generated, REFERENCE, 100, seed=0)
     b = bootstrap_fid(generated.copy(), REFERENCE, 100, seed=0)
-    assert percentile_ci(a - b) == (0.0, 0.0)
+    assert bootstrap_ci(0.0, a - b) == (0.0, 0.0)
 
 
 def test_two_methods_differing_only_in_noise_get_a_ci_containing_zero():
     """Two sample sets from the same distribution (as two methods identical but for sampling noise): the paired
     difference's CI contains 0; a real shift is detected."""
-    same_a, same_b = features(0.2, seed=1), features(0.2, seed=2)
+    def fid(x):
+        return frechet_distance(x.mean(0), np.cov(x, rowvar=False), REFERENCE.mean(0), np.cov(REFERENCE, rowvar=False))
+
+    same_a, same_b, far = features(0.2, seed=1), features(0.2, seed=2), features(0.6, seed=2)
     diff = bootstrap_fid(same_a, REFERENCE, 200, 0) - bootstrap_fid(same_b, REFERENCE, 200, 0)
-    low, high = percentile_ci(diff)
+    low, high = bootstrap_ci(fid(same_a) - fid(same_b), diff)
     assert low < 0 < high
-    shifted = bootstrap_fid(features(0.6, seed=2), REFERENCE, 200, 0) - bootstrap_fid(same_a, REFERENCE, 200, 0)
-    assert percentile_ci(shifted)[0] > 0
+    shifted = bootstrap_fid(far, REFERENCE, 200, 0) - bootstrap_fid(same_a, REFERENCE, 200, 0)
+    assert bootstrap_ci(fid(far) - fid(same_a), shifted)[0] > 0
 
 
 def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_shift():
@@ -58,20 +74,25 @@ def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_
 
     reference, close, far = REFERENCE[:600], features(0.1), features(1.5, seed=2)
     membership = manifold_membership(close, reference, 3)
-    ci = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(close, reference, 100, 0, membership).items()}
     prc = prc_features_to_metric(torch.from_numpy(close), torch.from_numpy(reference), prc_neighborhood=3,
                                  verbose=False)
+    point = {"kid": kernel_mmd(close, reference), "precision": prc["precision"], "recall": prc["recall"]}
+    ci = {name: bootstrap_ci(point[name], v)
+          for name, v in bootstrap_set_metrics(close, reference, 100, 0, membership).items()}
     in_reference, in_generated = membership
     assert (float(in_reference.mean()), float(in_generated.mean())) == (prc["precision"], prc["recall"])  # exact
     assert ci["kid"][0] <= kernel_mmd(close, reference) <= ci["kid"][1]
     assert ci["precision"][0] <= prc["precision"] <= ci["precision"][1]
     assert ci["recall"][0] <= prc["recall"] <= ci["recall"][1]
     assert mmd2(close, reference) == pytest.approx(kernel_mmd(close, reference), rel=1e-9)
-    unequal = percentile_ci(mmd2_replicates(close[:300], reference, paired_indices(300, 50, 0),
-                                            paired_indices(600, 50, 1)))  # sizes may differ
+    unequal = bootstrap_ci(mmd2(close[:300], reference), mmd2_replicates(
+        close[:300], reference, paired_indices(300, 50, 0), paired_indices(600, 50, 1)))  # sizes may differ
     assert unequal[0] <= mmd2(close[:300], reference) <= unequal[1]
-    shifted = {name: percentile_ci(v) for name, v in bootstrap_set_metrics(
-        far, reference, 100, 0, manifold_membership(far, reference, 3)).items()}
+    far_membership = manifold_membership(far, reference, 3)
+    far_point = {"kid": kernel_mmd(far, reference), "precision": float(far_membership[0].mean()),
+                 "recall": float(far_membership[1].mean())}
+    shifted = {name: bootstrap_ci(far_point[name], v)
+               for name, v in bootstrap_set_metrics(far, reference, 100, 0, far_membership).items()}
     assert shifted["kid"][0] > ci["kid"][1] and shifted["precision"][1] < ci["precision"][0]
 
 

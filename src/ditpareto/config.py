@@ -91,7 +91,7 @@ def check_study(config: dict, root: str | Path) -> None:
             _finite(f"methods.{name}.cfg_sweep", scale)
         _unique(f"methods.{name}.cfg_sweep", [float(v) for v in entry.get("cfg_sweep", [])])
         if name == "flexidit":
-            weak = options["weak_patch_size"] or 2 * model.patch_size
+            weak = options.weak_patch_size or 2 * model.patch_size
             if model.input_size % weak:
                 raise InputError(f"config methods.flexidit: the model input side {model.input_size} is not divisible "
                                  f"by the weak patch size {weak} (options.weak_patch_size)")

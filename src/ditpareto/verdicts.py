@@ -2,7 +2,7 @@
 
 Inputs are the grid points' metrics records with their paired-bootstrap FID replicates (``ditpareto.bootstrap``:
 replicate b of every point of a seed resamples the same sample indices), so every quantity below is computed per
-replicate and its 95 % CI is the percentile interval over replicates.
+replicate and its 95 % CI is the replicates' percentile interval moved by their bias (``bootstrap_ci``).
 
 * Static envelope: a static DiT's step ladder (``dit-ft``, or the untouched ``dit``) at the fixed guidance scale, FID
   interpolated linearly in log-GMACs between its points (no extrapolation: outside the ladder, NaN).
@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ditpareto.bootstrap import percentile_ci
+from ditpareto.bootstrap import bootstrap_ci
 from ditpareto.study import FINETUNE_MODES, STEP_BUDGET_METHODS, checkpoint_budget, parse_ft
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -137,7 +137,8 @@ def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | None = No
                 row["diff_vs_envelope"] = p["fid"] - _envelope_fid(ladder, p["gmacs"], None)
                 std = math.hypot(_noise_std(noise, p["method"], p["budget"]), _noise_std(noise, "dit-ft"))
                 row["finetune_seed_std"] = std
-                row["diff_ci_low"], row["diff_ci_high"] = widen(row["diff_vs_envelope"], *percentile_ci(diffs), std)
+                row["diff_ci_low"], row["diff_ci_high"] = widen(row["diff_vs_envelope"],
+                                                                *bootstrap_ci(row["diff_vs_envelope"], diffs), std)
                 row["beats_fewer_steps"] = answer(row["diff_ci_low"], row["diff_ci_high"])
             for name, ladder in (("dit_ft", ladders["dit-ft"]), ("dit", ladders["dit"])):
                 if len(ladder) < 2:
@@ -145,7 +146,8 @@ def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | None = No
                 saved = [1 - p["gmacs"] / _envelope_gmacs(ladder, p["replicates"][b], b)
                          for b in range(len(p["replicates"]))]
                 row[f"compute_saved_vs_{name}"] = 1 - p["gmacs"] / _envelope_gmacs(ladder, p["fid"], None)
-                row[f"compute_saved_vs_{name}_ci_low"], row[f"compute_saved_vs_{name}_ci_high"] = percentile_ci(saved)
+                row[f"compute_saved_vs_{name}_ci_low"], row[f"compute_saved_vs_{name}_ci_high"] = bootstrap_ci(
+                    row[f"compute_saved_vs_{name}"], saved)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -193,7 +195,8 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
             claimed = float(c.fid) / float(own[(c.model, c.resolution)]) - 1
             ratios = p["replicates"] / base["replicates"] - 1
             # the untouched DiT has no fine-tune: only the method's fine-tune spread widens the interval
-            low, high = widen(p["fid"] / base["fid"] - 1, *percentile_ci(ratios),
+            estimate = p["fid"] / base["fid"] - 1
+            low, high = widen(estimate, *bootstrap_ci(estimate, ratios),
                               _noise_std(noise, c.method, budget) / base["fid"])
             if high <= claimed + CLAIM_TOLERANCE:
                 verdict = "supported"

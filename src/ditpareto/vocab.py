@@ -3,9 +3,12 @@ checks a study with these alone; each method class (``ditpareto.methods``) inher
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import re
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
 
 from ditpareto.archs import (
     FLEXIDIT_LN_AFFINE, FLEXIDIT_POS_COORDS, FLEXIDIT_TOKENIZERS, FLEXIDIT_VARIANTS, PF_MODES, FlexLayout,
@@ -30,11 +33,52 @@ def split_full(text) -> tuple[bool, object]:
     return False, text
 
 
+@dataclass(frozen=True)
+class MethodOptions:
+    """A method's options (config ``methods.<name>.options``), validated once into a frozen, typed object whose
+    field defaults are the only defaults. ``to_dict`` is the JSON form (records, run ids, ``--options``)."""
+
+    method: ClassVar[str] = ""
+
+    @classmethod
+    def parse(cls, raw: MethodOptions | dict | None) -> MethodOptions:
+        """Defaults filled, types and ranges checked; InputError names an unknown or bad key."""
+        if isinstance(raw, cls):
+            return raw
+        if raw is not None and not isinstance(raw, dict):
+            raise InputError(f"{cls.method} options must be a mapping, got {raw!r}")
+        raw = dict(raw or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise InputError(f"unknown {cls.method} options {unknown}; known: {sorted(names)}")
+        values = {f.name: copy.deepcopy(raw[f.name]) if f.name in raw else
+                  (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+                  for f in dataclasses.fields(cls)}
+        return cls(**cls.normalize(values))
+
+    @staticmethod
+    def normalize(values: dict) -> dict:
+        """The checked values (the subclass's rules), converted to their field types."""
+        return values
+
+    def to_dict(self) -> dict:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class NoOptions(MethodOptions):
+    """The step ladders (dit, dit-ft) take no options."""
+
+    method: ClassVar[str] = "dit"
+
+
 class Vocabulary:
     """Budgets and options of one method (``name``): parse, label, nominal compute."""
 
     name: str = ""
     budget_help: str = ""
+    options_type: type[MethodOptions] = NoOptions
 
     def __init__(self, name: str | None = None):
         if name:
@@ -46,11 +90,11 @@ class Vocabulary:
     def budget_label(self, value) -> str:
         raise NotImplementedError
 
-    def parse_options(self, options: dict | None) -> dict:
-        """Validated options with defaults filled; InputError names an unknown or bad key."""
-        if options:
+    def parse_options(self, options: MethodOptions | dict | None) -> MethodOptions:
+        """Validated options with defaults filled (``options_type``); InputError names an unknown or bad key."""
+        if self.options_type is NoOptions and isinstance(options, dict) and options:
             raise InputError(f"method {self.name} takes no options, got {sorted(options)}")
-        return {}
+        return self.options_type.parse(options)
 
     def full_budget(self, settings: SamplingSettings):
         """The budget that spends the static DiT's compute at ``settings.steps``."""
@@ -93,24 +137,48 @@ class StepsVocabulary(Vocabulary):
 #                                     DyDiT                                     #
 #################################################################################
 
-# name: (type, default, check, meaning). Defaults are the spec's / released scripts' values.
-OPTIONS = {
-    "mlp_groups": (int, None, lambda v: v >= 1, "MLP channel groups per block (null: as many as heads, the paper)"),
-    "width_bias_init": (float, 15.0, math.isfinite, "initial bias of head/group routers (spec +15)"),
-    "token_bias_init": (float, 35.0, math.isfinite, "initial last bias of token routers (spec +35)"),
-    "router_init": (str, "xavier", lambda v: v in ("xavier", "zero"), "router weights: xavier (spec) or zero"),
-    "router_seed": (int, 0, lambda v: v >= 0, "seed of the router initialisation"),
-    "tau": (float, 5.0, lambda v: v > 0, "Gumbel-sigmoid temperature (spec 5)"),
-    "flops_weight": (float, 2.0, lambda v: v >= 0, "weight of the FLOPs loss (scripts 2; paper 1)"),
-    "hold_steps": (int, 100, lambda v: v >= 0, "steps with target 1.0 before the ramp (scripts 100)"),
-    "ramp_steps": (int, 1000, lambda v: v >= 0, "target decays linearly 1 -> λ until this step (scripts 1000)"),
-    "complete_steps": (int, 0, lambda v: v >= 0, "steps with the complete-model loss (paper S/B 0, XL 30k)"),
-    "noise_anneal_steps": (int, 0, lambda v: v >= 0,
-                           "0: constant Gumbel noise (spec); N: noise scale 1 -> 0 over N steps (toy-scale option)"),
-    "t_bins": (int, 4, lambda v: v >= 1, "stratified timestep bins per batch (scripts 4; 1 = uniform)"),
-    "router_lr_scale": (float, 1.0, lambda v: v > 0, "router learning rate = lr x this (spec 1)"),
-    "flops_samples": (int, 1, lambda v: v >= 1, "real samples (seed 0) whose sampling is counted for MACs"),
-}
+def _option(default, kind: type, check, meaning: str):
+    """A DyDiT option field: default, type, range check and meaning (the error message)."""
+    return field(default=default, metadata={"kind": kind, "check": check, "meaning": meaning})
+
+
+@dataclass(frozen=True)
+class DyDiTOptions(MethodOptions):
+    """Defaults are the spec's / released scripts' values."""
+
+    method: ClassVar[str] = "dydit"
+    mlp_groups: int | None = _option(None, int, lambda v: v >= 1,
+                                     "MLP channel groups per block (null: as many as heads, the paper)")
+    width_bias_init: float = _option(15.0, float, math.isfinite, "initial bias of head/group routers (spec +15)")
+    token_bias_init: float = _option(35.0, float, math.isfinite, "initial last bias of token routers (spec +35)")
+    router_init: str = _option("xavier", str, lambda v: v in ("xavier", "zero"),
+                               "router weights: xavier (spec) or zero")
+    router_seed: int = _option(0, int, lambda v: v >= 0, "seed of the router initialisation")
+    tau: float = _option(5.0, float, lambda v: v > 0, "Gumbel-sigmoid temperature (spec 5)")
+    flops_weight: float = _option(2.0, float, lambda v: v >= 0, "weight of the FLOPs loss (scripts 2; paper 1)")
+    hold_steps: int = _option(100, int, lambda v: v >= 0, "steps with target 1.0 before the ramp (scripts 100)")
+    ramp_steps: int = _option(1000, int, lambda v: v >= 0,
+                              "target decays linearly 1 -> λ until this step (scripts 1000)")
+    complete_steps: int = _option(0, int, lambda v: v >= 0,
+                                  "steps with the complete-model loss (paper S/B 0, XL 30k)")
+    noise_anneal_steps: int = _option(0, int, lambda v: v >= 0, "0: constant Gumbel noise (spec); N: noise scale "
+                                      "1 -> 0 over N steps (toy-scale option)")
+    t_bins: int = _option(4, int, lambda v: v >= 1, "stratified timestep bins per batch (scripts 4; 1 = uniform)")
+    router_lr_scale: float = _option(1.0, float, lambda v: v > 0, "router learning rate = lr x this (spec 1)")
+    flops_samples: int = _option(1, int, lambda v: v >= 1, "real samples (seed 0) whose sampling is counted for MACs")
+
+    @staticmethod
+    def normalize(values: dict) -> dict:
+        out = {}
+        for f in dataclasses.fields(DyDiTOptions):
+            kind, check, value = f.metadata["kind"], f.metadata["check"], values[f.name]
+            if value is not None or f.default is not None:
+                ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+                if isinstance(value, bool) or not ok or not check(kind(value)):
+                    raise InputError(f"dydit option {f.name}={value!r} is invalid: {f.metadata['meaning']}")
+                value = kind(value)
+            out[f.name] = value
+        return out
 
 
 def parse_lambda(text) -> float:
@@ -126,6 +194,7 @@ def parse_lambda(text) -> float:
 
 class DyDiTVocabulary(Vocabulary):
     name = "dydit"
+    options_type = DyDiTOptions
     budget_help = "FLOPs target λ in (0, 1] with two decimals, e.g. 0.50 (one fine-tune per λ)"
 
     def parse_budget(self, text):
@@ -138,22 +207,6 @@ class DyDiTVocabulary(Vocabulary):
         if isinstance(value, FullCompute):
             return f"{FULL_PREFIX}{value.of:.2f}"
         return f"{value:.2f}"
-
-    def parse_options(self, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise InputError(f"unknown dydit option(s) {unknown}; known: {sorted(OPTIONS)}")
-        parsed = {}
-        for key, (kind, default, check, meaning) in OPTIONS.items():
-            value = options.get(key, default)
-            if value is not None or default is not None:
-                ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-                if isinstance(value, bool) or not ok or not check(kind(value)):
-                    raise InputError(f"dydit option {key}={value!r} is invalid: {meaning}")
-                value = kind(value)
-            parsed[key] = value
-        return parsed
 
     def full_budget(self, settings: SamplingSettings) -> float:
         return 1.0
@@ -168,18 +221,40 @@ class DyDiTVocabulary(Vocabulary):
 #################################################################################
 
 NUM_TIMESTEPS = 1000
-DEFAULT_OPTIONS = {
-    # null: default_layout(depth) (28 -> 2 PF + 4 x [1,3,1,1] + 2 top; dit-tiny-2 -> 1 PF + [1,0,1,0] + 1 top).
-    "layout": None,
-    "stages": 4,
-    # "mean_first": the cheap exact Poolingformer; "per_token": the paper's cost (same function).
-    "pf_mode": "mean_first",
-    # false: W1 on the s x s sparse tokens before upsampling (identical output, cheaper); true: as the code.
-    "w1_after_upsample": False,
-    # Ablation (spec section 1.6): re-add sin-cos tables after pooling and after Dense-Rec.
-    "pos_reinject": False,
-}
 LAYOUT_KEYS = ("pf", "sdtms", "sparse", "dense", "top")
+
+
+@dataclass(frozen=True)
+class FlexDiTOptions(MethodOptions):
+    method: ClassVar[str] = "flexdit"
+    # null: default_layout(depth) (28 -> 2 PF + 4 x [1,3,1,1] + 2 top; dit-tiny-2 -> 1 PF + [1,0,1,0] + 1 top).
+    layout: dict | None = None
+    stages: int = 4
+    # "mean_first": the cheap exact Poolingformer; "per_token": the paper's cost (same function).
+    pf_mode: str = "mean_first"
+    # false: W1 on the s x s sparse tokens before upsampling (identical output, cheaper); true: as the code.
+    w1_after_upsample: bool = False
+    # Ablation (spec section 1.6): re-add sin-cos tables after pooling and after Dense-Rec.
+    pos_reinject: bool = False
+
+    @staticmethod
+    def normalize(out: dict) -> dict:
+        if out["layout"] is not None:
+            if not isinstance(out["layout"], dict) or set(out["layout"]) != set(LAYOUT_KEYS):
+                raise InputError(f"flexdit option layout must be null or a mapping with keys {list(LAYOUT_KEYS)}, "
+                                 f"got {out['layout']!r}")
+            out["layout"] = FlexLayout(**out["layout"]).to_dict()
+        stages = out["stages"]
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= NUM_TIMESTEPS:
+            raise InputError(f"flexdit option stages must be an integer in [1, {NUM_TIMESTEPS}], got {stages!r}")
+        if out["pf_mode"] not in PF_MODES:
+            raise InputError(f"flexdit option pf_mode must be one of {list(PF_MODES)}, got {out['pf_mode']!r}")
+        for key in ("w1_after_upsample", "pos_reinject"):
+            if not isinstance(out[key], bool):
+                raise InputError(f"flexdit option {key} must be true or false, got {out[key]!r}")
+        return out
+
+
 _BUDGET = re.compile(r"^([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)$")
 
 
@@ -220,6 +295,7 @@ def stage_sides(budget: FlexBudget, grid: int, stages: int) -> list[int]:
 
 class FlexDiTVocabulary(Vocabulary):
     name = "flexdit"
+    options_type = FlexDiTOptions
     budget_help = "pruning-rate range RMIN-RMAX, two decimals, 0 < RMIN <= RMAX <= 1 (e.g. 0.61-0.86)"
 
     def parse_budget(self, text):
@@ -250,27 +326,6 @@ class FlexDiTVocabulary(Vocabulary):
             return f"{FULL_PREFIX}{budget.of.r_min:.2f}-{budget.of.r_max:.2f}"
         return f"{budget.r_min:.2f}-{budget.r_max:.2f}"
 
-    def parse_options(self, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise InputError(f"flexdit options: unknown keys {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
-        out = {**DEFAULT_OPTIONS, **options}
-        if out["layout"] is not None:
-            if not isinstance(out["layout"], dict) or set(out["layout"]) != set(LAYOUT_KEYS):
-                raise InputError(f"flexdit option layout must be null or a mapping with keys {list(LAYOUT_KEYS)}, "
-                                 f"got {out['layout']!r}")
-            out["layout"] = FlexLayout(**out["layout"]).to_dict()
-        stages = out["stages"]
-        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= NUM_TIMESTEPS:
-            raise InputError(f"flexdit option stages must be an integer in [1, {NUM_TIMESTEPS}], got {stages!r}")
-        if out["pf_mode"] not in PF_MODES:
-            raise InputError(f"flexdit option pf_mode must be one of {list(PF_MODES)}, got {out['pf_mode']!r}")
-        for key in ("w1_after_upsample", "pos_reinject"):
-            if not isinstance(out[key], bool):
-                raise InputError(f"flexdit option {key} must be true or false, got {out[key]!r}")
-        return out
-
     def full_budget(self, settings: SamplingSettings) -> FlexBudget:
         """The densest budget: r = 0.01 rounds to the full grid for grids up to 99 x 99 (PF still saves compute)."""
         return FlexBudget(0.01, 0.01)
@@ -280,7 +335,7 @@ class FlexDiTVocabulary(Vocabulary):
         budget = self.parse_budget(budget)
         if isinstance(budget, FullCompute):
             return 1.0
-        rates = stage_rates(budget, DEFAULT_OPTIONS["stages"])
+        rates = stage_rates(budget, FlexDiTOptions().stages)
         return 1 - sum(rates) / len(rates)
 
 
@@ -288,27 +343,50 @@ class FlexDiTVocabulary(Vocabulary):
 #                                    FlexiDiT                                   #
 #################################################################################
 
-DEFAULTS = {
-    "variant": "shared",  # "shared" (paper's ImageNet choice) or "lora" (frozen base, §1.8)
-    "tokenizer": None,  # "flexible" (one PI-resized kernel, §1.3) or "separate" (one per size); None: flexible,
-    # separate for lora
-    "weak_patch_size": None,  # None: 2 x the base patch
-    "pos_coords": "corner",  # coarse-patch position: "corner" (PixArt-style) or "centre" (§1.5, UNVERIFIED)
-    "ln_affine": "all",  # patch-size-dependent LN affine after "all" LNs, the "final" one, or "none" (§1.6)
-    "lora_rank": 8,  # LoRA variant only (paper: 32 for XL-sized models)
-    "weak_ratio": 0.5,  # share of fine-tuning steps at the weak patch size (shared variant; LoRA trains weak only)
-    "distill_weight": 0.0,  # weight of MSE to the frozen base at the base patch size on weak steps (§2.3)
-    "patch_lr_scale": 1.0,  # LR multiplier of the weak path's tokenizer and de-tokenizer (our addition; 1 = off)
+@dataclass(frozen=True)
+class FlexiDiTOptions(MethodOptions):
+    method: ClassVar[str] = "flexidit"
+    variant: str = "shared"  # "shared" (paper's ImageNet choice) or "lora" (frozen base, §1.8)
+    # "flexible" (one PI-resized kernel, §1.3) or "separate" (one per size); None: flexible, separate for lora
+    tokenizer: str | None = None
+    weak_patch_size: int | None = None  # None: 2 x the base patch
+    pos_coords: str = "corner"  # coarse-patch position: "corner" (PixArt-style) or "centre" (§1.5, UNVERIFIED)
+    ln_affine: str = "all"  # patch-size-dependent LN affine after "all" LNs, the "final" one, or "none" (§1.6)
+    lora_rank: int = 8  # LoRA variant only (paper: 32 for XL-sized models)
+    weak_ratio: float = 0.5  # share of fine-tuning steps at the weak patch size (shared variant; LoRA: weak only)
+    distill_weight: float = 0.0  # weight of MSE to the frozen base at the base patch size on weak steps (§2.3)
+    patch_lr_scale: float = 1.0  # LR multiplier of the weak path's tokenizer and de-tokenizer (our addition; 1 = off)
     # Bootstrapped-MMD exposure-bias term (FlexiDiT paper App. B.1, C.2); the paper gives none of these values.
-    "mmd_weight": 0.0,  # λ of the MMD² term added to the loss (0 = off)
-    "mmd_every": 4,  # added on every k-th optimizer step (step counter, continues on resume)
-    "mmd_sampler": "ddim",  # sampler of the chain (eta 0 for ddim), as the study's sampler
-    "mmd_sampler_steps": 10,  # respaced grid the chain runs on (the study samples with DDIM 10)
-    "mmd_chain_steps": 2,  # chain length t1 -> t2 in grid steps (fixed, so its compute is fixed)
-    "mmd_grad_steps": 1,  # gradients flow through the last N chain steps only (the rest under no_grad)
-    "mmd_batch": 32,  # samples per MMD set (the first ones of the training batch)
-    "mmd_bandwidths": [0.5, 1.0, 2.0, 4.0],  # RBF bandwidths σ, on squared distances divided by the dimension
-}
+    mmd_weight: float = 0.0  # λ of the MMD² term added to the loss (0 = off)
+    mmd_every: int = 4  # added on every k-th optimizer step (step counter, continues on resume)
+    mmd_sampler: str = "ddim"  # sampler of the chain (eta 0 for ddim), as the study's sampler
+    mmd_sampler_steps: int = 10  # respaced grid the chain runs on (the study samples with DDIM 10)
+    mmd_chain_steps: int = 2  # chain length t1 -> t2 in grid steps (fixed, so its compute is fixed)
+    mmd_grad_steps: int = 1  # gradients flow through the last N chain steps only (the rest under no_grad)
+    mmd_batch: int = 32  # samples per MMD set (the first ones of the training batch)
+    # RBF bandwidths σ, on squared distances divided by the dimension
+    mmd_bandwidths: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
+
+    @staticmethod
+    def normalize(out: dict) -> dict:
+        if out["tokenizer"] is None:
+            out["tokenizer"] = "separate" if out["variant"] == "lora" else "flexible"
+        for key, allowed in (("variant", FLEXIDIT_VARIANTS), ("pos_coords", FLEXIDIT_POS_COORDS),
+                             ("ln_affine", FLEXIDIT_LN_AFFINE), ("tokenizer", FLEXIDIT_TOKENIZERS)):
+            if out[key] not in allowed:
+                raise InputError(f"flexidit option {key} must be one of {allowed}, got {out[key]!r}")
+        pw = out["weak_patch_size"]
+        if pw is not None and (not isinstance(pw, int) or isinstance(pw, bool) or pw < 2):
+            raise InputError(f"flexidit option weak_patch_size must be null or an integer >= 2, got {pw!r}")
+        if not isinstance(out["lora_rank"], int) or out["lora_rank"] < 1:
+            raise InputError(f"flexidit option lora_rank must be a positive integer, got {out['lora_rank']!r}")
+        for key in ("weak_ratio", "distill_weight", "patch_lr_scale"):
+            if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
+                raise InputError(f"flexidit option {key} must be a number >= 0, got {out[key]!r}")
+        if out["weak_ratio"] > 1:
+            raise InputError(f"flexidit option weak_ratio must be in [0, 1], got {out['weak_ratio']}")
+        _check_mmd_options(out)
+        return out
 
 
 class Budget(NamedTuple):
@@ -359,6 +437,7 @@ def _check_mmd_options(out: dict) -> None:
 
 class FlexiDiTVocabulary(Vocabulary):
     name = "flexidit"
+    options_type = FlexiDiTOptions
     budget_help = "fraction of steps at the weak patch size, two decimals ('0.50'), or 'C-U' with U >= C"
 
     def parse_budget(self, text) -> Budget:
@@ -382,31 +461,6 @@ class FlexiDiTVocabulary(Vocabulary):
     def budget_label(self, value) -> str:
         b = self.parse_budget(value)
         return f"{b.cond:.2f}" if b.cond == b.uncond else f"{b.cond:.2f}-{b.uncond:.2f}"
-
-    def parse_options(self, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(DEFAULTS))
-        if unknown:
-            raise InputError(f"unknown flexidit options {unknown}; known: {sorted(DEFAULTS)}")
-        out = {**DEFAULTS, **options}
-        if out["tokenizer"] is None:
-            out["tokenizer"] = "separate" if out["variant"] == "lora" else "flexible"
-        for key, allowed in (("variant", FLEXIDIT_VARIANTS), ("pos_coords", FLEXIDIT_POS_COORDS),
-                             ("ln_affine", FLEXIDIT_LN_AFFINE), ("tokenizer", FLEXIDIT_TOKENIZERS)):
-            if out[key] not in allowed:
-                raise InputError(f"flexidit option {key} must be one of {allowed}, got {out[key]!r}")
-        pw = out["weak_patch_size"]
-        if pw is not None and (not isinstance(pw, int) or isinstance(pw, bool) or pw < 2):
-            raise InputError(f"flexidit option weak_patch_size must be null or an integer >= 2, got {pw!r}")
-        if not isinstance(out["lora_rank"], int) or out["lora_rank"] < 1:
-            raise InputError(f"flexidit option lora_rank must be a positive integer, got {out['lora_rank']!r}")
-        for key in ("weak_ratio", "distill_weight", "patch_lr_scale"):
-            if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
-                raise InputError(f"flexidit option {key} must be a number >= 0, got {out[key]!r}")
-        if out["weak_ratio"] > 1:
-            raise InputError(f"flexidit option weak_ratio must be in [0, 1], got {out['weak_ratio']}")
-        _check_mmd_options(out)
-        return out
 
     def full_budget(self, settings: SamplingSettings) -> Budget:
         return Budget(0.0, 0.0)

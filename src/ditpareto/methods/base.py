@@ -10,7 +10,7 @@ from ditpareto.errors import InputError
 from ditpareto.models import DiT
 from ditpareto.plans import SamplingPlan
 from ditpareto.study import FINETUNE_MODES, ModelSpec, SamplingSettings
-from ditpareto.vocab import Vocabulary
+from ditpareto.vocab import MethodOptions, Vocabulary
 
 
 class Method(Vocabulary):
@@ -30,7 +30,7 @@ class Method(Vocabulary):
         return FINETUNE_MODES[self.name]
 
     # ------------------------------------------------------------------ models
-    def convert(self, base: DiT, options: dict) -> torch.nn.Module:
+    def convert(self, base: DiT, options: MethodOptions) -> torch.nn.Module:
         """The method's model initialised from a pretrained base DiT (before any fine-tuning)."""
         raise NotImplementedError
 
@@ -38,18 +38,18 @@ class Method(Vocabulary):
         """What a converted or fine-tuned checkpoint holds (a state dict)."""
         return model.state_dict()
 
-    def load_model(self, checkpoint, spec: ModelSpec, options: dict) -> torch.nn.Module:
+    def load_model(self, checkpoint, spec: ModelSpec, options: MethodOptions) -> torch.nn.Module:
         """The method's model from its checkpoint (keys and shapes validated), in eval mode."""
         raise NotImplementedError
 
-    def finetune(self, model: torch.nn.Module, data, options: dict, budget, train, state_path, log_csv):
+    def finetune(self, model: torch.nn.Module, data, options: MethodOptions, budget, train, state_path, log_csv):
         """Fine-tune ``model`` (from ``convert``) on ``data`` (an ImageSet); returns the EMA model to save.
 
         ``budget`` is None for a shared fine-tune; ``train`` is a ``ditpareto.train.TrainConfig``.
         """
         raise InputError(f"method {self.name} has no fine-tuning stage")
 
-    def train_step_macs(self, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, options: dict,
+    def train_step_macs(self, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, options: MethodOptions,
                         budget) -> Callable[[int], float]:
         """MACs of fine-tuning step i (forward and backward of everything the loss runs: teachers, complete-model
         and MMD terms included), counted by executing the method's loss on the batch (x0, y) with the sampling

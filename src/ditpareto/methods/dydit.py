@@ -23,13 +23,13 @@ from ditpareto.plans import SamplingPlan, cfg_denoiser
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
-from ditpareto.vocab import OPTIONS, DyDiTVocabulary, FullCompute
+from ditpareto.vocab import DyDiTOptions, DyDiTVocabulary, FullCompute
 
 
-def router_config(options: dict) -> RouterConfig:
-    return RouterConfig(mlp_groups=options["mlp_groups"], width_bias_init=options["width_bias_init"],
-                        token_bias_init=options["token_bias_init"], router_init=options["router_init"],
-                        tau=options["tau"], seed=options["router_seed"])
+def router_config(options: DyDiTOptions) -> RouterConfig:
+    return RouterConfig(mlp_groups=options.mlp_groups, width_bias_init=options.width_bias_init,
+                        token_bias_init=options.token_bias_init, router_init=options.router_init,
+                        tau=options.tau, seed=options.router_seed)
 
 
 def stratified_timesteps(batch: int, num_timesteps: int, bins: int) -> torch.Tensor:
@@ -50,15 +50,15 @@ def target_at(step: int, lam: float, hold: int, ramp: int) -> float:
 class DyDiTLoss:
     """DiT loss of the dynamic forward + weight x FLOPs loss (+ complete-model loss for ``complete_steps``)."""
 
-    def __init__(self, lam: float, options: dict, start_step: int = 0):
+    def __init__(self, lam: float, options: DyDiTOptions, start_step: int = 0):
         self.lam, self.options, self.step = lam, options, start_step
 
     def __call__(self, model: DyDiT, x0, y, diffusion: GaussianDiffusion) -> dict:
         o, step = self.options, self.step
         self.step += 1
-        t = stratified_timesteps(x0.shape[0], diffusion.num_timesteps, o["t_bins"])
+        t = stratified_timesteps(x0.shape[0], diffusion.num_timesteps, o.t_bins)
         noise = torch.randn_like(x0)
-        gate_noise = max(0.0, 1.0 - step / o["noise_anneal_steps"]) if o["noise_anneal_steps"] else 1.0
+        gate_noise = max(0.0, 1.0 - step / o.noise_anneal_steps) if o.noise_anneal_steps else 1.0
         gates = []
 
         def dynamic(x_t, t_model, y):
@@ -67,17 +67,17 @@ class DyDiTLoss:
             return out
 
         terms = diffusion.training_losses(dynamic, x0, t, {"y": y}, noise)
-        target = target_at(step, self.lam, o["hold_steps"], o["ramp_steps"])
+        target = target_at(step, self.lam, o.hold_steps, o.ramp_steps)
         f_loss, ratio = flops_loss(gates, model.config, target)
-        loss = terms["loss"].mean() + o["flops_weight"] * f_loss
+        loss = terms["loss"].mean() + o.flops_weight * f_loss
         out = {"mse": terms["mse"].mean().detach(), "flops_loss": f_loss.detach(), "compute_ratio": ratio.detach(),
                "target": torch.tensor(target), "gate_noise": torch.tensor(gate_noise), **_gate_fractions(gates)}
-        if step < o["complete_steps"]:
+        if step < o.complete_steps:
             complete = lambda x_t, t_model, y: model.forward_masked(x_t, t_model, y, "complete")[0]
             full = diffusion.training_losses(complete, x0, t, {"y": y}, noise)["loss"].mean()
             loss = loss + full
         # always logged (nan when off) so the loss CSV keeps one set of columns across phases and resumes
-        out["complete_loss"] = full.detach() if step < o["complete_steps"] else torch.tensor(float("nan"))
+        out["complete_loss"] = full.detach() if step < o.complete_steps else torch.tensor(float("nan"))
         return {"loss": loss, **out}
 
 
@@ -117,7 +117,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
             p.requires_grad_(name != "pos_embed")
         routers = set(map(id, model.router_parameters()))
         groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in routers]},
-                  {"params": model.router_parameters(), "lr": train.lr * options["router_lr_scale"]}]
+                  {"params": model.router_parameters(), "lr": train.lr * options.router_lr_scale}]
         train = replace(train, log_every=1)
         loss_fn = DyDiTLoss(lam, options, resume_step(state_path, train) or 0)  # the λ ramp continues on resume
         ema = run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv,
@@ -132,9 +132,9 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         lam = self.parse_budget(budget)
         model.requires_grad_(True)
         base = GaussianDiffusion.base()
-        later = count_train_macs(DyDiTLoss(lam, options, options["complete_steps"]), model, x0, y, base)
-        first = count_train_macs(DyDiTLoss(lam, options, 0), model, x0, y, base) if options["complete_steps"] else later
-        return lambda step: first if step < options["complete_steps"] else later
+        later = count_train_macs(DyDiTLoss(lam, options, options.complete_steps), model, x0, y, base)
+        first = count_train_macs(DyDiTLoss(lam, options, 0), model, x0, y, base) if options.complete_steps else later
+        return lambda step: first if step < options.complete_steps else later
 
     # ------------------------------------------------------------------ sampling
     def plan(self, model: DyDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
@@ -173,7 +173,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         }
         plan = SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
                             step_key=lambda step: step, details=details)
-        n = getattr(model, "method_options", {}).get("flops_samples", OPTIONS["flops_samples"][1])
+        n = getattr(model, "method_options", DyDiTOptions()).flops_samples
 
         def count() -> dict:
             stats.kept.clear(), stats.total.clear()

@@ -25,7 +25,7 @@ from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per
 from ditpareto.plans import SamplingPlan, cfg_denoiser
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import distributed_env, run_training
-from ditpareto.vocab import FlexDiTVocabulary, FullCompute, stage_bounds, stage_of, stage_rates, stage_sides
+from ditpareto.vocab import FlexDiTOptions, FlexDiTVocabulary, FullCompute, stage_bounds, stage_of, stage_rates, stage_sides
 from ditpareto.archs import FlexLayout
 
 
@@ -74,10 +74,10 @@ class FlexDiTMethod(FlexDiTVocabulary, Method):
 
     # ------------------------------------------------------------------ models
     @staticmethod
-    def _build_kwargs(options: dict) -> dict:
-        layout = FlexLayout(**options["layout"]) if options["layout"] else None
-        return {"layout": layout, "stages": options["stages"], "pf_mode": options["pf_mode"],
-                "w1_after_upsample": options["w1_after_upsample"], "pos_reinject": options["pos_reinject"]}
+    def _build_kwargs(options: FlexDiTOptions) -> dict:
+        layout = FlexLayout(**options.layout) if options.layout else None
+        return {"layout": layout, "stages": options.stages, "pf_mode": options.pf_mode,
+                "w1_after_upsample": options.w1_after_upsample, "pos_reinject": options.pos_reinject}
 
     def convert(self, base, options) -> FlexDiT:
         return eval_model(flexdit_from_dit(base, **self._build_kwargs(self.parse_options(options))))

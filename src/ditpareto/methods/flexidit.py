@@ -32,7 +32,7 @@ from ditpareto.models.flexidit import FlexiConfig, FlexiDiT, convert_dit
 from ditpareto.plans import SamplingPlan, cfg_denoiser
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
-from ditpareto.vocab import FlexiDiTVocabulary, weak_steps
+from ditpareto.vocab import FlexiDiTOptions, FlexiDiTVocabulary, weak_steps
 
 # (1 - s1) / (1 - s2) = 2.5 for weak-model guidance (§3.2).
 WEAK_GUIDANCE_RATIO = 2.5
@@ -65,31 +65,31 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
 
     # ------------------------------------------------------------------ models
     @staticmethod
-    def _config_options(options: dict) -> dict:
-        return {k: options[k] for k in ("variant", "lora_rank", "ln_affine", "pos_coords", "tokenizer")}
+    def _config_options(options: FlexiDiTOptions) -> dict:
+        return {k: getattr(options, k) for k in ("variant", "lora_rank", "ln_affine", "pos_coords", "tokenizer")}
 
-    def convert(self, base, options: dict) -> FlexiDiT:
+    def convert(self, base, options: FlexiDiTOptions) -> FlexiDiT:
         options = self.parse_options(options)
-        return eval_model(convert_dit(base, options["weak_patch_size"], **self._config_options(options)))
+        return eval_model(convert_dit(base, options.weak_patch_size, **self._config_options(options)))
 
-    def load_model(self, checkpoint, spec: ModelSpec, options: dict) -> FlexiDiT:
+    def load_model(self, checkpoint, spec: ModelSpec, options: FlexiDiTOptions) -> FlexiDiT:
         options = self.parse_options(options)
         base = dit_config(spec.name, spec.image_size, **spec.overrides())
-        pw = options["weak_patch_size"] or 2 * base.patch_size
+        pw = options.weak_patch_size or 2 * base.patch_size
         model = FlexiDiT(FlexiConfig(base, pw, **self._config_options(options)))
-        load_into(model, checkpoint, what=f"flexidit ({options['variant']}, weak patch {pw}) of {spec.name}")
+        load_into(model, checkpoint, what=f"flexidit ({options.variant}, weak patch {pw}) of {spec.name}")
         expected = model.expected_pos_embed(pw)
         if not torch.allclose(model.pos_embed_weak, expected, atol=1e-6):
             raise CheckpointError(f"checkpoint's weak-grid position embedding does not match pos_coords="
-                                  f"{options['pos_coords']!r}: was it converted with other options?")
+                                  f"{options.pos_coords!r}: was it converted with other options?")
         return eval_model(model)
 
-    def finetune(self, model: FlexiDiT, data, options: dict, budget, train, state_path, log_csv):
+    def finetune(self, model: FlexiDiT, data, options: FlexiDiTOptions, budget, train, state_path, log_csv):
 
         options = self.parse_options(options)
         lora = model.config.variant == "lora"
         teacher = None
-        if options["distill_weight"] > 0:  # the base DiT at the base patch size, frozen (§2.3)
+        if options.distill_weight > 0:  # the base DiT at the base patch size, frozen (§2.3)
             teacher = model if lora else eval_model(copy.deepcopy(model))
         model.requires_grad_(False)
         trainable = model.weak_parameters() if lora else list(model.parameters())
@@ -98,8 +98,8 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
         # AdamW parameter groups: the weak tokenizer/de-tokenizer may get a larger learning rate
         io = {id(p) for p in model.weak_io_parameters()}
         groups = [{"params": [p for p in trainable if id(p) not in io]},
-                  {"params": [p for p in trainable if id(p) in io], "lr": train.lr * options["patch_lr_scale"]}]
-        if options["mmd_weight"] > 0:
+                  {"params": [p for p in trainable if id(p) in io], "lr": train.lr * options.patch_lr_scale}]
+        if options.mmd_weight > 0:
             if train.batch_size < 2:
                 raise InputError("flexidit option mmd_weight > 0 needs a batch size >= 2 (MMD compares sample sets)")
             # one CSV row per step (as DyDiT): rows every log_every steps would sit at steps that are
@@ -118,28 +118,28 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
 
         options = self.parse_options(options)
         lora = model.config.variant == "lora"
-        ratio = 1.0 if lora else float(options["weak_ratio"])
-        teacher = eval_model(copy.deepcopy(model)) if options["distill_weight"] > 0 else None
+        ratio = 1.0 if lora else float(options.weak_ratio)
+        teacher = eval_model(copy.deepcopy(model)) if options.distill_weight > 0 else None
         model.requires_grad_(False)  # what trains, as in finetune: the backward's cost depends on it
         for param in model.weak_parameters() if lora else model.parameters():
             param.requires_grad_(True)
         base = GaussianDiffusion.base()
 
         def kind(weak: float) -> int:
-            loss = partial(flexidit_loss, weak_ratio=weak, distill_weight=float(options["distill_weight"]),
+            loss = partial(flexidit_loss, weak_ratio=weak, distill_weight=float(options.distill_weight),
                            teacher=teacher)
             return count_train_macs(loss, model, x0, y, base)
 
         per_step = ratio * kind(1.0) + (1 - ratio) * (kind(0.0) if ratio < 1 else 0)
         mmd = 0.0
-        if options["mmd_weight"] > 0:
+        if options.mmd_weight > 0:
             loss = FlexiDiTLoss(options)
-            chain = options["mmd_chain_steps"]
+            chain = options.mmd_chain_steps
             costs = [count_train_macs(lambda m, x, yy, d, s=s: {"loss": loss.mmd(m, x, yy, start_index=chain,
                                                                                    weak_steps=s)},
                                       model, x0, y, base) for s in range(chain + 1)]
             mmd = sum(costs) / len(costs)
-        every = options["mmd_every"]
+        every = options.mmd_every
         return lambda step: per_step + (mmd if step % every == 0 else 0.0)
 
     # ------------------------------------------------------------------ sampling
@@ -308,22 +308,22 @@ class FlexiDiTLoss:
     on every ``mmd_every``-th step of a step counter that starts at ``start_step`` (a resumed run continues it).
     With mmd_weight > 0 the logged ``mmd`` is nan on steps without the term (one set of CSV columns)."""
 
-    def __init__(self, options: dict, teacher: FlexiDiT | None = None, weak_ratio: float | None = None,
+    def __init__(self, options: FlexiDiTOptions, teacher: FlexiDiT | None = None, weak_ratio: float | None = None,
                  start_step: int = 0):
         self.options, self.teacher, self.step = options, teacher, start_step
-        self.weak_ratio = float(options["weak_ratio"] if weak_ratio is None else weak_ratio)
-        self.grid = GaussianDiffusion.respaced(options["mmd_sampler"], options["mmd_sampler_steps"])
+        self.weak_ratio = float(options.weak_ratio if weak_ratio is None else weak_ratio)
+        self.grid = GaussianDiffusion.respaced(options.mmd_sampler, options.mmd_sampler_steps)
 
     def mmd(self, model: FlexiDiT, x0, y, **choices) -> torch.Tensor:
         o = self.options
-        return bootstrapped_mmd_loss(model, x0, y, self.grid, chain_steps=o["mmd_chain_steps"],
-                                     grad_steps=o["mmd_grad_steps"], batch=o["mmd_batch"],
-                                     bandwidths=o["mmd_bandwidths"], sampler=o["mmd_sampler"], **choices)
+        return bootstrapped_mmd_loss(model, x0, y, self.grid, chain_steps=o.mmd_chain_steps,
+                                     grad_steps=o.mmd_grad_steps, batch=o.mmd_batch,
+                                     bandwidths=o.mmd_bandwidths, sampler=o.mmd_sampler, **choices)
 
     def chain_kinds(self, config: FlexiConfig) -> list[tuple[int, ...]]:
         """The chain's patch size per step, one tuple per s_weak in 0..mmd_chain_steps (equally likely)."""
         base, weak = config.patch_sizes
-        k = self.options["mmd_chain_steps"]
+        k = self.options.mmd_chain_steps
         return [tuple(weak if i < s else base for i in range(k)) for s in range(k + 1)]
 
     def mmd_forward_macs(self, config: FlexiConfig, batch_size: int) -> float:
@@ -331,22 +331,22 @@ class FlexiDiTLoss:
         min(mmd_batch, batch_size) chains, averaged over uniform s_weak and over the mmd_every steps (0 when
         off). The backward of the last mmd_grad_steps calls is not included."""
         o = self.options
-        if o["mmd_weight"] <= 0:
+        if o.mmd_weight <= 0:
             return 0.0
         per = {p: flexidit_macs_per_call(config, p) for p in config.patch_sizes}
         chains = [sum(per[p] for p in kinds) for kinds in self.chain_kinds(config)]
-        return min(o["mmd_batch"], batch_size) * sum(chains) / len(chains) / o["mmd_every"]
+        return min(o.mmd_batch, batch_size) * sum(chains) / len(chains) / o.mmd_every
 
     def __call__(self, model: FlexiDiT, x0, y, diffusion: GaussianDiffusion) -> dict:
         step = self.step
         self.step += 1
         o = self.options
         out = flexidit_loss(model, x0, y, diffusion, weak_ratio=self.weak_ratio,
-                            distill_weight=float(o["distill_weight"]), teacher=self.teacher)
-        if o["mmd_weight"] > 0:
-            if step % o["mmd_every"] == 0:
+                            distill_weight=float(o.distill_weight), teacher=self.teacher)
+        if o.mmd_weight > 0:
+            if step % o.mmd_every == 0:
                 term = self.mmd(model, x0, y)  # the labels before dropout: the chain is conditional
-                out["loss"] = out["loss"] + float(o["mmd_weight"]) * term
+                out["loss"] = out["loss"] + float(o.mmd_weight) * term
                 out["mmd"] = term.detach()
             else:
                 out["mmd"] = torch.tensor(float("nan"))

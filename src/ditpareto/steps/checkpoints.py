@@ -16,6 +16,7 @@ from ditpareto.models import load_dit
 from ditpareto.models.checkpoint import sha256_of
 from ditpareto.results import read_record, write_json
 from ditpareto.study import ModelSpec
+from ditpareto.vocab import MethodOptions
 
 
 def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
@@ -56,7 +57,7 @@ def import_extractor(*, extractor: str, checkpoint: str, out: str, sha256: str |
     return {"out": out, "sha256": checked_copy(checkpoint, sha256, out, "extractor checkpoint", loader)}
 
 
-def import_finetuned(*, method: Method, options: dict, spec: ModelSpec, checkpoint: str, out: str,
+def import_finetuned(*, method: Method, options: MethodOptions, spec: ModelSpec, checkpoint: str, out: str,
                      sha256: str | None = None, budget: str | None = None) -> dict:
     """Check a fine-tune (sha256, keys, shapes, its training record) and copy both into the study.
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 import numpy as np
 
-from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_set_metrics, manifold_membership, percentile_ci
+from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_set_metrics, manifold_membership, bootstrap_ci
 from ditpareto.calibration import calibrate as run_calibration
 from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, save_npz
 from ditpareto.errors import InputError
@@ -33,6 +33,8 @@ log = logging.getLogger("ditpareto")
 
 # What evaluate needs of a sampling record (checked before any metric is computed).
 SAMPLE_RECORD_KEYS = ("method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "params")
+# The metrics column whose interval each set-metric replicate gives.
+POINT_KEYS = {"kid": "kid_mean", "precision": "precision", "recall": "recall"}
 
 
 def train_extractor(*, data: str, val: str, out: str, report: str, extractor: str = "glyph-cnn", steps: int = 1500,
@@ -145,13 +147,13 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
     if metric_settings.bootstrap_replicates:
         replicates = bootstrap_fid(generated_features, reference_features, metric_settings.bootstrap_replicates,
                                    metric_settings.bootstrap_seed)
-        metrics["fid_ci_low"], metrics["fid_ci_high"] = percentile_ci(replicates)
+        metrics["fid_ci_low"], metrics["fid_ci_high"] = bootstrap_ci(metrics["fid"], replicates)
         if not reference_batch:  # KID / precision / recall need the reference's per-sample features
             kid_layer = metric_layers(metric_settings)["kid"]
             for name, values in bootstrap_set_metrics(
                     generated[kid_layer].double().numpy(), reference_fd[kid_layer].double().numpy(),
                     metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed, membership).items():
-                metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = percentile_ci(values)
+                metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_ci(metrics[POINT_KEYS[name]], values)
         result["fid_bootstrap"] = [float(v) for v in replicates]
         result["bootstrap"] = {"replicates": metric_settings.bootstrap_replicates,
                                "seed": metric_settings.bootstrap_seed, "level": CI_LEVEL}

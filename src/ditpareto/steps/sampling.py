@@ -26,6 +26,7 @@ from ditpareto.sampling import generate, merge_records, merge_shards, shard_indi
 from ditpareto.steps.metrics import SAMPLE_RECORD_KEYS
 from ditpareto.study import GridPoint, ModelSpec, SamplingSettings, cfg_label
 from ditpareto.timing import summarize as summarize_timings
+from ditpareto.vocab import MethodOptions
 
 
 def check_seed(seed: int) -> None:
@@ -53,7 +54,7 @@ def _save_npz(arrays: dict, out: str) -> None:
     tmp.replace(out)
 
 
-def sample(*, method: Method, options: dict, spec: ModelSpec, settings: SamplingSettings, budget: str,
+def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings, budget: str,
            checkpoint: str, seed: int, out: str, record: str, num_samples: int = 1000, shard: int = 0, shards: int = 1,
            batch_size: int = 250, reference_steps: int | None = None, ft: str = "1.00", vae: str | None = None,
            latent_scale: float = 0.18215, device: str = "auto") -> dict:
@@ -110,7 +111,7 @@ def sample(*, method: Method, options: dict, spec: ModelSpec, settings: Sampling
             "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
             "num_samples": num_samples, "shards": shards, "model": spec.name, "vae": vae,
             "image_size": spec.image_size, "threads": torch.get_num_threads(), **plan.details,
-            "options": options,
+            "options": options.to_dict(),
         },
         **provenance(),
         **training_fields(checkpoint),
@@ -178,7 +179,7 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
     return {"points": len(entries), "rounds": rounds, "out": out}
 
 
-def flops(*, method: Method, options: dict, spec: ModelSpec, settings: SamplingSettings, budget: str | None = None,
+def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings, budget: str | None = None,
           checkpoint: str | None = None) -> dict:
     """Executed MACs per network call and per image (DiT's GFLOPs convention) of a method at a budget.
 

@@ -21,6 +21,7 @@ from ditpareto.models.checkpoint import atomic_save, sha256_of
 from ditpareto.results import provenance, write_json
 from ditpareto.study import FinetuneRecipe, ModelSpec, TrainConfig
 from ditpareto.train import code_version, discard_state, is_main_process, run_training
+from ditpareto.vocab import MethodOptions
 
 
 def run_id(**identity) -> str:
@@ -49,7 +50,7 @@ def pretrain(*, spec: ModelSpec, train: TrainConfig, data: str, state: str, log_
     return {"out": out, "steps": train.steps}
 
 
-def convert(*, method: Method, options: dict, spec: ModelSpec, base: str, out: str) -> dict:
+def convert(*, method: Method, options: MethodOptions, spec: ModelSpec, base: str, out: str) -> dict:
     """A pretrained DiT converted into a method's model (its initialisation).
 
     Example: python -m ditpareto convert --method flexidit --base base.pt --model dit-toy-2 --image-size 16
@@ -58,10 +59,10 @@ def convert(*, method: Method, options: dict, spec: ModelSpec, base: str, out: s
     model = load_dit(base, spec.name, spec.image_size, **spec.overrides())
     torch.manual_seed(0)  # any randomly initialised new parameters are reproducible
     atomic_save(method.state_to_save(method.convert(model, options)), out)
-    return {"method": method.name, "out": out, "options": options}
+    return {"method": method.name, "out": out, "options": options.to_dict()}
 
 
-def finetune(*, method: Method, options: dict, spec: ModelSpec, recipe: FinetuneRecipe, checkpoint: str, data: str,
+def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe: FinetuneRecipe, checkpoint: str, data: str,
              state: str, log_csv: str, out: str, budget: str | None = None) -> dict:
     """Fine-tune a converted model with the shared recipe: the step count follows from the training-MAC budget
     (every term of the method's loss counted); a training record <out>.json beside the weights. Resumable.
@@ -84,14 +85,14 @@ def finetune(*, method: Method, options: dict, spec: ModelSpec, recipe: Finetune
         steps, train_macs = steps_for_train_macs(macs_at, recipe.train_gmacs * 1e9)
     else:
         steps, train_macs = recipe.steps, float(sum(macs_at(i) for i in range(recipe.steps)))
-    train = recipe.train_config(steps, run_id(method=method.name, options=options, budget=budget, spec=spec,
+    train = recipe.train_config(steps, run_id(method=method.name, options=options.to_dict(), budget=budget, spec=spec,
                                               checkpoint=sha256_of(checkpoint), data=sha256_of(data)))
     start = time.perf_counter()
     ema = method.finetune(model, dataset, options, parsed, train, state, log_csv)
     if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
         atomic_save(method.state_to_save(ema), out)
         record = {
-            "method": method.name, "budget": budget, "options": options,
+            "method": method.name, "budget": budget, "options": options.to_dict(),
             "train_gmacs": train_macs / 1e9, "train_gmacs_budget": recipe.train_gmacs,
             "gmacs_per_step_first": macs_at(0) / 1e9, "optimizer_steps": train.steps,
             "samples_seen": train.steps * train.batch_size, "batch_size": train.batch_size, "lr": train.lr,
