@@ -81,16 +81,16 @@ def test_two_processes_train_write_once_and_a_rerun_trains_again(inputs, referen
     assert same(again, weights)  # deterministic
 
 
-def test_sigterm_to_the_launcher_group_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(
+def test_sigterm_to_the_job_saves_state_and_a_rerun_ends_with_the_uninterrupted_weights(
         inputs, reference, tmp_path):
     job = subprocess.Popen(finetune_cmd(inputs, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)
     state = tmp_path / "state.pt"
     while job.poll() is None and not state.exists():
         time.sleep(0.02)  # until the first periodic checkpoint (step 10): training is under way
-    os.killpg(job.pid, signal.SIGTERM)  # the whole launcher process group, as SLURM signals a job
+    os.killpg(job.pid, signal.SIGTERM)  # the job's process group (torchrun, which the command became), as SLURM
     _, err = job.communicate(timeout=120)
-    assert job.returncode == 128 + signal.SIGTERM, err
+    assert job.returncode == 1, err  # torchrun's status for a failed or stopped worker
     assert "state saved at step" in err and not (tmp_path / "out.pt").exists()
     saved = torch.load(state, weights_only=True)["step"]
     assert 10 <= saved < STEPS

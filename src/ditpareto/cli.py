@@ -16,8 +16,6 @@ log = logging.getLogger("ditpareto.cli")
 
 # Commands that train data-parallel under --nproc; others run in one process.
 DATA_PARALLEL = ("pretrain", "finetune")
-# File where torchrun's rank 0 writes its exit status for the launcher (torchrun itself reports 1 for any failure).
-_STATUS_FILE_ENV = "DITPARETO_STATUS_FILE"
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -89,64 +87,22 @@ def _without_nproc(argv: list[str], command: str) -> list[str]:
 
 
 def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies, so a killed launcher leaves no training process behind."""
+    """Linux: SIGKILL this worker when its parent (torchrun) dies, so a killed job leaves no training process."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def _launch(nproc: int, argv: list[str], command: str) -> int:
-    """Rerun this command under torchrun with ``nproc`` processes; returns the exit status to use: rank 0's
-    (143 after SIGTERM once the state is saved, 2 for bad input), else torchrun's.
-
-    SIGTERM and SIGINT are forwarded once to torchrun (its own session), which forwards them to the workers.
-    """
-    import shlex
-    import subprocess
-    import tempfile
-
+def _exec_torchrun(nproc: int, argv: list[str], command: str) -> None:
+    """Replace this process by torchrun running the same command in ``nproc`` processes. torchrun then holds this
+    PID: a job's SIGTERM reaches it and it forwards the signal to the workers, which save their state and stop; its
+    exit status is 0 or 1 (any worker's failure; rank 0 prints the reason)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "ditpareto", *_without_nproc(argv, command)]
-    fd, status_file = tempfile.mkstemp(prefix="ditpareto-status-")
-    os.close(fd)
-    received, proc = [], None
-
-    def forward(signum, frame):
-        received.append(signum)
-        if proc is not None:
-            proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    log.info("running %s data-parallel in %d processes: %s", command, nproc, shlex.join(cmd))
-    try:
-        proc = subprocess.Popen(cmd, env={**os.environ, _STATUS_FILE_ENV: status_file}, start_new_session=True,
-                                preexec_fn=_die_with_parent)
-        for signum in received:  # arrived while starting
-            proc.send_signal(signum)
-        rc = proc.wait()
-        with open(status_file) as f:
-            recorded = f.read().strip()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        os.unlink(status_file)
-    if recorded:
-        status = int(recorded)
-    elif rc < 0:
-        status = 128 - rc
-    else:
-        status = 128 + received[-1] if rc and received else rc  # 143 after SIGTERM, 130 after SIGINT
-    log.info("torchrun exited with status %d: exiting with %d", rc, status)
-    return status
-
-
-def _record_status(code) -> None:
-    """On torchrun's rank 0, leave a non-zero exit status where the launcher reads it."""
-    path = os.environ.get(_STATUS_FILE_ENV)
-    if path and os.environ.get("RANK", "0") == "0" and isinstance(code, int) and code:
-        with open(path, "w") as f:
-            f.write(str(code))
+    log.info("running %s data-parallel in %d processes: %s", command, nproc, " ".join(cmd))
+    sys.stdout.flush(), sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,12 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         fmt = "%(asctime)s %(name)s: %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
-    try:
-        _main(argv, worker)
-    except SystemExit as exc:
-        if worker:
-            _record_status(exc.code)
-        raise
+    _main(argv, worker)
 
 
 def _main(argv: list[str], worker: bool) -> None:
@@ -174,7 +125,7 @@ def _main(argv: list[str], worker: bool) -> None:
     args = parser.parse_args(argv)
     if args.nproc > 1 and not worker:
         if args.command in DATA_PARALLEL:
-            raise SystemExit(_launch(args.nproc, argv, args.command))
+            _exec_torchrun(args.nproc, argv, args.command)
         log.warning("--nproc applies to %s only: running %s in one process", " and ".join(DATA_PARALLEL),
                     args.command)
     if args.threads:
