@@ -161,6 +161,7 @@ def plot_pareto(
     best_label = "CFG selected on a held-out seed" if selected else "best CFG on the evaluation FID"
     palette, markers = method_palette(), step_markers(points)
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    labelled = 0  # conversion-cost labels drawn so far
     for method in _methods_in(points):
         sub = points[points["method"] == method]
         label = sub["label"].iloc[0]
@@ -176,8 +177,10 @@ def plot_pareto(
             ax.plot(front[x], front[y], "--", color=color, label=f"{label} ({best_label})")
         if "conversion_cost" in sub:
             for _, row in sub[sub["conversion_cost"].fillna(False).astype(bool)].iterrows():
+                # left of the point (parity points sit at the right edge), one line below the previous label
                 ax.annotate(f"conversion cost (+{row['parity_gap']:.2f})", (row[x], row[y]), fontsize="x-small",
-                            color=color, xytext=(4, -10), textcoords="offset points")
+                            color=color, xytext=(-8, -10 - 9 * labelled), textcoords="offset points", ha="right")
+                labelled += 1
     for steps, marker in markers.items():
         ax.plot([], [], marker, color="0.3", linestyle="none", label=f"{steps} steps")
     if floor is not None:
