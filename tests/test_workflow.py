@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -67,6 +69,9 @@ def test_cpu_full_plans_cfg_selection_on_a_held_out_seed_and_fine_tune_seed_repe
     assert all(f"--num-samples {config['num_samples']} " in c for c in commands if c not in held_out)
     assert {f"--cfg-scale {s:.2f}" for s in selection["scales"]} <= {
         c[c.index("--cfg-scale"):].split(" --")[0] for c in held_out}
+    latency = next(line for line in result.stdout.splitlines() if " latency --points " in line)
+    timed = json.loads(shlex.split(latency[latency.index(" --points ") + 1:])[1])
+    assert timed and {p["ft"] for p in timed} <= {"0.00", "1.00"}  # plateau and seed repeats: same work, not timed
 
 
 STUB_CONDA = """#!/bin/sh

@@ -293,8 +293,8 @@ def latency_points():
     seen, points = set(), []
     for p in grid_points():
         key = (p.method, p.budget, p.steps, p.ft)
-        # a fine-tune seed repeat does the same work as the study's own fine-tune: not timed again
-        if key in seen or study.parse_ft(p.ft)[1] is not None:
+        # plateau fine-tunes and seed repeats do the same work as the study's own fine-tune: not timed again
+        if key in seen or p.ft not in (study.NO_FINETUNE, study.UNIT_FINETUNE):
             continue
         seen.add(key)
         weights = (
