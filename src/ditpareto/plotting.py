@@ -177,9 +177,10 @@ def plot_pareto(
             ax.plot(front[x], front[y], "--", color=color, label=f"{label} ({best_label})")
         if "conversion_cost" in sub:
             for _, row in sub[sub["conversion_cost"].fillna(False).astype(bool)].iterrows():
-                # left of the point (parity points sit at the right edge), one line below the previous label
+                # stacked in the empty upper right (parity points sit at the right edge), a line to each point
                 ax.annotate(f"conversion cost (+{row['parity_gap']:.2f})", (row[x], row[y]), fontsize="x-small",
-                            color=color, xytext=(-8, -10 - 9 * labelled), textcoords="offset points", ha="right")
+                            color=color, xytext=(0.97, 0.66 - 0.07 * labelled), textcoords="axes fraction",
+                            ha="right", arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.6})
                 labelled += 1
     for steps, marker in markers.items():
         ax.plot([], [], marker, color="0.3", linestyle="none", label=f"{steps} steps")
