@@ -25,7 +25,9 @@ from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per
 from ditpareto.plans import SamplingPlan, cfg_denoiser
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import distributed_env, run_training
-from ditpareto.vocab import FlexDiTOptions, FlexDiTVocabulary, FullCompute, stage_bounds, stage_of, stage_rates, stage_sides
+from ditpareto.vocab import (
+    FlexDiTOptions, FlexDiTVocabulary, FullCompute, stage_bounds, stage_of, stage_rates, stage_sides,
+)
 from ditpareto.archs import FlexLayout
 
 

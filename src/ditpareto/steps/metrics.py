@@ -14,7 +14,7 @@ import pandas as pd
 
 import numpy as np
 
-from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_set_metrics, manifold_membership, bootstrap_ci
+from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_ci, bootstrap_set_metrics, manifold_membership
 from ditpareto.calibration import calibrate as run_calibration
 from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, save_npz
 from ditpareto.errors import InputError

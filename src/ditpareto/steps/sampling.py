@@ -179,8 +179,8 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
     return {"points": len(entries), "rounds": rounds, "out": out}
 
 
-def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings, budget: str | None = None,
-          checkpoint: str | None = None) -> dict:
+def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings,
+          budget: str | None = None, checkpoint: str | None = None) -> dict:
     """Executed MACs per network call and per image (DiT's GFLOPs convention) of a method at a budget.
 
     Example: python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256

@@ -62,8 +62,8 @@ def convert(*, method: Method, options: MethodOptions, spec: ModelSpec, base: st
     return {"method": method.name, "out": out, "options": options.to_dict()}
 
 
-def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe: FinetuneRecipe, checkpoint: str, data: str,
-             state: str, log_csv: str, out: str, budget: str | None = None) -> dict:
+def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe: FinetuneRecipe, checkpoint: str,
+             data: str, state: str, log_csv: str, out: str, budget: str | None = None) -> dict:
     """Fine-tune a converted model with the shared recipe: the step count follows from the training-MAC budget
     (every term of the method's loss counted); a training record <out>.json beside the weights. Resumable.
 
