@@ -69,3 +69,44 @@ def test_schema_rejects_unknown_keys():
     config["sampling"]["cfg"] = 2.0
     with pytest.raises(Exception, match="cfg"):
         with_defaults(config)
+
+
+def _recorded(tmp_path, config, seed=4095, drop=0):
+    """A recorded-scales table covering the mini grid (all but ``drop`` keys), pinned in ``config``."""
+    import hashlib
+
+    from ditpareto.study import guidance_keys
+
+    rows = ["method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales"]
+    rows += [f"{m},{b},{n},{ft},2.0,5.0,500,{seed},1.5 2" for m, b, n, ft in guidance_keys(config)[drop:]]
+    path = tmp_path / "recorded.csv"
+    path.write_text("\n".join(rows) + "\n")
+    config["sampling"]["cfg_recorded"] = {"table": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return path
+
+
+def test_recorded_scales_are_checked_before_anything_runs(tmp_path):
+    config = _mini()
+    path = _recorded(tmp_path, config)
+    check_study(config, REPO)  # covers every key, held-out seed, pinned
+    config["sampling"]["cfg_recorded"]["sha256"] = "0" * 64
+    with pytest.raises(InputError, match="has sha256"):
+        check_study(config, REPO)
+    config = _mini()
+    _recorded(tmp_path, config, drop=1)
+    with pytest.raises(InputError, match=r"has no scale for 1 grid point\(s\): dit/"):
+        check_study(config, REPO)
+    config = _mini()
+    _recorded(tmp_path, config, seed=config["sampling"]["seeds"][0])
+    with pytest.raises(InputError, match="which are evaluation seeds"):
+        check_study(config, REPO)
+    config = _mini()
+    _recorded(tmp_path, config)
+    config["sampling"]["cfg_selection"].update(scales=[1.5, 3.0])
+    with pytest.raises(InputError, match="both sampling.cfg_recorded and sampling.cfg_selection"):
+        check_study(config, REPO)
+    path.unlink()
+    config = _mini()
+    config["sampling"]["cfg_recorded"] = {"table": str(path), "sha256": "0" * 64}
+    with pytest.raises(InputError, match="does not exist"):
+        check_study(config, REPO)

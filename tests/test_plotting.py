@@ -50,3 +50,13 @@ def test_plot_with_sweep_writes_nonblank_figure(tmp_path):
     plot_pareto(_table(), [out], floor=0.2, fixed_cfg=2.0)
     pixels = np.asarray(Image.open(out).convert("L"), dtype=float)
     assert pixels.std() > 5
+
+
+def test_recorded_scales_draw_one_frontier_per_method():
+    """Every point at its recorded scale (no fixed scale): the points are the frontier, nothing is drawn twice."""
+    table = _table().drop_duplicates(["method", "budget", "seed"]).assign(cfg_selected=True)
+    fixed, best = cfg_curves(summarize_seeds(table, "gmacs_per_image", "fid"), fixed_cfg=None)
+    assert len(fixed) == 4 and best.empty
+    fixed, best = cfg_curves(summarize_seeds(_table().assign(cfg_selected=lambda t: t["cfg_scale"] == 3.0),
+                                             "gmacs_per_image", "fid"), fixed_cfg=2.0)
+    assert set(fixed["cfg_scale"]) == {2.0} and set(best["cfg_scale"]) == {3.0}

@@ -74,7 +74,7 @@ def test_cfg_selection_samples_every_grid_budget_on_a_held_out_seed_and_evaluate
     assert {p.seed for p in selection} == {4095} and not {p.seed for p in selection} & {0, 1}
     assert {(p.method, p.budget, p.steps, p.cfg) for p in selection} == {
         (m, b, n, c) for m, b, n in (("dit", "10", 10), ("dit", "5", 5), ("dydit", "0.50", 10), ("dydit", "0.50", 5))
-        for c in ("1.50", "3.00")}  # no parity point: the selection is over the budgets
+        for c in ("1.50", "3.00")} | {("dydit", "full@0.50", 10, c) for c in ("1.50", "3.00")}  # parity too
     evaluation = {(p.method, p.budget, p.steps, p.cfg) for p in grid_points(config) if p.seed == 0}
     assert {(p.method, p.budget, p.steps, p.cfg) for p in selection} <= evaluation
     assert ("dit", "10", 10, "2.00") in evaluation  # the fixed scale stays
@@ -92,3 +92,16 @@ def test_fine_tune_seed_repeats_are_grid_points_with_their_own_label():
         ("dydit", "0.50", 10, "1.00s1", 0), ("dydit", "0.50", 10, "1.00s2", 0),
         ("dit-ft", "10", 10, "1.00s1", 0), ("dit-ft", "10", 10, "1.00s2", 0)}
     assert ft_label(1.0, 2) == "1.00s2" and parse_ft("1.00s2") == (1.0, 2) and parse_ft(0.5) == (0.5, None)
+
+
+def test_recorded_scales_replace_the_fixed_one_point_by_point():
+    config = {"sampling": {"steps": [10, 5], "cfg_scale": 1.5, "seeds": [0]},
+              "finetune": {"seed_noise": {"seeds": [1], "budgets": {"dydit": "0.50"}}},
+              "methods": {"dit": {"budgets": ["10"]}, "dydit": {"budgets": ["0.50"], "parity": "full@0.50"}}}
+    recorded = {("dit", "10", 10, "0.00"): 1.5, ("dydit", "0.50", 10, "1.00"): 2.0, ("dydit", "0.50", 5, "1.00"): 3.0,
+                ("dydit", "full@0.50", 10, "1.00"): 1.25}
+    points = {(p.method, p.budget, p.steps, p.ft, p.cfg) for p in grid_points(config, recorded)}
+    assert points == {("dit", "10", 10, "0.00", "1.50"), ("dydit", "0.50", 10, "1.00", "2.00"),
+                      ("dydit", "0.50", 5, "1.00", "3.00"), ("dydit", "full@0.50", 10, "1.00", "1.25"),
+                      ("dydit", "0.50", 10, "1.00s1", "2.00")}  # the repeat at its own fine-tune's scale
+    assert {p.cfg for p in grid_points(config)} == {"1.50"}

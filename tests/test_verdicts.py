@@ -182,7 +182,7 @@ def test_finetune_seed_noise_is_measured_and_widens_the_intervals_of_its_budget(
 
     records = [_record("dydit", "0.50", 10, 0.7, fid, [fid] * 50, 0.5, ft=ft)
                for ft, fid in (("1.00", 4.2), ("1.00s1", 4.6), ("1.00s2", 4.0))]
-    noise = finetune_seed_noise(records, fixed_cfg=2.0)
+    noise = finetune_seed_noise(records)
     assert noise.set_index("method").loc["dydit", "finetune_seeds"] == 3
     assert noise.set_index("method").loc["dydit", "finetune_seed_std"] == pytest.approx(np.std([4.2, 4.6, 4.0], ddof=1))
     plain = compare_with_envelopes(study).set_index("method")
@@ -203,3 +203,12 @@ def test_a_full_compute_point_and_a_shared_fine_tune_take_the_spread_of_the_fine
                            "finetune_seeds": 3}])
     assert _noise_std(noise, "dydit", "full@0.50") == 0.3 and _noise_std(noise, "dydit", "0.70") == 0.0
     assert _noise_std(noise, "flexidit", "0.00") == 0.2  # one fine-tune serves every FlexiDiT budget
+
+
+def test_selected_guidance_takes_each_point_at_its_own_scale():
+    at = {1.5: 5.0, 2.0: 4.0}
+    records = [{**_record("dydit", "0.50", 10, 0.7, fid, [fid] * 4), "cfg_scale": cfg} for cfg, fid in at.items()]
+    records.append(_record("dit", "10", 10, 1.0, 6.0, [6.0] * 4, ft="0.00"))  # no selected scale: left out
+    points = load_points(records, fixed_cfg=1.5, selected={("dydit", "0.50", 10, "1.00"): 2.0})
+    assert points[["method", "fid"]].values.tolist() == [["dydit", 4.0]]
+    assert load_points(records, fixed_cfg=1.5)["fid"].tolist() == [5.0]

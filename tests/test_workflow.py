@@ -74,6 +74,41 @@ def test_cpu_full_plans_cfg_selection_on_a_held_out_seed_and_fine_tune_seed_repe
     assert timed and {p["ft"] for p in timed} <= {"0.00", "1.00"}  # plateau and seed repeats: same work, not timed
 
 
+def test_recorded_scales_plan_each_point_at_its_own_scale_and_the_selected_verdicts(venv_env, tmp_path):
+    """sampling.cfg_recorded (the default's guidance): every sample job at its point's recorded scale, select-cfg
+    scores the recorded table, the verdicts and figures read the selected scales."""
+    import hashlib
+
+    from ditpareto.study import guidance_keys
+
+    config = yaml.safe_load(MINI.read_text())
+    config["sampling"].pop("cfg_selection", None)
+    scales = {key: 1.25 + 0.25 * (i % 3) for i, key in enumerate(guidance_keys(config))}
+    table = tmp_path / "recorded.csv"
+    table.write_text("method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales\n" +
+                     "".join(f"{m},{b},{n},{ft},{s},5.0,500,4095,1.25 1.5 1.75\n" for (m, b, n, ft), s in scales.items()))
+    config["sampling"]["cfg_recorded"] = {"table": str(table), "sha256": hashlib.sha256(table.read_bytes()).hexdigest()}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = run_study(venv_env, tmp_path / "study", configfile, "-n", "-p")
+    lines = [line for line in result.stdout.splitlines() if "python -m ditpareto" in line]
+    planned = set()
+    for line in (x for x in lines if " sample " in x):
+        words = shlex.split(line[line.index("python -m ditpareto"):])
+        flag = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+        budget = flag.get("--budget", flag["--steps"])
+        planned.add(((words[words.index("--method") + 1], budget, int(flag["--steps"]), flag["--ft"]),
+                     float(flag["--cfg-scale"])))
+    assert set(scales.items()) <= planned
+    for (method, budget, steps, ft), scale in planned - set(scales.items()):
+        # a cfg_sweep scale, or a plateau fine-tune at the scale of the study's own fine-tune there
+        own = scales[(method, budget, steps, "1.00")]
+        assert scale in config["methods"][method].get("cfg_sweep", []) or (ft != "1.00" and scale == own)
+    select = next(x for x in lines if " select-cfg " in x)
+    assert f"--recorded {table}" in select and "--sha256" in select
+    assert "--guidance selected" in next(x for x in lines if " verdicts " in x)
+
+
 STUB_CONDA = """#!/bin/sh
 # conda's answers to what Snakemake asks before it creates environments (no conda on the test machines)
 case "$*" in

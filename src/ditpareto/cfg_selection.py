@@ -1,16 +1,22 @@
 """Guidance scale chosen on a held-out seed (issue "verdicts with confidence", item 3).
 
-Every (method, budget, steps, ft) is sampled at each candidate scale on the selection seed (``study.selection_points``)
-and on the evaluation seeds (``study.method_cfgs``). The selected scale is the one of lowest FID on the selection
-seed; the evaluation FID at that scale is unbiased by the choice. Picking the scale on the evaluation FID itself is
-optimistic: ``optimism`` is how much lower that looks.
+Every (method, budget, steps, ft) is sampled at each candidate scale on the selection seed (``study.selection_points``).
+The selected scale is the one of lowest FID there (``choose_scales``); the evaluation FID at that scale is unbiased by
+the choice (``score_choices``). Picking the scale on the evaluation FID itself is optimistic: ``optimism`` is how much
+lower that looks (known only where the evaluation seeds were sampled at every candidate, as in the long config).
+
+A study too short to run the selection samples the scales a long run recorded (``sampling.cfg_recorded``): the
+``choose_scales`` table of that run, shipped sha256-pinned and read back by ``read_choices``.
 """
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 KEYS = ["method", "budget", "steps", "ft"]
+CHOICE_COLUMNS = [*KEYS, "cfg_selected", "fid_selection", "selection_samples", "selection_seed", "scales"]
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -20,33 +26,67 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*KEYS, "cfg", "seed", "fid", "num_samples"])
 
 
-def select_scales(selection: list[dict], evaluation: list[dict]) -> pd.DataFrame:
-    """One row per (method, budget, steps, ft): the selected scale, its selection-seed FID, its evaluation FID (mean
-    over evaluation seeds), the bias between them, and the scale and FID a choice on the evaluation FID would give.
-    Raises ValueError when a selection seed equals an evaluation seed or a candidate lacks its evaluation point."""
-    chosen, scored = _frame(selection), _frame(evaluation)
-    shared = set(chosen["seed"]) & set(scored["seed"])
+def choose_scales(selection: list[dict]) -> pd.DataFrame:
+    """One row per (method, budget, steps, ft): the candidate of lowest selection-seed FID (``CHOICE_COLUMNS``)."""
+    chosen = _frame(selection)
+    rows = []
+    for key, group in chosen.groupby(KEYS, sort=True):
+        best = group.loc[group["fid"].idxmin()]
+        rows.append({**dict(zip(KEYS, key)), "cfg_selected": best["cfg"], "fid_selection": best["fid"],
+                     "selection_samples": int(best["num_samples"]), "selection_seed": int(best["seed"]),
+                     "scales": " ".join(f"{v:g}" for v in sorted(group["cfg"]))})
+    return pd.DataFrame(rows, columns=CHOICE_COLUMNS)
+
+
+def score_choices(choices: pd.DataFrame, evaluation: list[dict]) -> pd.DataFrame:
+    """The choices with their evaluation FID (mean over evaluation seeds at the selected scale), the selection bias
+    (selection-seed FID minus evaluation FID) and, where every candidate was evaluated, the scale and FID a choice on
+    the evaluation FID would give and its optimism. Raises ValueError when a selection seed is an evaluation seed or
+    a selected scale lacks its evaluation point."""
+    scored = _frame(evaluation)
+    shared = set(choices["selection_seed"].astype(int)) & set(scored["seed"])
     if shared:
         raise ValueError(f"selection seed(s) {sorted(shared)} are also evaluation seeds")
     scored = scored.groupby([*KEYS, "cfg"], as_index=False).agg(fid=("fid", "mean"), seeds=("seed", "nunique"))
     rows = []
-    for key, group in chosen.groupby(KEYS, sort=True):
-        best = group.loc[group["fid"].idxmin()]
-        candidates = scored.merge(group[[*KEYS, "cfg"]], on=[*KEYS, "cfg"])
-        if len(candidates) != len(group):
-            raise ValueError(f"{'/'.join(map(str, key))}: evaluation points missing for scales "
-                             f"{sorted(set(group['cfg']) - set(candidates['cfg']))}")
-        at_selected = candidates[candidates["cfg"] == best["cfg"]].iloc[0]
-        oracle = candidates.loc[candidates["fid"].idxmin()]
-        rows.append({**dict(zip(KEYS, key)), "cfg_selected": best["cfg"],
-                     "fid_selection": best["fid"], "selection_samples": int(best["num_samples"]),
-                     "selection_seed": int(best["seed"]), "fid_evaluation": at_selected["fid"],
+    for choice in choices.itertuples(index=False):
+        key = tuple(getattr(choice, k) for k in KEYS)
+        candidates = scored[(scored["method"] == choice.method) & (scored["budget"] == str(choice.budget))
+                            & (scored["steps"] == int(choice.steps)) & (scored["ft"] == str(choice.ft))]
+        at_selected = candidates[(candidates["cfg"] - float(choice.cfg_selected)).abs() < 1e-9]
+        if at_selected.empty:
+            raise ValueError(f"{'/'.join(map(str, key))}: no evaluation point at the selected scale "
+                             f"{float(choice.cfg_selected):g}")
+        at_selected = at_selected.iloc[0]
+        wanted = {float(s) for s in str(choice.scales).split()}
+        every = wanted <= {float(c) for c in candidates["cfg"]}
+        pool = candidates[candidates["cfg"].isin(wanted)]
+        oracle = pool.loc[pool["fid"].idxmin()] if every else None
+        rows.append({**choice._asdict(), "fid_evaluation": at_selected["fid"],
                      "evaluation_seeds": int(at_selected["seeds"]),
-                     "selection_bias": best["fid"] - at_selected["fid"],
-                     "cfg_best_on_evaluation": oracle["cfg"], "fid_best_on_evaluation": oracle["fid"],
-                     "optimism": at_selected["fid"] - oracle["fid"],
-                     "scales": " ".join(f"{v:g}" for v in sorted(group["cfg"]))})
+                     "selection_bias": float(choice.fid_selection) - at_selected["fid"],
+                     "cfg_best_on_evaluation": oracle["cfg"] if every else math.nan,
+                     "fid_best_on_evaluation": oracle["fid"] if every else math.nan,
+                     "optimism": at_selected["fid"] - oracle["fid"] if every else math.nan})
     return pd.DataFrame(rows)
+
+
+def select_scales(selection: list[dict], evaluation: list[dict]) -> pd.DataFrame:
+    """``choose_scales`` on the selection records, scored on the evaluation records (``score_choices``)."""
+    return score_choices(choose_scales(selection), evaluation)
+
+
+def read_choices(path: str) -> pd.DataFrame:
+    """A recorded ``choose_scales`` table, checked (``study.read_recorded_scales``: columns, one row per key, finite
+    scales >= 1; and every ``CHOICE_COLUMNS``). Raises ValueError naming what is wrong."""
+    from ditpareto.study import read_recorded_scales
+
+    read_recorded_scales(path)
+    table = pd.read_csv(path, dtype={"budget": str, "ft": str, "scales": str})
+    missing = sorted(set(CHOICE_COLUMNS) - set(table.columns))
+    if missing:
+        raise ValueError(f"recorded guidance scales {path} lack columns {missing}")
+    return table[CHOICE_COLUMNS]
 
 
 def mark_selected(table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:

@@ -316,10 +316,15 @@ def _aggregate_args(p):
 
 
 def _select_cfg_args(p):
-    p.add_argument("--selection", nargs="+", required=True, metavar="JSON",
-                   help="metrics records of the selection seed (every candidate scale)")
-    p.add_argument("--evaluation", nargs="+", required=True, metavar="JSON",
-                   help="metrics records of the evaluation seeds (at least every candidate scale)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--selection", nargs="+", default=[], metavar="JSON",
+                        help="metrics records of the selection seed (every candidate scale)")
+    source.add_argument("--recorded", default=None, metavar="CSV",
+                        help="the scales a long run selected (its select-cfg table without --evaluation)")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of --recorded (checked when given)")
+    p.add_argument("--evaluation", nargs="+", default=[], metavar="JSON",
+                   help="metrics records of the evaluation seeds (at least each selected scale); without them, "
+                        "only the choices are written")
     p.add_argument("--out", required=True, metavar="CSV", help="one row per (method, budget, steps, ft)")
 
 
@@ -331,6 +336,10 @@ def _verdicts_args(p):
     p.add_argument("--comparisons", required=True, metavar="CSV", help="per-point comparison with the envelopes")
     p.add_argument("--finetune-noise", default=None, metavar="CSV",
                    help="FID spread across fine-tune seeds per repeated (method, budget) (finetune.seed_noise)")
+    p.add_argument("--cfg-selection", default=None, metavar="CSV",
+                   help="the select-cfg table (each point's selected scale)")
+    p.add_argument("--guidance", nargs="+", choices=["fixed", "selected"], default=["fixed"],
+                   help="ledgers: every point at the fixed scale and/or each at its selected scale (default: fixed)")
     p.add_argument("--out", required=True, metavar="CSV", help="the claims ledger (verdicts)")
 
 

@@ -3,6 +3,7 @@ the workflow plans (``snakemake -n``) without torch."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from ditpareto.archs import dit_config
 from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
-    FINETUNE_MODES, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget, shipped_checkpoint,
+    FINETUNE_MODES, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget, guidance_keys, read_recorded_scales,
+    recorded_selection_seeds, shipped_checkpoint,
 )
 from ditpareto.vocab import get_vocabulary
 
@@ -65,6 +67,11 @@ def check_study(config: dict, root: str | Path) -> None:
         if sampling["shards"] > selection["num_samples"]:
             raise InputError(f"config sampling.shards ({sampling['shards']}) exceeds "
                              f"sampling.cfg_selection.num_samples")
+    if (sampling.get("cfg_recorded") or {}).get("table"):
+        if selection.get("scales"):
+            raise InputError("config sets both sampling.cfg_recorded and sampling.cfg_selection.scales: a study "
+                             "either selects its guidance scales or samples the ones a long run recorded")
+        _check_recorded(config, root)
     for section, keys in (("finetune", ("train_gmacs", "lr")), ("base.pretrain", ("lr",))):
         values = config.get("finetune", {}) if section == "finetune" else base.get("pretrain", {})
         for key in keys:
@@ -123,6 +130,31 @@ def check_study(config: dict, root: str | Path) -> None:
     if missing:
         raise InputError("config names paths that do not exist (nothing is downloaded; provide them locally):\n  "
                          + "\n  ".join(missing))
+
+
+def _check_recorded(config: dict, root: str | Path) -> None:
+    """sampling.cfg_recorded: the table exists, has the pinned sha256, parses, was selected on a seed that is not an
+    evaluation seed and has a scale for every (method, budget, steps) the grid guides."""
+    recorded, seeds = config["sampling"]["cfg_recorded"], config["sampling"]["seeds"]
+    path = resolve_path(recorded["table"], root)
+    if not path.is_file():
+        raise InputError(f"config sampling.cfg_recorded.table {path} does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != recorded["sha256"].lower():
+        raise InputError(f"config sampling.cfg_recorded.table {path} has sha256 {digest}, config says "
+                         f"{recorded['sha256']}")
+    try:
+        scales = read_recorded_scales(path)
+    except ValueError as exc:
+        raise InputError(f"config sampling.cfg_recorded: {exc}") from None
+    shared = sorted(recorded_selection_seeds(path) & set(seeds))
+    if shared:
+        raise InputError(f"config sampling.cfg_recorded.table {path} was selected on seed(s) {shared}, which are "
+                         f"evaluation seeds (sampling.seeds {seeds})")
+    missing = ["/".join(map(str, key)) for key in guidance_keys(config) if key not in scales]
+    if missing:
+        raise InputError(f"config sampling.cfg_recorded.table {path} has no scale for {len(missing)} grid "
+                         f"point(s): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
 
 
 def _check_source(name: str, entry: dict, labels: list[str]) -> None:

@@ -121,8 +121,11 @@ def cfg_curves(points: pd.DataFrame, fixed_cfg: float | None, y: str = "fid") ->
     if "cfg_scale" not in points:
         return points, points.iloc[0:0]
     fixed = at_cfg(points, fixed_cfg)
-    if "cfg_selected" in points and points["cfg_selected"].fillna(False).astype(bool).any():
-        return fixed, points[points["cfg_selected"].fillna(False).astype(bool)]
+    selected = points["cfg_selected"].fillna(False).astype(bool) if "cfg_selected" in points else None
+    if selected is not None and fixed_cfg is None and selected.all():  # every point at its recorded scale
+        return points, points.iloc[0:0]
+    if selected is not None and selected.any():
+        return fixed, points[selected]
     swept = points.groupby("method")["cfg_scale"].transform("nunique") > 1
     ranked = points[swept].sort_values([y, "cfg_scale"], kind="stable")
     keys = [k for k in ("method", "budget", "steps") if k in ranked]
@@ -171,6 +174,8 @@ def plot_pareto(
                         alpha=0.5, capsize=2, markersize=5)
         front = pareto_frontier(sub, x, y)
         cfg = f" (CFG {fixed_cfg:g})" if fixed_cfg is not None and not best.empty else ""
+        if fixed_cfg is None and "cfg_selected" in sub and sub["cfg_selected"].fillna(False).astype(bool).all():
+            cfg = " (CFG selected on a held-out seed)"
         ax.plot(front[x], front[y], "-", color=color, label=label + cfg)
         if method in set(best["method"]):
             front = pareto_frontier(best[best["method"] == method], x, y)

@@ -13,6 +13,7 @@ Paths (the Snakefile's scheme):
 
 from __future__ import annotations
 
+import csv
 import math
 import shlex
 from collections.abc import Iterable
@@ -213,11 +214,51 @@ def shipped_checkpoint(method: str, budget: str, root: str = SHIPPED_DIR) -> tup
     return f"{root}/{method}/finetuned.pt", SHARED
 
 
-def method_cfgs(config: dict, entry: dict) -> list[str]:
-    """The fixed scale (sampling.cfg_scale), the method's cfg_sweep and the CFG-selection candidates, as sorted
-    unique labels."""
-    scales = [config["sampling"]["cfg_scale"], *entry.get("cfg_sweep", []), *selection_scales(config)]
+def method_cfgs(config: dict, entry: dict, recorded: float | None = None) -> list[str]:
+    """The fixed scale (sampling.cfg_scale; instead, the point's ``recorded`` scale when given: sampling.cfg_recorded),
+    the method's cfg_sweep and the CFG-selection candidates, as sorted unique labels."""
+    own = config["sampling"]["cfg_scale"] if recorded is None else recorded
+    scales = [own, *entry.get("cfg_sweep", []), *selection_scales(config)]
     return sorted({cfg_label(s) for s in scales}, key=float)
+
+
+RECORDED_COLUMNS = ("method", "budget", "steps", "ft", "cfg_selected", "selection_seed")
+
+
+def read_recorded_scales(path: str | Path) -> dict[tuple[str, str, int, str], float]:
+    """The guidance scales a long run selected (``cfg_selection.choose_scales``'s CSV): (method, budget, steps, ft)
+    -> scale. Raises ValueError naming a missing column, a repeated key or a scale that is not finite and >= 1."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ValueError(f"recorded guidance scales {path} cannot be read ({exc.strerror})") from None
+    missing = [c for c in RECORDED_COLUMNS if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"recorded guidance scales {path} lack columns {missing} (or rows)")
+    scales: dict[tuple[str, str, int, str], float] = {}
+    for row in rows:
+        try:
+            key = (row["method"], row["budget"], int(row["steps"]), row["ft"])
+        except ValueError:
+            raise ValueError(f"recorded guidance scales {path}: steps {row['steps']!r} is not an integer") from None
+        try:
+            scale = float(row["cfg_selected"])
+        except ValueError:
+            scale = math.nan
+        if key in scales:
+            raise ValueError(f"recorded guidance scales {path}: {'/'.join(map(str, key))} appears twice")
+        if not math.isfinite(scale) or scale < 1:
+            raise ValueError(f"recorded guidance scales {path}: {'/'.join(map(str, key))} has scale "
+                             f"{row['cfg_selected']} (finite, >= 1 expected)")
+        scales[key] = scale
+    return scales
+
+
+def recorded_selection_seeds(path: str | Path) -> set[int]:
+    """The selection seeds of a recorded-scales table (read after ``read_recorded_scales`` accepted it)."""
+    with open(path, newline="") as handle:
+        return {int(row["selection_seed"]) for row in csv.DictReader(handle)}
 
 
 def selection_scales(config: dict) -> list[float]:
@@ -227,13 +268,19 @@ def selection_scales(config: dict) -> list[float]:
 
 def selection_points(config: dict) -> list[GridPoint]:
     """The held-out-seed points of the CFG selection: every (method, budget, step count) of the grid at the shared
-    fine-tune, at each candidate scale, on the selection seed."""
+    fine-tune (parity points included), at each candidate scale, on the selection seed."""
     if not selection_scales(config):
         return []
     seed = config["sampling"]["cfg_selection"]["seed"]
-    keys = dict.fromkeys((p.method, p.budget, p.steps, p.ft) for p in grid_points(config)
-                         if p.ft in (NO_FINETUNE, UNIT_FINETUNE) and p.budget in config["methods"][p.method]["budgets"])
-    return [GridPoint(*key, cfg_label(scale), seed) for key in keys for scale in selection_scales(config)]
+    return [GridPoint(*key, cfg_label(scale), seed) for key in guidance_keys(config)
+            for scale in selection_scales(config)]
+
+
+def guidance_keys(config: dict) -> list[tuple[str, str, int, str]]:
+    """(method, budget, steps, ft) of every grid point at the study's own fine-tuning compute, parity points
+    included: what a guidance scale is chosen for."""
+    return list(dict.fromkeys((p.method, p.budget, p.steps, p.ft) for p in grid_points(config)
+                              if p.ft in (NO_FINETUNE, UNIT_FINETUNE)))
 
 
 def num_samples(config: dict, seed: int) -> int:
@@ -244,13 +291,15 @@ def num_samples(config: dict, seed: int) -> int:
     return config["sampling"]["num_samples"]
 
 
-def grid_points(config: dict) -> list[GridPoint]:
+def grid_points(config: dict, recorded: dict | None = None) -> list[GridPoint]:
     """Every grid point: budgets x step counts x guidance scales x seeds per method, each method's parity point
-    (first step count, fixed CFG, every seed), the plateau points and the fine-tune seed-noise points (first step
-    count, fixed CFG, first seed)."""
+    (first step count, every scale, every seed), the plateau points and the fine-tune seed-noise points (first step
+    count, the fixed scale, first seed). Given ``recorded`` (``read_recorded_scales``: sampling.cfg_recorded), each
+    (method, budget, steps) is sampled at its recorded scale instead of the fixed one (``method_cfgs``), and plateau
+    and seed-noise points at the scale of the study's own fine-tune there."""
+    recorded = recorded or {}
     sampling = config["sampling"]
     steps, seeds = sampling["steps"], sampling["seeds"]
-    fixed = cfg_label(sampling["cfg_scale"])
     plateau = config.get("finetune", {}).get("plateau", {})
     noise = config.get("finetune", {}).get("seed_noise", {})
     points: list[GridPoint] = []
@@ -259,18 +308,21 @@ def grid_points(config: dict) -> list[GridPoint]:
         for budget in entry["budgets"]:
             counts = [int(budget)] if method in STEP_BUDGET_METHODS else steps
             points += [GridPoint(method, budget, n, ft, cfg, seed) for n in counts
-                       for cfg in method_cfgs(config, entry) for seed in seeds]
+                       for cfg in method_cfgs(config, entry, recorded.get((method, budget, n, ft))) for seed in seeds]
         if entry.get("parity"):
-            points += [GridPoint(method, entry["parity"], steps[0], ft, fixed, seed) for seed in seeds]
+            scales = method_cfgs(config, {}, recorded.get((method, entry["parity"], steps[0], ft)))
+            points += [GridPoint(method, entry["parity"], steps[0], ft, cfg, seed) for cfg in scales for seed in seeds]
         budget = plateau.get("budgets", {}).get(method)
         if budget is not None and ft == UNIT_FINETUNE:
             n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
-            points += [GridPoint(method, budget, n, ft_label(m), fixed, seeds[0]) for m in plateau["multipliers"]
+            cfg = cfg_label(recorded.get((method, budget, n, ft), sampling["cfg_scale"]))
+            points += [GridPoint(method, budget, n, ft_label(m), cfg, seeds[0]) for m in plateau["multipliers"]
                        if ft_label(m) != UNIT_FINETUNE]
         budget = noise.get("budgets", {}).get(method)
         if budget is not None and ft == UNIT_FINETUNE:
             n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
-            points += [GridPoint(method, budget, n, ft_label(1.0, s), fixed, seeds[0]) for s in noise["seeds"]]
+            cfg = cfg_label(recorded.get((method, budget, n, ft), sampling["cfg_scale"]))
+            points += [GridPoint(method, budget, n, ft_label(1.0, s), cfg, seeds[0]) for s in noise["seeds"]]
     return list(dict.fromkeys(points))
 
 

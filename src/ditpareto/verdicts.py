@@ -30,11 +30,17 @@ ENVELOPE_COLUMNS = ["seed", "nominal_compute_ratio", "diff_vs_envelope", "diff_c
 CLAIM_TOLERANCE = 0.05
 
 
-def load_points(records: list[dict], fixed_cfg: float) -> pd.DataFrame:
-    """One row per grid point at the fixed guidance scale and the shared fine-tuning compute, with its replicates."""
+def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> pd.DataFrame:
+    """One row per grid point at the shared fine-tuning compute, with its replicates: at the fixed guidance scale,
+    or, given ``selected`` ((method, budget, steps, ft) -> scale, the select-cfg table), at each point's selected
+    scale (points without one are left out)."""
     rows = []
     for r in records:
-        if abs(float(r["cfg_scale"]) - fixed_cfg) > 1e-9 or str(r.get("ft", "1.00")) not in ("0.00", "1.00"):
+        ft = str(r.get("ft", "1.00"))
+        if ft not in ("0.00", "1.00"):
+            continue
+        scale = fixed_cfg if selected is None else selected.get((r["method"], str(r["budget"]), int(r["steps"]), ft))
+        if scale is None or abs(float(r["cfg_scale"]) - scale) > 1e-9:
             continue
         if "fid_bootstrap" not in r:
             raise ValueError(f"record of {r['method']} {r['budget']} has no bootstrap replicates (fid_bootstrap)")
@@ -45,20 +51,21 @@ def load_points(records: list[dict], fixed_cfg: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def finetune_seed_noise(records: list[dict], fixed_cfg: float) -> pd.DataFrame:
-    """FID spread across fine-tune seeds (finetune.seed_noise): per (method, budget) repeated at the fixed guidance
-    scale, the standard deviation over the study's own fine-tune ("1.00") and its repeats ("1.00s<seed>"), at the
-    first sampling seed that has them all. Columns: method, budget, steps, finetune_seed_std, finetune_seeds."""
+def finetune_seed_noise(records: list[dict]) -> pd.DataFrame:
+    """FID spread across fine-tune seeds (finetune.seed_noise): per (method, budget) repeated, the standard deviation
+    over the study's own fine-tune ("1.00") and its repeats ("1.00s<seed>") at the guidance scale and the first
+    sampling seed that have them all. Columns: method, budget, steps, finetune_seed_std, finetune_seeds."""
     rows = []
     for r in records:
         multiple, seed = parse_ft(r.get("ft", "1.00"))
-        if abs(float(r["cfg_scale"]) - fixed_cfg) > 1e-9 or multiple != 1.0:
+        if multiple != 1.0:
             continue
         rows.append({"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]),
-                     "seed": int(r["seed"]), "repeat": seed is not None, "fid": float(r["fid"])})
-    table = pd.DataFrame(rows, columns=["method", "budget", "steps", "seed", "repeat", "fid"])
+                     "cfg": float(r["cfg_scale"]), "seed": int(r["seed"]), "repeat": seed is not None,
+                     "fid": float(r["fid"])})
+    table = pd.DataFrame(rows, columns=["method", "budget", "steps", "cfg", "seed", "repeat", "fid"])
     out = []
-    for (method, budget, steps, seed), group in table.groupby(["method", "budget", "steps", "seed"]):
+    for (method, budget, steps, _, _), group in table.groupby(["method", "budget", "steps", "cfg", "seed"]):
         if group["repeat"].any() and len(group) >= 2:
             out.append({"method": method, "budget": budget, "steps": steps,
                         "finetune_seed_std": float(group["fid"].std(ddof=1)), "finetune_seeds": len(group)})

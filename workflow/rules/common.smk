@@ -19,6 +19,10 @@ SOURCE = shlex.quote(str(resolve_path("src", workflow.basedir)))
 # (doubled braces: Snakemake formats the prefix like a shell command)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
+# Guidance scales a long run recorded (sampling.cfg_recorded; checked above): sampled next to the fixed scale.
+RECORDED_CFG = (config["sampling"].get("cfg_recorded") or {}).get("table")
+RECORDED_CFG = str(resolve_path(RECORDED_CFG, workflow.basedir)) if RECORDED_CFG else None
+RECORDED_SCALES = study.read_recorded_scales(RECORDED_CFG) if RECORDED_CFG else None
 
 
 wildcard_constraints:
@@ -266,7 +270,7 @@ def finetune_flags(wildcards):
 
 
 def grid_points():
-    return study.grid_points(config)
+    return study.grid_points(config, RECORDED_SCALES)
 
 
 def get_all_metrics(wildcards):
@@ -278,8 +282,23 @@ def get_selection_metrics(wildcards):
 
 
 def get_cfg_selection_table(wildcards):
-    """The select-cfg table when the study selects guidance scales on a held-out seed, else nothing."""
-    return ["results/tables/cfg_selection.csv"] if study.selection_points(config) else []
+    """The select-cfg table when the study selects guidance scales on a held-out seed or samples recorded ones."""
+    return (
+        ["results/tables/cfg_selection.csv"]
+        if study.selection_points(config) or RECORDED_CFG
+        else []
+    )
+
+
+def get_recorded_cfg(wildcards):
+    return [RECORDED_CFG] if RECORDED_CFG else []
+
+
+def select_cfg_source(input):
+    """select-cfg's choices: the selection seed's records, or the recorded table (sha256-checked)."""
+    if input.recorded:
+        return f"--recorded {q(input.recorded[0])} --sha256 {config['sampling']['cfg_recorded']['sha256']}"
+    return "--selection " + " ".join(q(path) for path in input.selection)
 
 
 def cfg_selection_flag(input):
@@ -327,13 +346,28 @@ def repo_file(relative):
 
 
 def get_grid_samples(wildcards):
-    """Samples of the first seed at the fixed guidance scale and shared fine-tune: one row per grid point."""
+    """Samples of the first seed at the fixed guidance scale (each point's recorded one: sampling.cfg_recorded) and
+    the shared fine-tune: one row per grid point."""
     cfg, seed = study.cfg_label(config["sampling"]["cfg_scale"]), config["sampling"]["seeds"][0]
     return [
         str(study.samples_file("results/samples", p))
         for p in grid_points()
-        if p.cfg == cfg and p.seed == seed and p.ft in (study.NO_FINETUNE, study.UNIT_FINETUNE)
+        if (RECORDED_CFG or p.cfg == cfg)
+        and p.seed == seed
+        and p.ft in (study.NO_FINETUNE, study.UNIT_FINETUNE)
     ]
+
+
+def fixed_cfg():
+    """The scale the figures call fixed: none when every point is at its recorded scale (sampling.cfg_recorded)."""
+    return None if RECORDED_CFG else config["sampling"]["cfg_scale"]
+
+
+def guidance_flag():
+    """The verdicts' guidance: fixed; fixed and selected with a held-out-seed selection; the recorded scales only."""
+    if RECORDED_CFG:
+        return "--guidance selected"
+    return "--guidance fixed selected" if study.selection_points(config) else "--guidance fixed"
 
 
 def final_targets():
@@ -357,7 +391,7 @@ def notebook_parameters(input, **extra):
     parameters = {
         "table_path": input.table,
         "reference_path": input.reference,
-        "fixed_cfg": config["sampling"]["cfg_scale"],
+        "fixed_cfg": fixed_cfg(),
         "out_dir": "results/figures",
         **extra,
     }

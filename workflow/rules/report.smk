@@ -38,6 +38,7 @@ rule aggregate:
 rule select_cfg:
     input:
         selection=get_selection_metrics,
+        recorded=get_recorded_cfg,
         evaluation=get_all_metrics,
     output:
         report(
@@ -50,9 +51,10 @@ rule select_cfg:
     conda:
         ENV
     params:
+        source=lambda wildcards, input: select_cfg_source(input),
         version=VERSION,
     shell:
-        "python -m ditpareto select-cfg --selection {input.selection:q} --evaluation {input.evaluation:q} "
+        "python -m ditpareto select-cfg {params.source} --evaluation {input.evaluation:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -60,6 +62,7 @@ rule verdicts:
     input:
         metrics=get_all_metrics,
         claims=repo_file("results/published/claims.csv"),
+        cfg_selection=get_cfg_selection_table,
     output:
         verdicts=report(
             "results/tables/verdicts.csv",
@@ -79,10 +82,12 @@ rule verdicts:
     params:
         fixed_cfg=config["sampling"]["cfg_scale"],
         full_steps=config["sampling"]["steps"][0],
+        selection=lambda wildcards, input: cfg_selection_flag(input),
+        guidance=guidance_flag(),
         version=VERSION,
     shell:
         "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
-        "--full-steps {params.full_steps} --comparisons {output.comparisons:q} "
+        "--full-steps {params.full_steps} --comparisons {output.comparisons:q} {params.selection} {params.guidance} "
         "--finetune-noise {output.noise:q} --out {output.verdicts:q} "
         "> {log:q} 2>&1"
 

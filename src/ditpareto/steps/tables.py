@@ -5,12 +5,13 @@ One pure function per job: typed inputs, files in, files out, a small summary di
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 
 from ditpareto.errors import InputError
-from ditpareto.results import metrics_table, with_latency
+from ditpareto.results import mark_parity, metrics_table, with_latency
 
 log = logging.getLogger("ditpareto")
 
@@ -34,7 +35,7 @@ def aggregate(*, metrics: list, out: str, latency: str | None = None, cfg_select
             selected = pd.read_csv(cfg_selection, dtype={"budget": str, "ft": str})
         except (OSError, ValueError) as exc:
             raise InputError(f"CFG selection table {cfg_selection} cannot be read ({exc})") from None
-        table = mark_selected(table, selected)
+        table = mark_parity(mark_selected(table, selected))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return {"rows": len(table), "out": out}
@@ -70,38 +71,53 @@ def notebook(*, notebook: str, out: str, parameters: str = "{}", figures: list =
     return {"notebook": notebook, "out": out, "figures": list(figures)}
 
 
-def select_cfg(*, selection: list, evaluation: list, out: str) -> dict:
-    """The guidance scale of lowest FID on the held-out selection seed, per (method, budget, steps, ft), with its
-    evaluation-seed FID, the selection bias and what choosing on the evaluation FID would have given.
+def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, sha256: str | None = None,
+               evaluation: list = ()) -> dict:
+    """The guidance scale of lowest FID on the held-out selection seed per (method, budget, steps, ft): chosen here
+    from the selection records, or read from a table a long run recorded. With evaluation records, each choice is
+    scored on the evaluation seeds: the selection bias and what choosing on the evaluation FID would have given.
 
     Example: python -m ditpareto select-cfg --selection results/metrics/*/*/*/*/*/seed~4095.json
     --evaluation results/metrics/*/*/*/*/*/seed~0.json --out results/tables/cfg_selection.csv
     """
-    from ditpareto.cfg_selection import select_scales
+    from ditpareto.cfg_selection import choose_scales, read_choices, score_choices
     from ditpareto.results import read_record
 
+    if bool(selection) == bool(recorded):
+        raise InputError("give the selection records (--selection) or a recorded table (--recorded), not both")
+    if recorded and sha256 and Path(recorded).is_file():  # a missing file: read_choices says so
+        digest = hashlib.sha256(Path(recorded).read_bytes()).hexdigest()
+        if digest != sha256.lower():
+            raise InputError(f"recorded guidance scales {recorded} have sha256 {digest}, expected {sha256}")
     try:
-        table = select_scales([read_record(p) for p in selection], [read_record(p) for p in evaluation])
+        choices = read_choices(recorded) if recorded else choose_scales([read_record(p) for p in selection])
+        table = score_choices(choices, [read_record(p) for p in evaluation]) if evaluation else choices
     except ValueError as exc:
         raise InputError(str(exc)) from None
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    return {"rows": len(table), "out": out, "mean_selection_bias": float(table["selection_bias"].mean()),
-            "mean_optimism": float(table["optimism"].mean())}
+    summary = {"rows": len(table), "out": out}
+    if evaluation:
+        summary.update(mean_selection_bias=float(table["selection_bias"].mean()),
+                       mean_optimism=float(table["optimism"].mean()))
+    return summary
 
 
 def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int,
-             finetune_noise: str | None = None) -> dict:
+             finetune_noise: str | None = None, cfg_selection: str | None = None,
+             guidance: list = ("fixed",)) -> dict:
     """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
     matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
-    row per method), with paired-bootstrap CIs.
+    row per method), with paired-bootstrap CIs; per ``guidance`` (column of the same name): every point at the fixed
+    scale, and/or every point at its selected scale (the select-cfg table).
 
     Example: python -m ditpareto verdicts results/metrics/*/*/*/*/*/seed~0.json --claims results/published/claims.csv
-    --fixed-cfg 2.0 --full-steps 10 --comparisons comparisons.csv --finetune-noise finetune_noise.csv
-    --out verdicts.csv
+    --fixed-cfg 1.5 --full-steps 10 --comparisons comparisons.csv --finetune-noise finetune_noise.csv
+    --cfg-selection cfg_selection.csv --guidance fixed selected --out verdicts.csv
     """
     import pandas as pd
 
+    from ditpareto.cfg_selection import read_choices
     from ditpareto.results import read_record
     from ditpareto.verdicts import claims_ledger, compare_with_envelopes, finetune_seed_noise, load_points
 
@@ -109,17 +125,28 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         published = pd.read_csv(claims, dtype={"resolution": int})
     except (OSError, ValueError) as exc:
         raise InputError(f"claims table {claims} cannot be read ({exc})") from None
+    if "selected" in guidance and not cfg_selection:
+        raise InputError("--guidance selected needs the select-cfg table (--cfg-selection)")
+    bases = [(f"fixed {fixed_cfg:g}", None)] if "fixed" in guidance else []
     try:
+        if "selected" in guidance:
+            chosen = read_choices(cfg_selection)
+            bases.append(("selected", {(r.method, str(r.budget), int(r.steps), str(r.ft)): float(r.cfg_selected)
+                                       for r in chosen.itertuples()}))
         records = [read_record(p) for p in metrics]
-        points = load_points(records, fixed_cfg)
+        points = {name: load_points(records, fixed_cfg, selected) for name, selected in bases}
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    noise = finetune_seed_noise(records, fixed_cfg)
-    compared = compare_with_envelopes(points, noise)
-    ledger = claims_ledger(points, compared, published, full_steps, noise)
+    noise = finetune_seed_noise(records)
+    compared, ledger = [], []
+    for name, _ in bases:
+        table = compare_with_envelopes(points[name], noise)
+        compared.append(table.assign(guidance=name))
+        ledger.append(claims_ledger(points[name], table, published, full_steps, noise).assign(guidance=name))
+    compared, ledger = pd.concat(compared, ignore_index=True), pd.concat(ledger, ignore_index=True)
     tables = [(compared, comparisons), (ledger, out)] + ([(noise, finetune_noise)] if finetune_noise else [])
     for table, path in tables:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
     return {"claims": len(ledger), "comparisons": len(compared), "out": out,
-            "verdicts": ledger["verdict"].value_counts().to_dict()}
+            "verdicts": ledger.groupby("guidance")["verdict"].value_counts().to_dict()}
