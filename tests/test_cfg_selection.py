@@ -120,6 +120,7 @@ def test_recorded_scales_flow_into_the_selection_table_and_the_verdicts_at_both_
                        fixed_cfg=1.5, full_steps=10, cfg_selection=str(table), guidance=["fixed", "selected"])
     beats = pd.read_csv(ledger).query("claim.str.startswith('beats fewer steps')").set_index("guidance")
     assert set(beats.index) == {"fixed 1.5", "selected"} and summary["claims"] == len(pd.read_csv(ledger))
+    assert json.loads(json.dumps(summary))["verdicts"]["selected"]["supported"] >= 1  # the CLI prints it as JSON
     # envelope at 0.7 GMACs: 5 - log2(1.4) = 4.51; 4.8 at the fixed scale is worse, 4.2 at the selected one better
     assert beats.loc["fixed 1.5", "estimate"] == pytest.approx(0.285, abs=0.005)
     assert beats.loc["selected", "estimate"] == pytest.approx(-0.315, abs=0.005)

@@ -149,4 +149,4 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
     return {"claims": len(ledger), "comparisons": len(compared), "out": out,
-            "verdicts": ledger.groupby("guidance")["verdict"].value_counts().to_dict()}
+            "verdicts": {name: group["verdict"].value_counts().to_dict() for name, group in ledger.groupby("guidance")}}
