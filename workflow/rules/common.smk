@@ -19,7 +19,7 @@ SOURCE = shlex.quote(str(resolve_path("src", workflow.basedir)))
 # (doubled braces: Snakemake formats the prefix like a shell command)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
-# Guidance scales a long run recorded (sampling.cfg_recorded; checked above): sampled next to the fixed scale.
+# Guidance scales a long run recorded (sampling.cfg_recorded; checked above): sampled instead of the fixed scale.
 RECORDED_CFG = (config["sampling"].get("cfg_recorded") or {}).get("table")
 RECORDED_CFG = str(resolve_path(RECORDED_CFG, workflow.basedir)) if RECORDED_CFG else None
 RECORDED_SCALES = study.read_recorded_scales(RECORDED_CFG) if RECORDED_CFG else None
