@@ -1,5 +1,6 @@
 """Bad input fails before any compute, with one message naming the problem, and writes nothing."""
 
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,33 @@ def test_finetuned_static_dit_trains_in_official_layout_and_resumes_only_same_ru
     second, log = finetune("b.pt", "0.0001")
     assert "resumed from" not in log
     assert not torch.equal(first["blocks.0.attn.qkv.weight"], second["blocks.0.attn.qkv.weight"])
+
+
+def test_threads_hold_every_blas_pool(monkeypatch):
+    """--threads N holds numpy's and scipy's BLAS to N too: their default of one thread per core made two
+    one-thread jobs side by side oversubscribe the cores."""
+    import scipy.linalg  # noqa: F401  (its own OpenBLAS)
+    from threadpoolctl import threadpool_info
+
+    from ditpareto.cli import limit_threads
+    from ditpareto.latency import machine
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    try:
+        with limit_threads(1):
+            pools = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+            assert len(pools) >= 2 and set(pools) == {1}  # numpy's and scipy's
+            assert machine()["blas_threads"] == 1 and torch.get_num_threads() == 1
+            assert all(os.environ[name] == "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_sample_record_names_its_blas_threads(tmp_path, good_checkpoint):
+    import json
+
+    done = run_cli("--threads", "1", *_sample_args(tmp_path, good_checkpoint))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["machine"]["blas_threads"] == 1

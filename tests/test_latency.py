@@ -38,7 +38,7 @@ def test_rounds_and_batches_are_recorded(points):
     for row in rows:
         assert row["rounds"] == 2 and row["latency_ms_min"] <= row["latency_ms_per_image"] <= row["latency_ms_max"]
     record = machine()
-    assert {"cpu", "threads", "torch", "blas", "onednn"} <= set(record)
+    assert {"cpu", "threads", "blas_threads", "torch", "blas", "onednn"} <= set(record)
 
 
 def test_the_table_takes_the_latency_jobs_medians(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -67,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def limit_threads(threads: int):
+    """Hold torch and every BLAS / OpenMP pool loaded (numpy's and scipy's OpenBLAS among them) to ``threads``; pools
+    loaded later and child processes get it through the environment. Returns the limits as a context manager.
+
+    Each pool defaults to one thread per core, so two one-thread jobs side by side ran numpy's linear algebra on
+    four threads over two cores: the metrics job took 2.4x as long (32.5 s vs 13.8 s)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    return threadpool_limits(limits=threads)
+
+
 def _in_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
 
@@ -128,13 +144,11 @@ def _main(argv: list[str], worker: bool) -> None:
             _exec_torchrun(args.nproc, argv, args.command)
         log.warning("--nproc applies to %s only: running %s in one process", " and ".join(DATA_PARALLEL),
                     args.command)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    limits = limit_threads(args.threads) if args.threads else contextlib.nullcontext()
     main_process = os.environ.get("RANK", "0") == "0"
     try:
-        result = args.func(args)
+        with limits:
+            result = args.func(args)
     except (InputError, FileNotFoundError) as exc:
         # Bad input: one message naming the problem (from torchrun's rank 0 only), no traceback.
         if main_process:

@@ -92,8 +92,15 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, **math_libraries(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "blas_threads": blas_threads(), "torch": torch.__version__,
+            **math_libraries(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def blas_threads() -> int:
+    """The most threads any loaded BLAS pool (numpy's, scipy's) may use: the metrics' linear algebra runs there."""
+    from threadpoolctl import threadpool_info
+
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=0)
 
 
 def math_libraries() -> dict:
