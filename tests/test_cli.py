@@ -157,3 +157,15 @@ def test_a_sample_record_names_its_blas_threads(tmp_path, good_checkpoint):
     done = run_cli("--threads", "1", *_sample_args(tmp_path, good_checkpoint))
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "s.json").read_text())["machine"]["blas_threads"] == 1
+
+
+def test_a_command_imports_only_its_own_step():
+    """A job pays for its own step's imports: merge-samples and sample build without torch-fidelity and
+    torchvision (a second per job); a misspelt command still lists every command."""
+    for command in ("merge-samples", "sample"):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ditpareto", command, "--help"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and "example:" in done.stdout, done.stderr[-500:]
+        assert "torch_fidelity" not in done.stderr and "ditpareto.steps.metrics" not in done.stderr, command
+    typo = run_cli("merge-sample")
+    assert typo.returncode == 2 and "merge-samples" in typo.stderr and "evaluate" in typo.stderr

@@ -48,19 +48,23 @@ def _add(sub, name: str, func, help_text: str, example: str) -> argparse.Argumen
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with ``only``, that command in full and the others by name (their steps not imported)."""
     from ditpareto import commands
 
     parser = argparse.ArgumentParser(prog="python -m ditpareto", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ditpareto {__version__}")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                        help="torch CPU threads, >= 1 (default: torch's)")
+                        help="CPU threads of torch and of numpy's and scipy's BLAS, >= 1 (default: one per core)")
     parser.add_argument("--nproc", type=int, default=1, metavar="N",
                         help="data-parallel processes for pretrain/finetune: N > 1 relaunches the command under "
                         "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch "
                         "(default: 1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for spec in commands.commands():
+        if only is not None and spec.name != only:
+            sub.add_parser(spec.name)
+            continue
         p = _add(sub, spec.name, spec.func, spec.help, spec.example)
         if spec.model_args:
             _model_args(p)
@@ -137,7 +141,11 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str], worker: bool) -> None:
     import ditpareto.compat  # noqa: F401  (before torchvision / torch_fidelity / diffusers)
 
-    parser = build_parser()
+    from ditpareto.commands import commands
+
+    names = {command.name for command in commands()}
+    # the first command name: the global options before it take integers only
+    parser = build_parser(next((token for token in argv if token in names), None))
     args = parser.parse_args(argv)
     if args.nproc > 1 and not worker:
         if args.command in DATA_PARALLEL:

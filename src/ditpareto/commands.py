@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import json
 import logging
@@ -386,12 +387,18 @@ def call(step: Callable, args) -> dict:
 
 @dataclass
 class Command:
-    """A CLI command: the step it runs and its argument table; help and example are the step's docstring."""
+    """A CLI command: the step it runs (``ditpareto.steps.<module>.<function>``, imported only when the command is
+    built) and its argument table; help and example are the step's docstring."""
 
     name: str
-    step: Callable
+    module: str
+    function: str
     add_args: Callable[[argparse.ArgumentParser], None]
     model_args: bool = False
+
+    @property
+    def step(self) -> Callable:
+        return getattr(importlib.import_module(f"ditpareto.steps.{self.module}"), self.function)
 
     @property
     def help(self) -> str:
@@ -407,27 +414,26 @@ class Command:
 
 
 def commands() -> list[Command]:
-    from ditpareto.steps import checkpoints, data, metrics, sampling, tables, training
-
+    """Every command, its step not imported yet (a job pays for its own step's imports only)."""
     return [
-        Command("prepare-data", data.prepare_data, _prepare_data_args),
-        Command("pretrain", training.pretrain, _pretrain_args, model_args=True),
-        Command("import-base", checkpoints.import_base, _import_base_args, model_args=True),
-        Command("import-extractor", checkpoints.import_extractor, _import_extractor_args),
-        Command("import-finetuned", checkpoints.import_finetuned, _import_finetuned_args, model_args=True),
-        Command("train-extractor", metrics.train_extractor, _classifier_args),
-        Command("reference", metrics.reference, _reference_args),
-        Command("calibrate", metrics.calibrate, _calibrate_args),
-        Command("convert", training.convert, _convert_args, model_args=True),
-        Command("finetune", training.finetune, _finetune_args, model_args=True),
-        Command("sample", sampling.sample, _sample_args, model_args=True),
-        Command("merge-samples", sampling.merge_samples, _merge_samples_args),
-        Command("evaluate", metrics.evaluate, _evaluate_args),
-        Command("convergence", metrics.convergence, _convergence_args, model_args=True),
-        Command("latency", sampling.latency, _latency_args, model_args=True),
-        Command("flops", sampling.flops, _flops_args, model_args=True),
-        Command("aggregate", tables.aggregate, _aggregate_args),
-        Command("select-cfg", tables.select_cfg, _select_cfg_args),
-        Command("verdicts", tables.verdicts, _verdicts_args),
-        Command("notebook", tables.notebook, _notebook_args),
+        Command("prepare-data", "data", "prepare_data", _prepare_data_args),
+        Command("pretrain", "training", "pretrain", _pretrain_args, model_args=True),
+        Command("import-base", "checkpoints", "import_base", _import_base_args, model_args=True),
+        Command("import-extractor", "checkpoints", "import_extractor", _import_extractor_args),
+        Command("import-finetuned", "checkpoints", "import_finetuned", _import_finetuned_args, model_args=True),
+        Command("train-extractor", "metrics", "train_extractor", _classifier_args),
+        Command("reference", "metrics", "reference", _reference_args),
+        Command("calibrate", "metrics", "calibrate", _calibrate_args),
+        Command("convert", "training", "convert", _convert_args, model_args=True),
+        Command("finetune", "training", "finetune", _finetune_args, model_args=True),
+        Command("sample", "sampling", "sample", _sample_args, model_args=True),
+        Command("merge-samples", "sampling", "merge_samples", _merge_samples_args),
+        Command("evaluate", "metrics", "evaluate", _evaluate_args),
+        Command("convergence", "metrics", "convergence", _convergence_args, model_args=True),
+        Command("latency", "sampling", "latency", _latency_args, model_args=True),
+        Command("flops", "sampling", "flops", _flops_args, model_args=True),
+        Command("aggregate", "tables", "aggregate", _aggregate_args),
+        Command("select-cfg", "tables", "select_cfg", _select_cfg_args),
+        Command("verdicts", "tables", "verdicts", _verdicts_args),
+        Command("notebook", "tables", "notebook", _notebook_args),
     ]

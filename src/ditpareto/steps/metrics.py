@@ -25,14 +25,12 @@ from ditpareto.metrics import (
     load_reference_batch, metric_layers, metrics_against_reference_batch, reference_batch_floor_and_noise,
     save_classifier, train_digits_classifier,
 )
-from ditpareto.results import provenance, read_record, write_json
+from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
 from ditpareto.sampling import generate
 from ditpareto.study import ModelSpec, SamplingSettings
 
 log = logging.getLogger("ditpareto")
 
-# What evaluate needs of a sampling record (checked before any metric is computed).
-SAMPLE_RECORD_KEYS = ("method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "params")
 # The metrics column whose interval each set-metric replicate gives.
 POINT_KEYS = {"kid": "kid_mean", "precision": "precision", "recall": "recall"}
 

@@ -21,9 +21,8 @@ from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
 from ditpareto.models import build_dit
-from ditpareto.results import provenance, read_record, write_json
+from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
 from ditpareto.sampling import generate, merge_records, merge_shards, shard_indices
-from ditpareto.steps.metrics import SAMPLE_RECORD_KEYS
 from ditpareto.study import GridPoint, ModelSpec, SamplingSettings, cfg_label
 from ditpareto.timing import summarize as summarize_timings
 from ditpareto.vocab import MethodOptions
