@@ -48,9 +48,14 @@ def _add(sub, name: str, func, help_text: str, example: str) -> argparse.Argumen
     return parser
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole CLI; with ``only``, that command in full and the others by name (their steps not imported)."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; given ``argv``, its command in full and the others by name (their steps not imported)."""
     from ditpareto import commands
+
+    table = commands.commands()
+    names = {spec.name for spec in table}
+    # the first command name: the global options before it take integers only
+    only = next((token for token in argv if token in names), None) if argv else None
 
     parser = argparse.ArgumentParser(prog="python -m ditpareto", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ditpareto {__version__}")
@@ -61,7 +66,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch "
                         "(default: 1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for spec in commands.commands():
+    for spec in table:
         if only is not None and spec.name != only:
             sub.add_parser(spec.name)
             continue
@@ -141,11 +146,7 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str], worker: bool) -> None:
     import ditpareto.compat  # noqa: F401  (before torchvision / torch_fidelity / diffusers)
 
-    from ditpareto.commands import commands
-
-    names = {command.name for command in commands()}
-    # the first command name: the global options before it take integers only
-    parser = build_parser(next((token for token in argv if token in names), None))
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.nproc > 1 and not worker:
         if args.command in DATA_PARALLEL:
