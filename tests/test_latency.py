@@ -61,3 +61,26 @@ def test_one_timing_statistic():
     assert (timing.median, timing.min, timing.max, timing.count) == (0.25, 0.1, 0.5, 4)
     calls = []
     assert time_repeated(lambda: calls.append(1), repeats=3, warmup=2).count == 3 and len(calls) == 5
+
+
+def test_the_latency_job_names_its_device_precision_and_timer(tiny_model, tiny_spec, tmp_path):
+    import json
+
+    import torch
+
+    from ditpareto.steps.sampling import latency
+
+    torch.save(tiny_model.state_dict(), tmp_path / "base.pt")
+    points = [{"method": "dit", "budget": "2", "steps": 2, "ft": "0.00", "cfg_scale": 2.0, "seed": 0,
+               "checkpoint": str(tmp_path / "base.pt")}]
+    latency(spec=tiny_spec, points=json.dumps(points), out=str(tmp_path / "latency.csv"), batch_sizes=[1, 2],
+            rounds=1, device="cpu", precision="bf16")
+    table = pd.read_csv(tmp_path / "latency.csv")
+    assert set(table["precision"]) == {"bf16"} and set(table["device"]) == {"cpu"}
+    record = json.loads((tmp_path / "latency.csv.json").read_text())
+    assert (record["device"], record["precision"], record["timer"]) == ("cpu", "bf16", "perf_counter")
+    assert record["torch_compile"] is False and record["cuda_graphs"] is False
+    metrics = pd.DataFrame({"method": ["dit"], "budget": ["2"], "steps": [2], "ft": ["0.00"], "fid": [1.0],
+                            "latency_ms_per_image": [1.0], "latency_ms_per_image_std": [0.1]})
+    joined = with_latency(metrics, tmp_path / "latency.csv")
+    assert joined.loc[0, "latency_precision"] == "bf16" and joined.loc[0, "latency_device"] == "cpu"

@@ -98,6 +98,21 @@ def _import_finetuned_args(p):
     p.add_argument("--out", required=True, metavar="PT", help="validated copy for the pipeline (+ its record)")
 
 
+def _import_official_args(p):
+    from ditpareto.study import OFFICIAL_METHODS
+
+    p.add_argument("--method", required=True, choices=list(OFFICIAL_METHODS), help="method (registry key)")
+    p.add_argument("--budget", required=True, metavar="B", help="the budget the checkpoint was trained for "
+                   "(DyDiT: λ, e.g. 0.70 for new_dydit0.7.pt)")
+    p.add_argument("--options", default="{}", metavar="JSON",
+                   help="method options as JSON (config methods.<name>.options; default: {})")
+    p.add_argument("--checkpoint", required=True, metavar="PT",
+                   help="the authors' released file (their key names; a training checkpoint {model, ema, opt, args} "
+                   "or a bare state dict)")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
+    p.add_argument("--out", required=True, metavar="PT", help="our-layout weights (+ a record <out>.json)")
+
+
 def _classifier_args(p):
     p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
                    help="which network: glyph-cnn (heads for digit, font, style, rotation, background; needs a "
@@ -126,6 +141,7 @@ def _metric_args(p):
     g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
                    help="bootstrap seed: the same in every job, so every grid point resamples the same indices "
                    "(default: 0)")
+    _device_arg(g)
 
 
 def metric_settings(args):
@@ -133,7 +149,7 @@ def metric_settings(args):
 
     return MetricSettings(feature_extractor=args.extractor, weights_path=args.extractor_weights,
                           kid_subset_size=args.kid_subset_size, bootstrap_replicates=args.bootstrap_replicates,
-                          bootstrap_seed=args.bootstrap_seed)
+                          bootstrap_seed=args.bootstrap_seed, device=args.device)
 
 
 def _reference_args(p):
@@ -166,6 +182,7 @@ def _finetune_args(p):
     p.add_argument("--checkpoint", required=True, metavar="PT", help="converted model from `convert`")
     p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data")
     _train_args(p, FinetuneRecipe, [f.name for f in dataclasses.fields(FinetuneRecipe)])
+    _device_arg(p)
     p.add_argument("--out", required=True, metavar="PT",
                    help="fine-tuned EMA weights (state dict); a training record <out>.json beside it")
 
@@ -249,9 +266,24 @@ def _sample_args(p):
                    "(default: 1.00)")
     _sampling_args(p)
     _latent_args(p)
-    p.add_argument("--device", default="auto", metavar="DEV", help="torch device; auto: cuda if available (default)")
+    _device_arg(p)
+    _precision_arg(p)
     p.add_argument("--out", required=True, metavar="NPZ", help="samples: images (N,H,W,C) uint8, labels, indices")
     p.add_argument("--record", required=True, metavar="JSON", help="sampling record: FLOPs, latency, parameters")
+
+
+def _device_arg(p):
+    p.add_argument("--device", default="auto", metavar="DEV",
+                   help="torch device: auto (cuda when torch sees a GPU; the choice is logged and recorded), cpu or "
+                   "cuda[:N] (an error when there is no GPU, never a CPU fallback) (default: auto)")
+
+
+def _precision_arg(p):
+    from ditpareto.study import PRECISIONS
+
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="network numerics: fp32, tf32 (TF32 matmuls on CUDA; fp32 on a CPU) or bf16 (autocast; the "
+                   "sampler's state stays float32) (default: fp32)")
 
 
 def _latent_args(p):
@@ -270,6 +302,8 @@ def _latency_args(p):
     p.add_argument("--rounds", type=int, default=3, metavar="R", help="timed rounds after one warm-up (default: 3)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="respaced sampler (default: ddim)")
     p.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"], help="guided channels")
+    _device_arg(p)
+    _precision_arg(p)
     p.add_argument("--out", required=True, metavar="CSV", help="median/min/max ms per image per point and batch; "
                    "the machine record <out>.json beside it")
 
@@ -342,6 +376,14 @@ def _verdicts_args(p):
     p.add_argument("--guidance", nargs="+", choices=["fixed", "selected"], default=["fixed"],
                    help="ledgers: every point at the fixed scale and/or each at its selected scale (default: fixed)")
     p.add_argument("--out", required=True, metavar="CSV", help="the claims ledger (verdicts)")
+
+
+def _compare_runs_args(p):
+    p.add_argument("--baseline", nargs="+", required=True, metavar="JSON",
+                   help="metrics records of the baseline run (e.g. the fp32 study's results/metrics/**.json)")
+    p.add_argument("--other", nargs="+", required=True, metavar="JSON",
+                   help="metrics records of the same grid sampled another way (e.g. --precision bf16)")
+    p.add_argument("--out", required=True, metavar="CSV", help="one row per shared grid point, one per method")
 
 
 def _notebook_args(p):
@@ -421,6 +463,7 @@ def commands() -> list[Command]:
         Command("import-base", "checkpoints", "import_base", _import_base_args, model_args=True),
         Command("import-extractor", "checkpoints", "import_extractor", _import_extractor_args),
         Command("import-finetuned", "checkpoints", "import_finetuned", _import_finetuned_args, model_args=True),
+        Command("import-official", "checkpoints", "import_official", _import_official_args, model_args=True),
         Command("train-extractor", "metrics", "train_extractor", _classifier_args),
         Command("reference", "metrics", "reference", _reference_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),
@@ -435,5 +478,6 @@ def commands() -> list[Command]:
         Command("aggregate", "tables", "aggregate", _aggregate_args),
         Command("select-cfg", "tables", "select_cfg", _select_cfg_args),
         Command("verdicts", "tables", "verdicts", _verdicts_args),
+        Command("compare-runs", "tables", "compare_runs", _compare_runs_args),
         Command("notebook", "tables", "notebook", _notebook_args),
     ]

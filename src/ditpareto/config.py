@@ -11,8 +11,8 @@ from ditpareto.archs import dit_config
 from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
-    FINETUNE_MODES, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget, guidance_keys, read_recorded_scales,
-    recorded_selection_seeds, shipped_checkpoint,
+    FINETUNE_MODES, OFFICIAL, OFFICIAL_METHODS, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget,
+    guidance_keys, read_recorded_scales, recorded_selection_seeds, shipped_checkpoint,
 )
 from ditpareto.vocab import get_vocabulary
 
@@ -122,6 +122,8 @@ def check_study(config: dict, root: str | Path) -> None:
             if FINETUNE_MODES[name] == "none":
                 raise InputError(f"config finetune.seed_noise.budgets.{name}: {name} does not fine-tune")
         _check_source(name, entry, labels)
+        if entry.get("source") == OFFICIAL:
+            _check_official(config, name, method, options, model.num_heads)
     if sampling["shards"] > sampling["num_samples"]:
         raise InputError(f"config sampling.shards ({sampling['shards']}) exceeds sampling.num_samples")
     _check_dataset(config)
@@ -158,6 +160,9 @@ def _check_recorded(config: dict, root: str | Path) -> None:
 
 
 def _check_source(name: str, entry: dict, labels: list[str]) -> None:
+    if entry.get("source") == OFFICIAL and name not in OFFICIAL_METHODS:
+        raise InputError(f"config methods.{name}.source: official imports the authors' released checkpoints, which "
+                         f"only {', '.join(OFFICIAL_METHODS)} supports")
     if entry.get("source", "train") != "checkpoint":
         return
     if FINETUNE_MODES[name] == "none":
@@ -167,6 +172,26 @@ def _check_source(name: str, entry: dict, labels: list[str]) -> None:
     if missing:
         raise InputError(f"config methods.{name}.sha256 lacks {missing}: a shipped fine-tune is imported only "
                          "by its sha256 (or set source: train)")
+
+
+def _check_official(config: dict, name: str, method, options, heads: int) -> None:
+    """source: official: the authors' checkpoint of every budget is named (methods.<name>.official.<budget>), in
+    the budget's own label; one MLP group per head, as theirs; no plateau or seed-noise fine-tunes to repeat."""
+    entry = config["methods"][name]
+    official = entry.get("official") or {}
+    for label in official:
+        _budget(method, f"methods.{name}.official", label)
+    missing = [b for b in entry["budgets"] if b not in official]
+    if missing:
+        raise InputError(f"config methods.{name}.official lacks {missing}: with source official every budget needs "
+                         f"the authors' checkpoint (methods.{name}.official.<budget>.checkpoint), or set source: train")
+    if getattr(options, "mlp_groups", None) not in (None, heads):
+        raise InputError(f"config methods.{name}.options.mlp_groups {options.mlp_groups}: the authors' checkpoints "
+                         f"have one MLP group per head ({heads}); leave it null with source official")
+    for section in ("plateau", "seed_noise"):
+        if name in config.get("finetune", {}).get(section, {}).get("budgets", {}):
+            raise InputError(f"config finetune.{section}.budgets.{name}: {name} samples the authors' checkpoints "
+                             "(source: official), there is no fine-tune of this study to repeat")
 
 
 def _check_dataset(config: dict) -> None:
@@ -223,6 +248,11 @@ def required_paths(config: dict, root: str | Path) -> list[tuple[str, Path, str]
             for budget in entry["budgets"]:
                 path, key = shipped_checkpoint(name, budget, config["finetune"]["shipped_dir"])
                 paths.append((f"methods.{name} shipped fine-tune {key}", resolve_path(path, root), "file"))
+        if entry.get("source") == OFFICIAL:
+            for budget in entry["budgets"]:
+                if budget in (entry.get("official") or {}):
+                    paths.append((f"methods.{name}.official.{budget}.checkpoint",
+                                  resolve_path(entry["official"][budget]["checkpoint"], root), "file"))
     return list(dict.fromkeys(paths))
 
 

@@ -77,15 +77,15 @@ def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]
     on the data count on real trajectories instead (``plan.macs_counter``)."""
     if plan.macs_counter is not None:
         return plan.macs_counter()
-    x = torch.randn(1, *latent_shape)
-    y = torch.zeros(1, dtype=torch.long)
+    x = torch.randn(1, *latent_shape).to(plan.device)
+    y = torch.zeros(1, dtype=torch.long, device=plan.device)
     per_key: dict = {}
     total = 0
     for step in range(plan.num_steps):
         key = plan.step_key(step)
         if key not in per_key:
             index = plan.num_steps - 1 - step
-            t = plan.diffusion.model_timesteps(torch.tensor([index]))
+            t = plan.diffusion.model_timesteps(torch.tensor([index], device=plan.device))
             per_key[key] = count_macs(lambda: plan.denoise(x, step, t, y))
         total += per_key[key]
     calls = plan.num_steps * plan.calls_per_step

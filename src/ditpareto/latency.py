@@ -1,5 +1,6 @@
-"""Latency measured on a quiet machine: every grid point's model in one job that holds all cores, interleaved in
-rounds, at batch 1 and at the sampling batch.
+"""Latency measured on a quiet machine: every grid point's model in one job that holds all cores (or the GPU),
+interleaved in rounds, at batch 1 and at the sampling batch, on the study's device and precision. On a GPU each
+call is timed with CUDA events after the warm-up round; on a CPU with the wall clock.
 
 A trajectory's latency per image is the sum over its steps of one guided network call (CFG included) divided by the
 batch. Steps with identical compute (``plan.step_key``) are timed once per round and counted once per step; the
@@ -10,16 +11,16 @@ depends on them), tiled to the batch. The sampler's own arithmetic is left out (
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import dataclass
 
 import torch
 
 from ditpareto.diffusion import sample_loop
+from ditpareto.runtime import device_record
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.plans import SamplingPlan
 from ditpareto.sampling import initial_state
-from ditpareto.timing import summarize
+from ditpareto.timing import DeviceClock, summarize
 
 
 @dataclass
@@ -33,8 +34,9 @@ class Timed:
 
 
 def recorded_states(plan: SamplingPlan, spec: ModelSpec, settings: SamplingSettings, seed: int) -> list[tuple]:
-    """(x, model t, y) at every step of sample 0's real trajectory."""
+    """(x, model t, y) at every step of sample 0's real trajectory (on the plan's device)."""
     generators, y, noise = initial_state(spec, seed, [0])
+    y, noise = y.to(plan.device), noise.to(plan.device)
     states = []
 
     def denoise(x, step, t):
@@ -54,26 +56,28 @@ def prepare(name: str, plan: SamplingPlan, spec: ModelSpec, settings: SamplingSe
 
 
 @torch.no_grad()
-def time_trajectory(timed: Timed, batch: int) -> float:
+def time_trajectory(timed: Timed, batch: int, clock: DeviceClock) -> float:
     """Seconds per image of one trajectory at ``batch`` (one timed call per distinct step kind)."""
     total = 0.0
     for key, steps in timed.keys.items():
         step = steps[0]
         x, t, y = timed.states[step]
         xs, ts, ys = x.expand(batch, *x.shape[1:]).contiguous(), t.expand(batch), y.expand(batch)
-        start = time.perf_counter()
-        timed.plan.denoise(xs, step, ts, ys)
-        total += (time.perf_counter() - start) * len(steps)
+        with clock.measure() as elapsed:
+            timed.plan.denoise(xs, step, ts, ys)
+        total += elapsed() * len(steps)
     return total / batch
 
 
 def measure(points: list[Timed], batches: list[int], rounds: int, warmup: int = 1) -> list[dict]:
-    """Rows (point, batch, median, min, max, rounds) of ms per image; every round times every point in turn."""
+    """Rows (point, batch, median, min, max, rounds) of ms per image; every round times every point in turn.
+    The points' plans share one device (CUDA events there, the wall clock on a CPU)."""
     samples = {(p.name, b): [] for p in points for b in batches}
+    clock = DeviceClock(points[0].plan.device if points else "cpu")
     for round_index in range(warmup + rounds):
         for point in points:
             for batch in batches:
-                seconds = time_trajectory(point, batch)
+                seconds = time_trajectory(point, batch, clock)
                 if round_index >= warmup:
                     samples[(point.name, batch)].append(1000 * seconds)
     rows = []
@@ -84,8 +88,9 @@ def measure(points: list[Timed], batches: list[int], rounds: int, warmup: int = 
     return rows
 
 
-def machine() -> dict:
-    """What the timings depend on: CPU, threads, torch and its math libraries."""
+def machine(device: str | torch.device = "cpu") -> dict:
+    """What the timings depend on: CPU, threads, torch and its math libraries, and the device that computed (for
+    a GPU: its name, memory, compute capability, CUDA runtime, cuDNN and driver)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -93,7 +98,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "threads": torch.get_num_threads(), "blas_threads": blas_threads(), "torch": torch.__version__,
-            **math_libraries(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            **math_libraries(), **device_record(device)}
 
 
 def blas_threads() -> int:

@@ -35,6 +35,7 @@ from ditpareto.errors import InputError
 from ditpareto.glyph_extractor import grey_float as _grey_float
 from ditpareto.glyph_extractor import load_glyph_cnn
 from ditpareto.models.checkpoint import atomic_save, extract_state_dict, load_into, read_checkpoint
+from ditpareto.runtime import resolve_device
 
 DIGITS_EXTRACTOR = "digits-classifier"
 GLYPH_EXTRACTOR = "glyph-cnn"
@@ -248,6 +249,7 @@ class MetricSettings:
     progress: bool = True  # torch-fidelity's progress bars and messages (to stderr)
     bootstrap_replicates: int = 200  # paired bootstrap of FID (ditpareto.bootstrap); 0: none
     bootstrap_seed: int = 0  # the same seed in every job: the same sample indices at every grid point
+    device: str = "auto"  # where the extractor runs (ditpareto.runtime.resolve_device): auto, cpu or cuda
 
     def __post_init__(self):
         if self.feature_extractor not in EXTRACTORS:
@@ -311,7 +313,7 @@ def extract_featuresdict(images: np.ndarray, settings: MetricSettings) -> dict[s
 
     if settings.weights_path is None:
         raise InputError(f"the {settings.feature_extractor} extractor needs MetricSettings.weights_path")
-    cuda = torch.cuda.is_available()
+    cuda = resolve_device(settings.device).type == "cuda"
     layers = sorted(set(metric_layers(settings).values()))
     extractor = create_feature_extractor(settings.feature_extractor, layers, cuda=cuda, verbose=settings.progress,
                                          feature_extractor_weights_path=settings.weights_path)

@@ -21,7 +21,8 @@ class SamplingPlan:
     ``step_key(step)`` is equal for steps with identical compute, so FLOPs can be counted once per key;
     ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG);
     ``macs_counter``, when set, replaces per-key counting for data-dependent compute (e.g. token routing): it
-    returns ``plan_macs``'s dict counted on real sampling trajectories (see ``flops.sampled_macs``).
+    returns ``plan_macs``'s dict counted on real sampling trajectories (see ``flops.sampled_macs``);
+    ``device`` is where the model and every tensor the plan holds live: build a plan after moving its model.
     """
 
     diffusion: GaussianDiffusion
@@ -30,10 +31,16 @@ class SamplingPlan:
     step_key: Callable[[int], Hashable] = field(default=lambda step: None)
     details: dict = field(default_factory=dict)
     macs_counter: Callable[[], dict] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def num_steps(self) -> int:
         return self.diffusion.num_timesteps
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (a plan's device)."""
+    return next(model.parameters()).device
 
 
 def cfg_denoiser(forward: Callable, settings: SamplingSettings, in_channels: int, num_classes: int):

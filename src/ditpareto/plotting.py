@@ -13,7 +13,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ditpareto.study import GridPoint, cfg_label, ft_label, parse_ft, samples_file  # noqa: E402
+from ditpareto.study import OFFICIAL, GridPoint, cfg_label, ft_label, parse_ft, samples_file  # noqa: E402
 
 METHOD_LABELS = {
     "dit": "DiT (fewer steps)",
@@ -23,6 +23,8 @@ METHOD_LABELS = {
     "flexdit": "FlexDiT",
 }
 METHOD_ORDER = list(METHOD_LABELS)
+# Legend mark of points sampled from the method's authors' released checkpoint (finetune_source "official").
+AUTHORS_CHECKPOINT = "authors' checkpoint"
 
 
 def method_palette() -> dict[str, tuple]:
@@ -103,7 +105,8 @@ def main_grid(table: pd.DataFrame) -> pd.DataFrame:
 def summarize_seeds(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Mean and std over seeds per (method, budget, steps, ft, cfg_scale)."""
     keys = [k for k in ("method", "budget", "steps", "ft", "cfg_scale") if k in table]
-    extra = {c: (c, "first") for c in ("conversion_cost", "parity_gap", "cfg_selected") if c in table}
+    extra = {c: (c, "first") for c in ("conversion_cost", "parity_gap", "cfg_selected", "finetune_source")
+             if c in table}
     extra.update({c: (c, "mean") for c in (f"{y}_ci_low", f"{y}_ci_high") if c in table})
     grouped = table.groupby(keys, as_index=False)
     out = grouped.agg(**{x: (x, "mean"), y: (y, "mean"), f"{y}_std": (y, "std"), "seeds": ("seed", "count"),
@@ -111,6 +114,13 @@ def summarize_seeds(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     out[f"{y}_std"] = out[f"{y}_std"].fillna(0.0)
     out["label"] = out["method"].map(lambda m: METHOD_LABELS.get(m, m))
     return out
+
+
+def official(points: pd.DataFrame) -> pd.Series:
+    """Whether each row samples the authors' released checkpoint (finetune_source "official")."""
+    if "finetune_source" not in points:
+        return pd.Series(False, index=points.index)
+    return points["finetune_source"] == OFFICIAL
 
 
 def cfg_curves(points: pd.DataFrame, fixed_cfg: float | None, y: str = "fid") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -157,7 +167,8 @@ def plot_pareto(
     scale, marker = sampling step count, with each
     method's pareto frontier over all its budgets and step counts as a solid line; methods sampled at several scales
     add their selected-CFG frontier (held-out seed; else the best CFG on the evaluation FID), dashed. Parity points (a method at full compute) whose FID exceeds
-    dit-ft's at full steps by more than the tolerance are labelled "conversion cost"."""
+    dit-ft's at full steps by more than the tolerance are labelled "conversion cost". Points of the authors' released
+    checkpoints (finetune_source "official") are hollow and their method's legend says "authors' checkpoint"."""
     set_style()
     points, best = cfg_curves(summarize_seeds(main_grid(table), x, y), fixed_cfg, y)
     selected = "cfg_selected" in best and best["cfg_selected"].fillna(False).astype(bool).all() and not best.empty
@@ -169,9 +180,12 @@ def plot_pareto(
         sub = points[points["method"] == method]
         label = sub["label"].iloc[0]
         color = palette.get(label)
+        if official(sub).any():
+            label = f"{label} ({AUTHORS_CHECKPOINT})"
         for steps, group in sub.groupby("steps") if "steps" in sub else [(None, sub)]:
-            ax.errorbar(group[x], group[y], yerr=error_bars(group, y), fmt=markers.get(steps, "o"), color=color,
-                        alpha=0.5, capsize=2, markersize=5)
+            for hollow, part in group.groupby(official(group)):
+                ax.errorbar(part[x], part[y], yerr=error_bars(part, y), fmt=markers.get(steps, "o"), color=color,
+                            alpha=0.5, capsize=2, markersize=5, markerfacecolor="none" if hollow else color)
         front = pareto_frontier(sub, x, y)
         cfg = f" (CFG {fixed_cfg:g})" if fixed_cfg is not None and not best.empty else ""
         if fixed_cfg is None and "cfg_selected" in sub and sub["cfg_selected"].fillna(False).astype(bool).all():
@@ -356,6 +370,8 @@ def sample_grid_files(table: pd.DataFrame, samples_root: str | os.PathLike, cfg:
         sub = points[points["method"] == method].sort_values(["nominal_compute_ratio", "steps"], ascending=False)
         for row in sub.itertuples():
             label = f"{METHOD_LABELS.get(method, method)} {row.budget} ({row.steps} steps)"
+            if getattr(row, "finetune_source", None) == OFFICIAL:
+                label += f", {AUTHORS_CHECKPOINT}"
             point = GridPoint(method, str(row.budget), int(row.steps), ft_label(parse_ft(row.ft)[0]),
                               cfg_label(row.cfg_scale), seed)
             files[label] = samples_file(samples_root, point)

@@ -95,7 +95,8 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
 def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.DataFrame:
     """The latency job's medians (ms per image) joined on (method, budget, steps, ft): ``latency_ms_per_image`` and
     its min/max at the largest batch timed (the sampling batch), ``latency_ms_batch1*`` at batch 1. The sampling
-    jobs' in-process timing stays as ``sampling_latency_ms_per_image``."""
+    jobs' in-process timing stays as ``sampling_latency_ms_per_image``; the job's device and precision become
+    ``latency_device`` and ``latency_precision``."""
     from ditpareto.errors import InputError
 
     try:
@@ -109,9 +110,11 @@ def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.Data
     keys = ["method", "budget", "steps", "ft"]
     table = table.rename(columns={"latency_ms_per_image": "sampling_latency_ms_per_image",
                                   "latency_ms_per_image_std": "sampling_latency_ms_per_image_std"})
+    latency = latency.rename(columns={"device": "latency_device", "precision": "latency_precision"})
     columns = ["latency_ms_per_image", "latency_ms_min", "latency_ms_max"]
+    columns += [c for c in ("latency_device", "latency_precision") if c in latency.columns]
     large = latency[latency["batch_size"] == latency["batch_size"].max()][keys + columns]
-    small = latency[latency["batch_size"] == latency["batch_size"].min()][keys + columns].rename(
+    small = latency[latency["batch_size"] == latency["batch_size"].min()][keys + columns[:3]].rename(
         columns={"latency_ms_per_image": "latency_ms_batch1", "latency_ms_min": "latency_ms_batch1_min",
                  "latency_ms_max": "latency_ms_batch1_max"})
     for part in (large, small):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from ditpareto.errors import InputError
 from ditpareto.models import dit_config
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.plans import SamplingPlan
+from ditpareto.timing import DeviceClock
 
 
 @dataclass
@@ -69,25 +69,25 @@ def generate(
     batch_size: int,
     progress: bool = True,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    device: str | torch.device = "cpu",
 ) -> tuple[SampleBatch, list[float]]:
-    """Sample the given global indices; returns the samples and the seconds per image of each batch's
-    reverse process (timed in-process, decoding excluded; callers drop the first batch as warm-up).
+    """Sample the given global indices on the plan's device; returns the samples and the seconds per image of each
+    batch's reverse process (timed in-process, decoding excluded; callers drop the first batch as warm-up).
 
+    Noise and labels are drawn on the CPU (per-sample generators: the same on any device) and moved.
     ``decode`` maps the model's output space to images in [-1, 1] (the SD-VAE decoder for latent models)."""
+    device = plan.device
     indices = np.asarray(indices, dtype=np.int64)
     images, labels, seconds_per_image = [], [], []
     batches = range(0, len(indices), batch_size)
+    clock = DeviceClock(device)
     for start in tqdm(batches, desc="sample", disable=not progress, mininterval=5):
         chunk = indices[start : start + batch_size]
         generators, y, noise = initial_state(spec, seed, chunk)
         y_dev = y.to(device)
-        t0 = time.perf_counter()
-        x = sample_loop(plan.diffusion, lambda x, step, t: plan.denoise(x, step, t, y_dev), noise.to(device),
-                        generators, settings.sampler, settings.eta)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        seconds_per_image.append((time.perf_counter() - t0) / len(chunk))
+        with clock.measure() as elapsed:
+            x = sample_loop(plan.diffusion, lambda x, step, t: plan.denoise(x, step, t, y_dev), noise.to(device),
+                            generators, settings.sampler, settings.eta)
+        seconds_per_image.append(elapsed() / len(chunk))
         out = (decode(x) if decode else x).cpu()
         if not bool(torch.isfinite(out).all()):  # would become all-black images and a meaningless FID
             raise InputError(f"sampling produced non-finite values (NaN/Inf) for sample indices {chunk[0]}.."

@@ -24,6 +24,11 @@ from pathlib import Path
 FINETUNE_MODES = {"dit": "none", "dit-ft": "shared", "flexidit": "shared", "dydit": "per_budget",
                   "flexdit": "per_budget"}
 STEP_BUDGET_METHODS = ("dit", "dit-ft")  # the budget is the step count
+# Methods whose authors' released checkpoints can replace the pipeline's fine-tunes (config source: official).
+OFFICIAL_METHODS = ("dydit",)
+# Who trained the model a grid point samples (records' ``finetune_source``): the pipeline, the method's authors
+# (training compute unknown: train_gmacs null), or nobody (the untouched base).
+PIPELINE, OFFICIAL, NO_SOURCE = "pipeline", "official", "none"
 FULL_PREFIX = "full@"
 NO_FINETUNE, UNIT_FINETUNE = "0.00", "1.00"
 SHARED = "shared"  # the sha256 key of a shared fine-tune
@@ -60,6 +65,9 @@ class SamplingSettings:
 
 
 SCHEDULES = ("constant", "cosine")
+# Numerics of a sampling or training job (``ditpareto.runtime.precision_scope``): fp32 (TF32 off), tf32 (TF32
+# matmuls and convolutions on CUDA; the same as fp32 on a CPU), bf16 (autocast to bfloat16, fp32 weights).
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def _help(text: str):
@@ -88,6 +96,11 @@ class TrainConfig:
     # Every N steps keep a copy of the EMA weights in <state dir>/snapshots/ema-step<N>.pt (0: none).
     snapshot_every: int = field(default=0, metadata=_help("keep the EMA weights every N steps in "
                                                           "<state dir>/snapshots/ (0: none)"))
+    precision: str = field(default="fp32", metadata={**_help("numerics: fp32, tf32 (TF32 matmuls on CUDA) or bf16 "
+                                                             "(autocast; fp32 weights and optimizer)"),
+                                                     "choices": PRECISIONS})
+    device: str = field(default="auto", metadata=_help("auto (cuda when torch sees a GPU), cpu or cuda; under "
+                                                       "--nproc each process takes cuda:LOCAL_RANK"))
     # What is trained (method, options, budget, input checkpoint...): a saved state resumes only a run with the
     # same run_id and settings, so a changed config never continues a stale run.
     run_id: str = ""
@@ -100,6 +113,8 @@ class TrainConfig:
                              f"min_lr_ratio {self.min_lr_ratio}")
         if self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the peak learning rate for the update that ends at step ``step + 1``."""
@@ -113,7 +128,7 @@ class TrainConfig:
 
 # The flags of the pretrain command (the rest of TrainConfig is set by the code).
 PRETRAIN_FLAGS = ("steps", "batch_size", "lr", "ema_decay", "seed", "checkpoint_every", "warmup_steps", "schedule",
-                  "min_lr_ratio", "snapshot_every")
+                  "min_lr_ratio", "snapshot_every", "precision", "device")
 
 
 @dataclass(frozen=True)
@@ -134,13 +149,17 @@ class FinetuneRecipe:
                                                            "(horizon x steps)"))
     seed: int = field(default=0, metadata=_help("fine-tuning seed"))
     checkpoint_every: int = field(default=500, metadata=_help("resumable state every N steps"))
+    precision: str = field(default="fp32", metadata={**_help("numerics: fp32, tf32 (TF32 matmuls on CUDA) or bf16 "
+                                                             "(autocast; fp32 weights and optimizer)"),
+                                                     "choices": PRECISIONS})
 
-    def train_config(self, steps: int, run_id: str) -> TrainConfig:
+    def train_config(self, steps: int, run_id: str, device: str = "auto") -> TrainConfig:
         """The run's TrainConfig once its step count is known."""
         return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr,
                            ema_decay=1 - 1 / max(1.0, self.ema_horizon * steps), seed=self.seed,
                            checkpoint_every=self.checkpoint_every, warmup_steps=round(self.warmup_fraction * steps),
-                           schedule=self.schedule, min_lr_ratio=self.min_lr_ratio, run_id=run_id)
+                           schedule=self.schedule, min_lr_ratio=self.min_lr_ratio, precision=self.precision,
+                           device=device, run_id=run_id)
 
 
 def cfg_label(scale: float) -> str:

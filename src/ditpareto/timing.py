@@ -36,3 +36,38 @@ def time_repeated(fn: Callable[[], object], repeats: int, warmup: int = 1,
         fn()
         seconds.append(clock() - start)
     return summarize(seconds)
+
+
+class DeviceClock:
+    """Seconds of a block of work on a device: wall-clock on a CPU; on CUDA, CUDA events around the block, read
+    after a synchronize (the time the GPU spent, not the host's launch time).
+
+    Usage: ``with clock.measure() as elapsed: ...`` then ``elapsed()`` gives the seconds."""
+
+    def __init__(self, device="cpu"):
+        import torch
+
+        self.device = torch.device(device)
+        self.kind = "cuda-events" if self.device.type == "cuda" else "perf_counter"
+
+    def measure(self):
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def block():
+            result = {}
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                yield lambda: result["seconds"]
+                end.record()
+                end.synchronize()
+                result["seconds"] = start.elapsed_time(end) / 1000
+            else:
+                begin = time.perf_counter()
+                yield lambda: result["seconds"]
+                result["seconds"] = time.perf_counter() - begin
+
+        return block()

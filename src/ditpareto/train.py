@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import atomic_save, read_checkpoint
+from ditpareto.runtime import describe, precision_scope, resolve_device
 from ditpareto.study import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # Settings that change neither the weights nor the trajectory: a resume may differ in these. More steps than the
 # saved run also resume under a constant learning rate (N steps then M - N more equal M steps); a decaying schedule
 # depends on the total, so there the step count must match.
-_RESUME_FREE = ("steps", "checkpoint_every", "log_every", "snapshot_every")
+_RESUME_FREE = ("steps", "checkpoint_every", "log_every", "snapshot_every", "device")
 
 
 def _resume_identity(config: dict) -> dict:
@@ -235,12 +236,17 @@ def run_training(
     Under torchrun (WORLD_SIZE > 1) it trains data-parallel: each rank draws ``batch_size / world`` samples with
     its own RNG (seed + rank), DistributedDataParallel (around ``LossModule``) averages the gradients in backward()
     with overlapped bucketed all-reduces, rank 0 writes the state (with
-    every rank's RNG) and the CSV. Runs on ``cuda:LOCAL_RANK`` when CUDA is available (NCCL), else on the CPU (gloo).
+    every rank's RNG) and the CSV. Runs on ``config.device`` (``cuda:LOCAL_RANK`` for a GPU, NCCL; the CPU with gloo)
+    in ``config.precision`` (the loss under ``precision_scope``; weights, gradients and AdamW in float32).
     """
     rank, world, local_rank = distributed_env()
     if config.batch_size % world:
         raise InputError(f"batch size {config.batch_size} is not divisible by the {world} processes")
-    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{local_rank}")
+    if rank == 0:
+        log.info("training on %s in %s", describe(device), config.precision)
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
         if device.type == "cuda":
@@ -329,7 +335,8 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
                 group["lr"] = group["peak_lr"] * config.lr_factor(step)
             idx = torch.randint(0, n, (batch_size,))
             optimizer.zero_grad(set_to_none=True)
-            terms = step_loss(x0[idx].to(device), labels[idx].to(device))
+            with precision_scope(config.precision, device):
+                terms = step_loss(x0[idx].to(device), labels[idx].to(device))
             terms["loss"].backward()
             stop = _any_rank(sigterm["set"], device) if world > 1 else sigterm["set"]
             optimizer.step()

@@ -21,13 +21,15 @@ import numpy as np
 import pandas as pd
 
 from ditpareto.bootstrap import bootstrap_ci
-from ditpareto.study import FINETUNE_MODES, STEP_BUDGET_METHODS, checkpoint_budget, parse_ft
+from ditpareto.study import FINETUNE_MODES, OFFICIAL, STEP_BUDGET_METHODS, checkpoint_budget, parse_ft
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"
 ENVELOPE_COLUMNS = ["seed", "nominal_compute_ratio", "diff_vs_envelope", "diff_ci_low", "diff_ci_high"]
 # A claim's relative FID change is reproduced within this many (relative) points.
 CLAIM_TOLERANCE = 0.05
+# Said in the basis of a verdict on points sampled from the authors' released checkpoints (finetune_source official).
+AUTHORS_NOTE = "authors' released checkpoint: trained by them, not with this study's fine-tuning compute"
 
 
 def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> pd.DataFrame:
@@ -47,6 +49,7 @@ def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = N
         rows.append({"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]),
                      "seed": int(r["seed"]), "gmacs": float(r["gmacs_per_image"]), "fid": float(r["fid"]),
                      "nominal_compute_ratio": float(r["nominal_compute_ratio"]),
+                     "finetune_source": r.get("finetune_source"),
                      "replicates": np.asarray(r["fid_bootstrap"], dtype=np.float64)})
     return pd.DataFrame(rows)
 
@@ -136,7 +139,7 @@ def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | None = No
         for _, p in group[~group["method"].isin(STEP_BUDGET_METHODS)].iterrows():
             row = {"method": p["method"], "budget": p["budget"], "steps": p["steps"], "seed": seed,
                    "gmacs_per_image": p["gmacs"], "nominal_compute_ratio": p["nominal_compute_ratio"],
-                   "fid": p["fid"]}
+                   "fid": p["fid"], "finetune_source": p.get("finetune_source")}
             ladder = ladders["dit-ft"]
             if len(ladder) >= 2:
                 diffs = [p["replicates"][b] - _envelope_fid(ladder, p["gmacs"], b)
@@ -220,7 +223,8 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
                                 f"at {full_steps} steps ({p['nominal_compute_ratio']:.0%} nominal compute)",
                 "estimate": p["fid"] / base["fid"] - 1, "ci_low": low, "ci_high": high, "verdict": verdict,
                 "basis": f"{c.method}/budget~{budget}/steps~{full_steps} vs dit/budget~{full_steps}, seed {seed}; "
-                         f"claimed {claimed:+.3f}, tolerance {CLAIM_TOLERANCE}",
+                         f"claimed {claimed:+.3f}, tolerance {CLAIM_TOLERANCE}"
+                         + (f"; {AUTHORS_NOTE}" if p.get("finetune_source") == OFFICIAL else ""),
             })
         scope = comparisons.reindex(columns=[*comparisons.columns.difference(ENVELOPE_COLUMNS), *ENVELOPE_COLUMNS])
         scope = scope[scope["seed"] == seed]
@@ -233,6 +237,7 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
                              "basis": f"no dit-ft step ladder (>= 2 step counts) spans its GMACs (seed {seed})"})
                 continue
             best = sub.loc[sub["diff_vs_envelope"].idxmin()]
+            authors = "finetune_source" in sub and bool((sub["finetune_source"] == OFFICIAL).any())
             if (sub["diff_ci_high"] < 0).any():
                 verdict = "supported"
             elif (sub["diff_ci_low"] > 0).all():
@@ -246,7 +251,8 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
                 "estimate": best["diff_vs_envelope"], "ci_low": best["diff_ci_low"], "ci_high": best["diff_ci_high"],
                 "verdict": verdict,
                 "basis": "; ".join(f"{r.budget}@{r.steps}: {r.diff_vs_envelope:+.2f} [{r.diff_ci_low:+.2f}, "
-                                   f"{r.diff_ci_high:+.2f}]" for r in sub.itertuples()) + f" (seed {seed})",
+                                   f"{r.diff_ci_high:+.2f}]" for r in sub.itertuples()) + f" (seed {seed})"
+                         + (f"; {AUTHORS_NOTE}" if authors else ""),
             })
     columns = ["method", "claim", "toy_analogue", "estimate", "ci_low", "ci_high", "verdict", "basis", "seed"]
     return pd.DataFrame(rows, columns=columns)

@@ -57,12 +57,25 @@ def sampling_flags(wildcards):
         "num_samples": study.num_samples(config, int(wildcards.seed)),
     }
     return study.argv(
-        values, ["sampler", "guidance_channels", "num_samples", "batch_size", "reference_steps"]
+        values,
+        [
+            "sampler",
+            "guidance_channels",
+            "num_samples",
+            "batch_size",
+            "reference_steps",
+            "precision",
+        ],
     )
 
 
+def device_flag():
+    """--device: where every job that runs a network computes (config `device`; never a silent CPU fallback)."""
+    return study.argv(config, ["device"])
+
+
 def pretrain_flags():
-    return study.argv(config["base"]["pretrain"])
+    return study.argv({**config["base"]["pretrain"], "device": config["device"]})
 
 
 def get_base_source(wildcards):
@@ -104,7 +117,7 @@ def dataset_flags(wildcards):
         "encode_seed": config["latents"]["encode_seed"],
     }
     keys = ["dataset", "image_size", "path", "encode_batch_size", "encode_seed", "max_per_class"]
-    return f"{study.argv(values, keys)} {latent_flags()}"
+    return f"{study.argv(values, keys)} {latent_flags()} {device_flag()}"
 
 
 def get_dataset_inputs(wildcards):
@@ -188,8 +201,9 @@ def metric_flags():
         "extractor": m["feature_extractor"],
         "bootstrap_replicates": m["bootstrap"]["replicates"],
         "bootstrap_seed": m["bootstrap"]["seed"],
+        "device": config["device"],
     }
-    keys = ["extractor", "kid_subset_size", "bootstrap_replicates", "bootstrap_seed"]
+    keys = ["extractor", "kid_subset_size", "bootstrap_replicates", "bootstrap_seed", "device"]
     return study.argv(values, keys)
 
 
@@ -210,9 +224,26 @@ def run_ft(wildcards):
     return wildcards.run.split("ft~")[-1]
 
 
+def official_checkpoint(wildcards):
+    """The authors' checkpoint of the run's budget (source: official; checked at start), else None."""
+    entry = config["methods"][wildcards.method]
+    if entry.get("source") != study.OFFICIAL or run_ft(wildcards) != study.UNIT_FINETUNE:
+        return None
+    return entry["official"][run_budget(wildcards)]
+
+
+def import_command(wildcards):
+    """import-official converts the authors' checkpoint; import-finetuned checks a fine-tune with its record."""
+    return "import-official" if official_checkpoint(wildcards) else "import-finetuned"
+
+
 def get_finetuned_source(wildcards):
-    """A shipped fine-tune (source: checkpoint, shared compute) or the one trained here."""
+    """The authors' checkpoint (source: official), a shipped fine-tune (source: checkpoint, shared compute) or the
+    one trained here."""
     entry, budget = config["methods"][wildcards.method], run_budget(wildcards)
+    official = official_checkpoint(wildcards)
+    if official:
+        return {"weights": str(resolve_path(official["checkpoint"], workflow.basedir))}
     if entry.get("source", "train") == "checkpoint" and run_ft(wildcards) == study.UNIT_FINETUNE:
         path, _ = study.shipped_checkpoint(
             wildcards.method, budget, config["finetune"]["shipped_dir"]
@@ -224,7 +255,9 @@ def get_finetuned_source(wildcards):
 
 
 def finetuned_sha256_flag(wildcards):
-    entry = config["methods"][wildcards.method]
+    entry, official = config["methods"][wildcards.method], official_checkpoint(wildcards)
+    if official:
+        return f"--sha256 {official['sha256']}" if official.get("sha256") else ""
     if entry.get("source", "train") != "checkpoint" or run_ft(wildcards) != study.UNIT_FINETUNE:
         return ""
     _, key = study.shipped_checkpoint(wildcards.method, run_budget(wildcards))
@@ -265,6 +298,7 @@ def finetune_flags(wildcards):
         "ema_horizon",
         "seed",
         "checkpoint_every",
+        "precision",
     ]
     return study.argv(values, keys)
 

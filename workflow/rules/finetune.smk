@@ -1,5 +1,6 @@
 # Method models: convert the base DiT, fine-tune with the shared recipe (once per method, or once per budget, at
-# a multiple of the shared training compute), and import the fine-tune a grid point samples (shipped or trained).
+# a multiple of the shared training compute), and import the fine-tune a grid point samples (shipped or trained;
+# source: official converts the authors' released checkpoint instead).
 
 
 rule convert:
@@ -43,12 +44,14 @@ rule finetune:
         options=options_flag,
         budget=budget_flag,
         train=finetune_flags,
+        device=device_flag(),
         state="results/training/{method}/{run}/state.pt",
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} "
         "{params.options} {params.budget} --checkpoint {input.checkpoint:q} --data {input.data:q} {params.model} "
-        "{params.train} --state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} > {log:q} 2>&1"
+        "{params.train} {params.device} --state {params.state:q} --log-csv {output.loss:q} "
+        "--out {output.weights:q} > {log:q} 2>&1"
 
 
 rule import_finetuned:
@@ -66,7 +69,8 @@ rule import_finetuned:
         options=options_flag,
         budget=budget_flag,
         sha256=finetuned_sha256_flag,
+        command=import_command,
         version=VERSION,
     shell:
-        "python -m ditpareto import-finetuned --method {wildcards.method} {params.options} {params.budget} "
+        "python -m ditpareto {params.command} --method {wildcards.method} {params.options} {params.budget} "
         "{params.model} --checkpoint {input.weights:q} {params.sha256} --out {output.weights:q} > {log:q} 2>&1"

@@ -25,13 +25,14 @@ rule sample:
         sampling=sampling_flags,
         latents=latent_flags(),
         options=options_flag,
+        device=device_flag(),
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
         "--budget {wildcards.budget:q} --steps {wildcards.steps} --ft {wildcards.ft} --cfg-scale {wildcards.cfg} "
         "--seed {wildcards.seed} "
         "--shard {wildcards.shard} --shards {wildcards.shards} --checkpoint {input.checkpoint:q} "
-        "{params.model} {params.sampling} {params.latents} "
+        "{params.model} {params.sampling} {params.latents} {params.device} "
         "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
 
 
@@ -100,8 +101,11 @@ rule latency:
         rounds=config["sampling"]["latency_rounds"],
         sampler=config["sampling"]["sampler"],
         guidance=config["sampling"]["guidance_channels"],
+        precision=config["sampling"]["precision"],
+        device=device_flag(),
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} latency --points {params.points:q} {params.model} "
         "--batch-sizes {params.batches} --rounds {params.rounds} --sampler {params.sampler} "
-        "--guidance-channels {params.guidance} --out {output.table:q} > {log:q} 2>&1"
+        "--guidance-channels {params.guidance} --precision {params.precision} {params.device} "
+        "--out {output.table:q} > {log:q} 2>&1"

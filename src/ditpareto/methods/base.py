@@ -42,6 +42,11 @@ class Method(Vocabulary):
         """The method's model from its checkpoint (keys and shapes validated), in eval mode."""
         raise NotImplementedError
 
+    def load_official(self, checkpoint, spec: ModelSpec, options: MethodOptions) -> tuple[torch.nn.Module, dict]:
+        """The method's model from its authors' released checkpoint (their key layout, validated), in eval mode,
+        and what was read (``entry``, training ``args``); config ``source: official``."""
+        raise InputError(f"method {self.name} has no importer of its authors' checkpoints (source: official)")
+
     def finetune(self, model: torch.nn.Module, data, options: MethodOptions, budget, train, state_path, log_csv):
         """Fine-tune ``model`` (from ``convert``) on ``data`` (an ImageSet); returns the EMA model to save.
 

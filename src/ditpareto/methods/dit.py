@@ -6,7 +6,7 @@ from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import load_dit
-from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import diffusion_loss, run_training
@@ -28,7 +28,7 @@ class StaticDiT(StepsVocabulary, Method):
         diffusion = GaussianDiffusion.respaced(settings.sampler, steps)
         denoise = cfg_denoiser(model.forward, settings, spec.in_channels, spec.num_classes)
         return SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
-                            details={"steps": steps})
+                            details={"steps": steps}, device=model_device(model))
 
 
 

@@ -19,7 +19,8 @@ from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops, token_router_macs
-from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.models.dydit_official import check_official, official_to_ours, read_official
+from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
@@ -105,6 +106,22 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         model.method_options = options
         return eval_model(load_into(model, checkpoint, what=f"dydit {spec.name} at image size {spec.image_size}"))
 
+    def load_official(self, checkpoint, spec: ModelSpec, options):
+        """The authors' released DyDiT (``ditpareto.models.dydit_official``: their key names, one MLP group per head)
+        checked key by key against our DyDiT of ``spec``, then loaded under our names."""
+        config = dit_config(spec.name, spec.image_size, **spec.overrides())
+        options = self.parse_options(options)
+        if options.mlp_groups not in (None, config.num_heads):
+            raise InputError(f"options.mlp_groups {options.mlp_groups}: the authors' checkpoints have one MLP group "
+                             f"per head ({config.num_heads} for {spec.name}); leave it null")
+        model = DyDiT(config, router_config(options))
+        model.method_options = options
+        state, info = read_official(checkpoint)
+        check_official(state, model.state_dict(), f"DyDiT checkpoint {checkpoint}",
+                       f"dydit {spec.name} at image size {spec.image_size}")
+        model.load_state_dict(official_to_ours(state))
+        return eval_model(model), info
+
     def finetune(self, model: DyDiT, data, options, budget, train, state_path, log_csv):
 
         if budget is None:
@@ -146,7 +163,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
             complete = lambda x, t, y: model.forward_masked(x, t, y, "complete")[0]  # noqa: E731
             return SamplingPlan(diffusion, cfg_denoiser(complete, settings, spec.in_channels, spec.num_classes),
                                 calls_per_step=2 if settings.guided else 1,
-                                details={"lambda": lam.of, "routers": "bypassed"})
+                                details={"lambda": lam.of, "routers": "bypassed"}, device=model_device(model))
         steps = diffusion.num_timesteps
         model_t = [int(diffusion.timestep_map[steps - 1 - step]) for step in range(steps)]
         masks = [model.width_masks(t) for t in model_t]  # batch-independent: precomputed per sampling step
@@ -172,7 +189,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
             "mlp_groups": model.num_groups,
         }
         plan = SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
-                            step_key=lambda step: step, details=details)
+                            step_key=lambda step: step, details=details, device=model_device(model))
         n = getattr(model, "method_options", DyDiTOptions()).flops_samples
 
         def count() -> dict:

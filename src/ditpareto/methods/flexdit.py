@@ -22,7 +22,7 @@ from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per_call
-from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import distributed_env, run_training
 from ditpareto.vocab import (
@@ -145,4 +145,4 @@ class FlexDiTMethod(FlexDiTVocabulary, Method):
         }
         return SamplingPlan(diffusion, cfg_denoiser(forward, settings, spec.in_channels, spec.num_classes),
                             calls_per_step=2 if settings.guided else 1, step_key=lambda step: step_stage[step],
-                            details=details)
+                            details=details, device=model_device(model))

@@ -29,7 +29,7 @@ from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import CheckpointError, load_into
 from ditpareto.models.dit import guided_channel_count
 from ditpareto.models.flexidit import FlexiConfig, FlexiDiT, convert_dit
-from ditpareto.plans import SamplingPlan, cfg_denoiser
+from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
 from ditpareto.vocab import FlexiDiTOptions, FlexiDiTVocabulary, weak_steps
@@ -184,7 +184,7 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
         }
         return SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
                             step_key=lambda step: patches(step) if settings.guided else patches(step)[0],
-                            details=details)
+                            details=details, device=model_device(model))
 
 
 def flexidit_loss(model: FlexiDiT, x0, y, diffusion: GaussianDiffusion, weak_ratio: float, distill_weight: float,

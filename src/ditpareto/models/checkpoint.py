@@ -24,13 +24,15 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load(..., weights_only=True)`` with errors that name the file and the problem."""
+def read_checkpoint(path: str | os.PathLike, allowed_globals: tuple = ()) -> dict:
+    """``torch.load(..., weights_only=True)`` with errors that name the file and the problem; ``allowed_globals``:
+    classes the file may hold besides tensors and containers (``torch.serialization.safe_globals``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of a forbidden type, not a torch file at all
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or ['empty'])[0]}); "

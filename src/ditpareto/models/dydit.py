@@ -168,7 +168,8 @@ class DyDiTBlock(DiTBlock):
         scale, shift, gate = torch.cat([1 + scale_mlp, shift_mlp, gate_mlp], 1).index_select(0, idx // n).split(d, 1)
         hm = torch.addcmul(shift, self.norm2(flat.index_select(0, idx)), scale)
         y = F.linear(self.mlp.act(F.linear(hm, width.fc1_w, width.fc1_b)), width.fc2_w, self.mlp.fc2.bias)
-        return flat.index_add_(0, idx, y * gate).view(b, n, d)  # in place: x is this block's own tensor
+        # in place (x is this block's own tensor); under bf16 autocast y is bfloat16 and the residual float32
+        return flat.index_add_(0, idx, (y * gate).to(flat.dtype)).view(b, n, d)
 
 
 class DyDiT(DiT):
@@ -262,8 +263,9 @@ class DyDiT(DiT):
 
     def _layer_width(self, layer: int, head_mask, group_mask, cache_numel: int) -> LayerWidth:
         block = self.blocks[layer]
-        heads, groups = head_mask.nonzero().squeeze(1), group_mask.nonzero().squeeze(1)
-        key = (layer, tuple(heads.tolist()), tuple(groups.tolist()))
+        device = block.attn.qkv.weight.device  # masks made before a move still index the moved weights
+        heads, groups = head_mask.nonzero().squeeze(1).to(device), group_mask.nonzero().squeeze(1).to(device)
+        key = (layer, tuple(heads.tolist()), tuple(groups.tolist()), device, block.attn.qkv.weight.dtype)
         if key in self._width_cache:
             self._width_cache.move_to_end(key)
             return self._width_cache[key]

@@ -13,10 +13,10 @@ from ditpareto.glyph_extractor import load_glyph_cnn
 from ditpareto.methods import Method
 from ditpareto.metrics import load_classifier
 from ditpareto.models import load_dit
-from ditpareto.models.checkpoint import sha256_of
-from ditpareto.results import read_record, write_json
-from ditpareto.study import ModelSpec
-from ditpareto.vocab import MethodOptions
+from ditpareto.models.checkpoint import atomic_save, sha256_of
+from ditpareto.results import provenance, read_record, write_json
+from ditpareto.study import OFFICIAL, ModelSpec
+from ditpareto.vocab import FullCompute, MethodOptions
 
 
 def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
@@ -70,3 +70,37 @@ def import_finetuned(*, method: Method, options: MethodOptions, spec: ModelSpec,
     digest = checked_copy(checkpoint, sha256, out, f"{method.name} fine-tune",
                           lambda path: method.load_model(path, spec, options))
     return {"method": method.name, "budget": budget, "out": out, "sha256": digest}
+
+
+def import_official(*, method: Method, options: MethodOptions, spec: ModelSpec, checkpoint: str, out: str,
+                    budget: str, sha256: str | None = None) -> dict:
+    """Convert the authors' released checkpoint of a budget (DyDiT: new_dydit0.7.pt, new_dydit0.5.pt) to our layout.
+
+    The file is checked (sha256, every key, shape and value, in the authors' names) and written as our weights with
+    a record beside them: finetune_source "official", training compute unknown (train_gmacs, optimizer_steps,
+    samples_seen null), the file's sha256 and the training args it holds.
+
+    Example: python -m ditpareto import-official --method dydit --budget 0.70 --model dit-xl-2 --image-size 256
+    --checkpoint external/dydit/new_dydit0.7.pt --sha256 HEX --out finetuned.pt
+    """
+    parsed = method.parse_budget(budget)
+    if isinstance(parsed, FullCompute):
+        raise InputError(f"--budget {budget}: name the budget the checkpoint was trained for, not a full@ point")
+    what = f"{method.name} authors' checkpoint for budget {budget}"
+    if not Path(checkpoint).is_file():
+        raise InputError(f"{what} {checkpoint} does not exist")
+    digest = sha256_of(checkpoint)
+    if sha256 and digest != sha256.lower():
+        raise InputError(f"{what} {checkpoint} has sha256 {digest}, config says {sha256}")
+    model, read = method.load_official(checkpoint, spec, options)
+    atomic_save(method.state_to_save(model), out)
+    record = {
+        "method": method.name, "budget": method.budget_label(parsed), "options": options.to_dict(),
+        "finetune_source": OFFICIAL, "train_gmacs": None, "optimizer_steps": None, "samples_seen": None,
+        "official_checkpoint": str(checkpoint), "official_sha256": digest, "official_entry": read["entry"],
+        "official_args": read["args"], "official_repository": read.get("repository"), "sha256": sha256_of(out),
+        **provenance(),
+    }
+    write_json(record, str(out) + ".json")
+    return {"method": method.name, "budget": record["budget"], "out": out, "official_sha256": digest,
+            "entry": read["entry"]}

@@ -39,7 +39,7 @@ def prepare_data(*, dataset: str, draw: str, image_size: int, out: str, num: int
         record.update({"num": len(data.labels), "heldout_fraction": heldout_fraction, "split_seed": split_seed})
     else:
         from ditpareto.latents import encode_image_folder, load_vae, vae_factor
-        from ditpareto.steps.sampling import resolve_device
+        from ditpareto.runtime import resolve_device
 
         if draw != "train":
             raise InputError("--dataset imagefolder has only the train draw (FID uses the ADM reference batch)")

@@ -26,6 +26,7 @@ from ditpareto.metrics import (
     save_classifier, train_digits_classifier,
 )
 from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
+from ditpareto.runtime import resolve_device
 from ditpareto.sampling import generate
 from ditpareto.study import ModelSpec, SamplingSettings
 
@@ -160,6 +161,7 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
                  features, compress=False)
     result.update(metrics)
     result["params"]["feature_extractor"] = metric_settings.feature_extractor
+    result["params"]["metrics_device"] = str(resolve_device(metric_settings.device))
     result["params"]["reference"] = "reference_batch" if reference_batch else "reference_draw"
     result["params"]["reference_images"] = int(reference_images)
     write_json(result, out)
@@ -185,7 +187,7 @@ def convergence(*, metric_settings: MetricSettings, spec: ModelSpec, settings: S
         match = re.search(r"step(\d+)", Path(path).name)
         if not match:
             raise InputError(f"snapshot {path} is not named ema-step<N>.pt")
-        model = method.load_model(path, spec, {})
+        model = method.load_model(path, spec, {}).to(resolve_device(metric_settings.device))
         plan = method.plan(model, settings.steps, settings, spec)
         batch, _ = generate(plan, spec, settings, seed, range(num_samples), batch_size)
         metrics = compute_metrics(batch.images, reference_images, metric_settings)

@@ -22,9 +22,10 @@ from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
 from ditpareto.models import build_dit
 from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
+from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import generate, merge_records, merge_shards, shard_indices
-from ditpareto.study import GridPoint, ModelSpec, SamplingSettings, cfg_label
-from ditpareto.timing import summarize as summarize_timings
+from ditpareto.study import NO_SOURCE, PIPELINE, GridPoint, ModelSpec, SamplingSettings, cfg_label
+from ditpareto.timing import DeviceClock, summarize as summarize_timings
 from ditpareto.vocab import MethodOptions
 
 
@@ -33,17 +34,15 @@ def check_seed(seed: int) -> None:
         raise InputError(f"--seed must be in [0, {MAX_SEED}] (sample i uses generator seed * 2**20 + i), got {seed}")
 
 
-def resolve_device(name: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
-
 def training_fields(checkpoint: str) -> dict:
-    """What the sampled model's fine-tune cost (0 for the untouched base): from <checkpoint>.json when present."""
+    """What the sampled model's fine-tune cost (0 for the untouched base) and who trained it (``finetune_source``:
+    "pipeline", "official" for the authors' checkpoint, whose cost is unknown: null, "none"): from <checkpoint>.json."""
     path = Path(str(checkpoint) + ".json")
     if not path.is_file():
-        return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0}
+        return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0, "finetune_source": NO_SOURCE}
     record = read_record(path, required=("train_gmacs", "optimizer_steps", "samples_seen"))
-    return {k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")}
+    return {**{k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")},
+            "finetune_source": record.get("finetune_source", PIPELINE)}
 
 
 def _save_npz(arrays: dict, out: str) -> None:
@@ -56,8 +55,11 @@ def _save_npz(arrays: dict, out: str) -> None:
 def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings, budget: str,
            checkpoint: str, seed: int, out: str, record: str, num_samples: int = 1000, shard: int = 0, shards: int = 1,
            batch_size: int = 250, reference_steps: int | None = None, ft: str = "1.00", vae: str | None = None,
-           latent_scale: float = 0.18215, device: str = "auto") -> dict:
+           latent_scale: float = 0.18215, device: str = "auto", precision: str = "fp32") -> dict:
     """Draw a grid point's samples (or one shard of them); record executed FLOPs, latency and the machine.
+
+    The model, its plan and the sampler run on ``device`` in ``precision`` (the sampler's state stays float32;
+    bf16 autocasts the network calls; the SD-VAE decodes in float32); FLOPs are counted on that run's ops.
 
     Example: python -m ditpareto sample --method dit --budget 10 --steps 10 --seed 0 --checkpoint base.pt
     --model dit-toy-2 --image-size 16 --in-channels 1 --num-classes 10 --out s.npz --record s.json
@@ -69,20 +71,22 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
         raise InputError(f"--reference-steps must be >= 1, got {reference_steps}")
     indices = shard_indices(num_samples, shard, shards)
     parsed = method.parse_budget(budget)
-    autoencoder = load_vae(vae) if vae else None
-    model = method.load_model(checkpoint, spec, options)
-    plan = method.plan(model, parsed, settings, spec)
-    config = dit_config(spec.name, spec.image_size, **spec.overrides())
-    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))  # counted on the CPU
+    check_precision(precision)
     target = resolve_device(device)
-    model.to(target)
+    autoencoder = load_vae(vae, target) if vae else None
+    model = method.load_model(checkpoint, spec, options).to(target)
+    plan = method.plan(model, parsed, settings, spec)  # after the move: plans hold tensors on the model's device
+    config = dit_config(spec.name, spec.image_size, **spec.overrides())
     decode = None
     if autoencoder is not None:
-        autoencoder.to(target)
-        decode = lambda z: decode_latents(autoencoder, z, latent_scale)  # noqa: E731
-    start = time.perf_counter()
-    batch, seconds = generate(plan, spec, settings, seed, indices, batch_size, decode=decode, device=target)
-    wall = time.perf_counter() - start
+        def decode(z):
+            with torch.autocast(target.type, enabled=False):
+                return decode_latents(autoencoder, z.float(), latent_scale)
+    with precision_scope(precision, target):
+        macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+        start = time.perf_counter()
+        batch, seconds = generate(plan, spec, settings, seed, indices, batch_size, decode=decode)
+        wall = time.perf_counter() - start
     timed = np.array(seconds[1:] if len(seconds) > 1 else seconds)  # first batch is the warm-up
     timing = summarize_timings(timed.tolist())
     _save_npz({"images": batch.images, "labels": batch.labels, "indices": batch.indices}, out)
@@ -105,6 +109,8 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
         "shard": shard,
         "shard_samples": len(indices),
         "device": str(target),
+        "device_requested": device,
+        "precision": precision,
         "params": {
             "sampler": settings.sampler, "cfg_scale": settings.cfg_scale, "eta": settings.eta,
             "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
@@ -114,7 +120,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
         },
         **provenance(),
         **training_fields(checkpoint),
-        "machine": machine(),  # what the timing columns depend on
+        "machine": machine(target),  # what the timing columns depend on
     }
     write_json(result, record)
     return {k: result[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
@@ -141,8 +147,12 @@ def merge_samples(*, shards: list, records: list, out: str, record: str) -> dict
 
 
 def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 250), rounds: int = 3,
-            sampler: str = "ddim", guidance_channels: str = "dit3") -> dict:
+            sampler: str = "ddim", guidance_channels: str = "dit3", device: str = "auto",
+            precision: str = "fp32") -> dict:
     """Time every grid point's model in interleaved rounds on a machine this job holds alone.
+
+    On ``device`` in ``precision``, as the study samples: CUDA events after a warm-up round on a GPU, the wall clock
+    on a CPU. The record beside the table names the device (GPU, driver), the precision and the compilation used.
 
     Example: python -m ditpareto --threads 2 latency --points '[{"method": "dit", "budget": "10", "steps": 10,
     "ft": "0.00", "cfg_scale": 2.0, "seed": 0, "checkpoint": "base.pt"}]' --model dit-toy-2 --image-size 16
@@ -154,6 +164,8 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
         raise InputError(f"--points is not JSON: {exc}") from None
     if not isinstance(entries, list) or not entries or rounds < 1 or min(batch_sizes) < 1:
         raise InputError("latency needs a non-empty --points list, --rounds >= 1 and --batch-sizes >= 1")
+    check_precision(precision)
+    target = resolve_device(device)
     timed, keys = [], {}
     for point in entries:
         check_seed(int(point["seed"]))
@@ -161,20 +173,26 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
         options = method.parse_options(point.get("options", {}))
         settings = SamplingSettings(sampler=sampler, steps=int(point["steps"]), cfg_scale=float(point["cfg_scale"]),
                                     guidance_channels=guidance_channels)
-        model = method.load_model(point["checkpoint"], spec, options)
+        model = method.load_model(point["checkpoint"], spec, options).to(target)
         plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec)
         key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
                         cfg_label(point["cfg_scale"]), int(point["seed"]))
-        timed.append(prepare(key.stem, plan, spec, settings, key.seed))
+        with precision_scope(precision, target):
+            timed.append(prepare(key.stem, plan, spec, settings, key.seed))
         keys[key.stem] = key
-    table = pd.DataFrame(measure(timed, list(batch_sizes), rounds))
+    with precision_scope(precision, target):
+        table = pd.DataFrame(measure(timed, list(batch_sizes), rounds))
+    table["precision"] = precision
+    table["device"] = str(target)
     for column in ("method", "budget", "steps", "ft", "cfg", "seed"):
         table[column] = [getattr(keys[name], column) for name in table["point"]]
     table = table.rename(columns={"cfg": "cfg_scale"})
     table["cfg_scale"] = table["cfg_scale"].astype(float)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    write_json({**machine(), "rounds": rounds, "batch_sizes": list(batch_sizes), **provenance()}, str(out) + ".json")
+    write_json({**machine(target), "device_requested": device, "precision": precision, "timer": DeviceClock(target).kind,
+                "torch_compile": False, "cuda_graphs": False, "rounds": rounds, "batch_sizes": list(batch_sizes),
+                **provenance()}, str(out) + ".json")
     return {"points": len(entries), "rounds": rounds, "out": out}
 
 

@@ -19,6 +19,7 @@ from ditpareto.methods import Method
 from ditpareto.models import build_dit, load_dit
 from ditpareto.models.checkpoint import atomic_save, sha256_of
 from ditpareto.results import provenance, write_json
+from ditpareto.runtime import resolve_device
 from ditpareto.study import FinetuneRecipe, ModelSpec, TrainConfig
 from ditpareto.train import code_version, discard_state, is_main_process, run_training
 from ditpareto.vocab import MethodOptions
@@ -63,15 +64,18 @@ def convert(*, method: Method, options: MethodOptions, spec: ModelSpec, base: st
 
 
 def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe: FinetuneRecipe, checkpoint: str,
-             data: str, state: str, log_csv: str, out: str, budget: str | None = None) -> dict:
+             data: str, state: str, log_csv: str, out: str, budget: str | None = None, device: str = "auto") -> dict:
     """Fine-tune a converted model with the shared recipe: the step count follows from the training-MAC budget
     (every term of the method's loss counted); a training record <out>.json beside the weights. Resumable.
+
+    Trains on ``device`` in ``recipe.precision`` (``run_training``); the MACs are counted on the CPU.
 
     Example: python -m ditpareto finetune --method dydit --budget 0.50 --checkpoint converted.pt --data train.npz
     --model dit-toy-2 --image-size 16 --in-channels 1 --num-classes 10 --train-gmacs 21000 --state s.pt
     --log-csv loss.csv --out finetuned.pt
     """
     parsed = method.parse_budget(budget) if budget is not None else None
+    target = resolve_device(device)  # before any work: a GPU asked for and missing stops here
     model = method.load_model(checkpoint, spec, options)  # the method decides what trains
     dataset = load_draw(data)
     if recipe.batch_size > len(dataset.labels):
@@ -86,7 +90,7 @@ def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe:
     else:
         steps, train_macs = recipe.steps, float(sum(macs_at(i) for i in range(recipe.steps)))
     train = recipe.train_config(steps, run_id(method=method.name, options=options.to_dict(), budget=budget, spec=spec,
-                                              checkpoint=sha256_of(checkpoint), data=sha256_of(data)))
+                                              checkpoint=sha256_of(checkpoint), data=sha256_of(data)), str(target))
     start = time.perf_counter()
     ema = method.finetune(model, dataset, options, parsed, train, state, log_csv)
     if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them
@@ -97,7 +101,8 @@ def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe:
             "gmacs_per_step_first": macs_at(0) / 1e9, "optimizer_steps": train.steps,
             "samples_seen": train.steps * train.batch_size, "batch_size": train.batch_size, "lr": train.lr,
             "schedule": train.schedule, "warmup_steps": train.warmup_steps, "min_lr_ratio": train.min_lr_ratio,
-            "ema_decay": train.ema_decay, "seed": train.seed, "run_id": train.run_id,
+            "ema_decay": train.ema_decay, "seed": train.seed, "run_id": train.run_id, "precision": train.precision,
+            "device": str(target), "device_requested": device,
             "wall_seconds_this_run": time.perf_counter() - start, "checkpoint_in": sha256_of(checkpoint),
             "data": sha256_of(data), "sha256": sha256_of(out), **provenance(),
         }
