@@ -216,7 +216,7 @@ def test_the_sample_job_runs_on_the_device(name, budget, base, tiny_spec, monkey
     np.testing.assert_array_equal(load_samples(tmp_path / "dev.npz")["images"],
                                   load_samples(tmp_path / "cpu.npz")["images"])
     record, cpu_record = read_record(tmp_path / "dev.json"), read_record(tmp_path / "cpu.json")
-    assert (record["device"], record["device_requested"], record["precision"]) == ("meta", "cuda", "fp32")
+    assert (record["device"], record["device_requested"], record["sampling_precision"]) == ("meta", "cuda", "fp32")
     assert record["machine"]["device"] == "meta" and record["gmacs_per_image"] == cpu_record["gmacs_per_image"]
 
 

@@ -156,16 +156,18 @@ def paper_inputs(tmp_path_factory):
 
 
 def miniature(config: dict, inputs: dict) -> dict:
-    """The paper config with every input replaced by a miniature stand-in and its shapes shrunk; the rest (latents,
-    Inception, reference batch, DDPM + CFG on 3 channels, sharding, every method's code path) is left as it is."""
+    """The paper config with every input replaced by a miniature stand-in and its shapes shrunk, on the device torch
+    sees, in bf16 (sampling and fine-tuning); the rest (latents, Inception, reference batch, DDPM + CFG on 3
+    channels, sharding, every method's code path) is left as it is."""
+    config["device"] = "auto"
     config["dataset"].update(path=str(inputs["train"]), image_size=64, encode_batch_size=8)
     config["latents"]["vae"] = str(inputs["vae"])
     config["base"].update(model="dit-micro-2", num_classes=3, checkpoint=str(inputs["checkpoint"]),
                           sha256=sha256_of(inputs["checkpoint"]))
     config["metrics"].update(inception_weights=str(inputs["inception"]), reference_batch=str(inputs["reference"]),
                              kid_subset_size=4)
-    config["sampling"].update(steps=[4], num_samples=6, batch_size=3, shards=2)
-    config["finetune"].update(train_gmacs=None, steps=3, batch_size=4)
+    config["sampling"].update(steps=[4], num_samples=6, batch_size=3, shards=2, precision="bf16")
+    config["finetune"].update(train_gmacs=None, steps=3, batch_size=4, precision="bf16")
     config["methods"] = {
         "dit": {"budgets": ["4"]},
         "flexidit": {"budgets": ["0.50"], "options": config["methods"]["flexidit"]["options"]},
@@ -188,6 +190,11 @@ def test_miniature_paper_run_end_to_end(venv_env, tmp_path, paper_inputs):
     assert table["fid"].notna().all() and (table["fid"] > 0).all()
     assert (table["params.reference"] == "reference_batch").all() and (table["params.num_samples"] == 6).all()
     assert (table["shards_merged"] == 2).all() and table["params.vae"].str.endswith("sd-vae").all()
+    assert (table["sampling_precision"] == "bf16").all() and (table["device_requested"] == "auto").all()
+    assert table.set_index("method").loc["flexidit", "train_precision"] == "bf16"
+    assert table["precision"].between(0, 1).all()  # the metric, not the numerics
+    flexidit = json.loads((tmp_path / "results/checkpoints/flexidit/ft~1.00/finetuned.pt.json").read_text())
+    assert flexidit["precision"] == "bf16" and flexidit["device_requested"] == "auto"
     assert not pd.isna(table["fid_vs_reference_images"]).any()
     with np.load(tmp_path / "results/samples/dit/budget~4/steps~4/ft~0.00/cfg~1.50/seed~0.npz") as samples:
         assert samples["images"].shape == (6, 64, 64, 3)  # decoded by the VAE

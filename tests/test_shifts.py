@@ -15,7 +15,7 @@ from ditpareto.shifts import paired_shifts
 
 def record(method, budget, fid, replicates, precision="fp32", seed=0, bootstrap_seed=0, samples=1000):
     return {"method": method, "budget": budget, "steps": 10, "ft": "1.00", "cfg_scale": 1.5, "seed": seed,
-            "fid": fid, "fid_bootstrap": list(replicates), "precision": precision, "device": "cpu",
+            "fid": fid, "fid_bootstrap": list(replicates), "sampling_precision": precision, "device": "cpu",
             "bootstrap": {"seed": bootstrap_seed}, "params": {"num_samples": samples}}
 
 

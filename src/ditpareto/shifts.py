@@ -73,5 +73,6 @@ def _row(key: dict, fid_a: float, fid_b: float, shift: float, diffs: np.ndarray,
     return {**key, "fid_baseline": fid_a, "fid_other": fid_b, "fid_shift": shift, "fid_shift_ci_low": low,
             "fid_shift_ci_high": high, "relative_shift": shift / fid_a if fid_a else float("nan"),
             "within_noise": bool(low <= 0 <= high),
-            "precision_baseline": ra.get("precision", "fp32"), "precision_other": rb.get("precision", "fp32"),
+            "precision_baseline": ra.get("sampling_precision", "fp32"),
+            "precision_other": rb.get("sampling_precision", "fp32"),
             "device_baseline": ra.get("device"), "device_other": rb.get("device")}

@@ -35,14 +35,16 @@ def check_seed(seed: int) -> None:
 
 
 def training_fields(checkpoint: str) -> dict:
-    """What the sampled model's fine-tune cost (0 for the untouched base) and who trained it (``finetune_source``:
-    "pipeline", "official" for the authors' checkpoint, whose cost is unknown: null, "none"): from <checkpoint>.json."""
+    """What the sampled model's fine-tune cost (0 for the untouched base), who trained it (``finetune_source``:
+    "pipeline", "official" for the authors' checkpoint, whose cost is unknown: null, "none") and in what numerics
+    (``train_precision``; null where not recorded): from <checkpoint>.json."""
     path = Path(str(checkpoint) + ".json")
     if not path.is_file():
-        return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0, "finetune_source": NO_SOURCE}
+        return {"train_gmacs": 0.0, "optimizer_steps": 0, "samples_seen": 0, "finetune_source": NO_SOURCE,
+                "train_precision": None}
     record = read_record(path, required=("train_gmacs", "optimizer_steps", "samples_seen"))
     return {**{k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")},
-            "finetune_source": record.get("finetune_source", PIPELINE)}
+            "finetune_source": record.get("finetune_source", PIPELINE), "train_precision": record.get("precision")}
 
 
 def _save_npz(arrays: dict, out: str) -> None:
@@ -110,7 +112,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
         "shard_samples": len(indices),
         "device": str(target),
         "device_requested": device,
-        "precision": precision,
+        "sampling_precision": precision,  # not "precision": the metrics row has precision/recall
         "params": {
             "sampler": settings.sampler, "cfg_scale": settings.cfg_scale, "eta": settings.eta,
             "guidance_channels": settings.guidance_channels, "default_steps": settings.steps,
