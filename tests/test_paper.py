@@ -53,6 +53,8 @@ def test_paper_config_states_the_protocol(configfile):
     assert (s["sampler"], s["steps"], s["cfg_scale"], s["guidance_channels"], s["num_samples"]) == (
         "ddpm", [250], 1.5, "dit3", 50000)
     assert set(config["methods"]) == {"dit", "dit-ft", "dydit", "flexdit", "flexidit"}
+    # the published protocol's numerics (DiT's and DyDiT's scripts turn TF32 on), on a GPU: docs/precision.md
+    assert (config["device"], s["precision"], config["finetune"]["precision"]) == ("cuda", "tf32", "tf32")
 
 
 @pytest.mark.parametrize("configfile", PAPER_CONFIGS, ids=lambda p: p.name)
