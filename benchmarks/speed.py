@@ -274,8 +274,8 @@ class Bench:
     # ---------------------------------------------------------------------------------------------- FLOPs
     @torch.no_grad()
     def count_flops(self) -> None:
-        """Executed MACs per image of every kind (one guided call) and every plan (whole trajectory), counted on
-        ``--flops-images`` images in fp32 with the eager model."""
+        """Executed MACs per image of every kind (one guided call) and, when trajectories are timed, every plan
+        (whole trajectory), counted on ``--flops-images`` images in fp32 with the eager model."""
         n = self.args.flops_images
         x, y = self.inputs(n, seed=self.args.seed + 2)
         with precision_scope("fp32", self.device):
@@ -284,7 +284,7 @@ class Bench:
                     kind.macs_per_image = count_macs(lambda: kind.call(x, y)) / n
                 except Exception as exc:  # noqa: BLE001
                     kind.count_error = f"FLOPs count: {first_line(exc)}"
-            for case in self.cases:
+            for case in self.cases if "trajectory" in self.args.modes else []:
                 if case.plan is not None and not case.setup_error:
                     try:
                         case.traj_macs_per_image = count_macs(
