@@ -113,6 +113,40 @@ def test_weak_path_at_init_is_pooled_base_upsampled_per_token(tiny_model, inputs
     assert (weak - tokenwise_upsample(wrong, 2)).abs().max() > 100 * max(err, 1e-6)
 
 
+@pytest.mark.parametrize("ln_affine", ["all", "final"])
+def test_folded_ln_affine_is_the_affine_then_modulate(tiny_model, inputs, ln_affine):
+    """The patch-size LN affines are folded into adaLN's scale and shift (one pass over the tokens): the same
+    function as applying each affine to the normalised tokens and then modulating, with trained (non-identity)
+    affines at both patch sizes."""
+    from ditpareto.models.dit import modulate
+
+    model = convert_dit(tiny_model, ln_affine=ln_affine).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm_affine" in name:
+                param.add_(torch.randn_like(param) * 0.3)
+
+    def unfolded(x, t, y, p):
+        key = f"p{p}"
+        c = model.t_embedder(t) + model.y_embedder(y, False)
+        h = model.x_embedder(x, p) + (model.pos_embed if p == model.patch_size else model.pos_embed_weak)
+        h = h + model.patch_size_embed[key]
+        for block in model.blocks:
+            affine = block.norm_affine[key] if block.norm_affine is not None else (lambda v, i: v)
+            s1, c1, g1, s2, c2, g2 = block.adaLN_modulation(c).chunk(6, dim=1)
+            h = h + g1.unsqueeze(1) * block.attn(modulate(affine(block.norm1(h), 0), s1, c1))
+            h = h + g2.unsqueeze(1) * block.mlp(modulate(affine(block.norm2(h), 1), s2, c2))
+        final = model.final_layer
+        shift, scale = final.adaLN_modulation(c).chunk(2, dim=1)
+        out = F.linear(modulate(final.norm_affine[key](final.norm_final(h), 0), shift, scale), *final.head(p))
+        return model.unpatchify(out, p)
+
+    x, t, y = inputs
+    with torch.no_grad():
+        for p in model.config.patch_sizes:
+            torch.testing.assert_close(model(x, t, y, patch_size=p), unfolded(x, t, y, p), rtol=1e-5, atol=1e-6)
+
+
 def test_coarse_positions_corner_and_centre(tiny_model):
     corner = convert_dit(tiny_model, pos_coords="corner").pos_embed_weak[0]
     centre = convert_dit(tiny_model, pos_coords="centre").pos_embed_weak[0]
