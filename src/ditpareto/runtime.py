@@ -116,9 +116,3 @@ def driver_version() -> str:
         return f"CUDA driver API {version // 1000}.{version % 1000 // 10}"
     except (AttributeError, RuntimeError):
         return "unknown"
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on a CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -74,6 +74,11 @@ def _help(text: str):
     return {"help": text}
 
 
+def _precision_help():
+    return {**_help("numerics: fp32, tf32 (TF32 matmuls on CUDA) or bf16 (autocast; fp32 weights and optimizer)"),
+            "choices": PRECISIONS}
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings of one training run (the defaults are config ``base.pretrain``'s)."""
@@ -96,9 +101,7 @@ class TrainConfig:
     # Every N steps keep a copy of the EMA weights in <state dir>/snapshots/ema-step<N>.pt (0: none).
     snapshot_every: int = field(default=0, metadata=_help("keep the EMA weights every N steps in "
                                                           "<state dir>/snapshots/ (0: none)"))
-    precision: str = field(default="fp32", metadata={**_help("numerics: fp32, tf32 (TF32 matmuls on CUDA) or bf16 "
-                                                             "(autocast; fp32 weights and optimizer)"),
-                                                     "choices": PRECISIONS})
+    precision: str = field(default="fp32", metadata=_precision_help())
     device: str = field(default="auto", metadata=_help("auto (cuda when torch sees a GPU), cpu or cuda; under "
                                                        "--nproc each process takes cuda:LOCAL_RANK"))
     # What is trained (method, options, budget, input checkpoint...): a saved state resumes only a run with the
@@ -149,9 +152,7 @@ class FinetuneRecipe:
                                                            "(horizon x steps)"))
     seed: int = field(default=0, metadata=_help("fine-tuning seed"))
     checkpoint_every: int = field(default=500, metadata=_help("resumable state every N steps"))
-    precision: str = field(default="fp32", metadata={**_help("numerics: fp32, tf32 (TF32 matmuls on CUDA) or bf16 "
-                                                             "(autocast; fp32 weights and optimizer)"),
-                                                     "choices": PRECISIONS})
+    precision: str = field(default="fp32", metadata=_precision_help())
 
     def train_config(self, steps: int, run_id: str, device: str = "auto") -> TrainConfig:
         """The run's TrainConfig once its step count is known."""

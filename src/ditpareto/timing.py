@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -50,24 +51,19 @@ class DeviceClock:
         self.device = torch.device(device)
         self.kind = "cuda-events" if self.device.type == "cuda" else "perf_counter"
 
+    @contextlib.contextmanager
     def measure(self):
-        import contextlib
-
         import torch
 
-        @contextlib.contextmanager
-        def block():
-            result = {}
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                yield lambda: result["seconds"]
-                end.record()
-                end.synchronize()
-                result["seconds"] = start.elapsed_time(end) / 1000
-            else:
-                begin = time.perf_counter()
-                yield lambda: result["seconds"]
-                result["seconds"] = time.perf_counter() - begin
-
-        return block()
+        result = {}
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield lambda: result["seconds"]
+            end.record()
+            end.synchronize()
+            result["seconds"] = start.elapsed_time(end) / 1000
+        else:
+            begin = time.perf_counter()
+            yield lambda: result["seconds"]
+            result["seconds"] = time.perf_counter() - begin

@@ -19,14 +19,20 @@ from ditpareto.study import OFFICIAL, ModelSpec
 from ditpareto.vocab import FullCompute, MethodOptions
 
 
-def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
-    """Check a file's sha256 (when given) and contents (``validate(path)``), then copy it (and its .json record,
-    when one lies beside it) to ``out``; returns the digest."""
+def verified_digest(checkpoint: str, sha256: str | None, what: str) -> str:
+    """The file's sha256, checked against ``sha256`` when given (InputError naming ``what`` and the file)."""
     if not Path(checkpoint).is_file():
         raise InputError(f"{what} {checkpoint} does not exist")
     digest = sha256_of(checkpoint)
     if sha256 and digest != sha256.lower():
         raise InputError(f"{what} {checkpoint} has sha256 {digest}, config says {sha256}")
+    return digest
+
+
+def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
+    """Check a file's sha256 (when given) and contents (``validate(path)``), then copy it (and its .json record,
+    when one lies beside it) to ``out``; returns the digest."""
+    digest = verified_digest(checkpoint, sha256, what)
     validate(checkpoint)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, out)
@@ -86,12 +92,7 @@ def import_official(*, method: Method, options: MethodOptions, spec: ModelSpec, 
     parsed = method.parse_budget(budget)
     if isinstance(parsed, FullCompute):
         raise InputError(f"--budget {budget}: name the budget the checkpoint was trained for, not a full@ point")
-    what = f"{method.name} authors' checkpoint for budget {budget}"
-    if not Path(checkpoint).is_file():
-        raise InputError(f"{what} {checkpoint} does not exist")
-    digest = sha256_of(checkpoint)
-    if sha256 and digest != sha256.lower():
-        raise InputError(f"{what} {checkpoint} has sha256 {digest}, config says {sha256}")
+    digest = verified_digest(checkpoint, sha256, f"{method.name} authors' checkpoint for budget {budget}")
     model, read = method.load_official(checkpoint, spec, options)
     atomic_save(method.state_to_save(model), out)
     record = {

@@ -148,6 +148,27 @@ def merge_samples(*, shards: list, records: list, out: str, record: str) -> dict
     return {"out": out, "samples": len(merged["indices"]), "shards": len(shards)}
 
 
+def _timed_points(entries: list, spec: ModelSpec, sampler: str, guidance_channels: str, target: torch.device,
+                  precision: str):
+    """Each latency point's model on ``target``, its plan (built in fp32, as the sampling job builds it) and the
+    states of its trajectory in ``precision`` (``latency.prepare``), keyed by the point's path stem."""
+    timed, keys = [], {}
+    for point in entries:
+        check_seed(int(point["seed"]))
+        method = get_method(point["method"])
+        options = method.parse_options(point.get("options", {}))
+        settings = SamplingSettings(sampler=sampler, steps=int(point["steps"]), cfg_scale=float(point["cfg_scale"]),
+                                    guidance_channels=guidance_channels)
+        model = method.load_model(point["checkpoint"], spec, options).to(target)
+        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec)
+        key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
+                        cfg_label(point["cfg_scale"]), int(point["seed"]))
+        with precision_scope(precision, target):
+            timed.append(prepare(key.stem, plan, spec, settings, key.seed))
+        keys[key.stem] = key
+    return timed, keys
+
+
 def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 250), rounds: int = 3,
             sampler: str = "ddim", guidance_channels: str = "dit3", device: str = "auto",
             precision: str = "fp32") -> dict:
@@ -168,20 +189,7 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
         raise InputError("latency needs a non-empty --points list, --rounds >= 1 and --batch-sizes >= 1")
     check_precision(precision)
     target = resolve_device(device)
-    timed, keys = [], {}
-    for point in entries:
-        check_seed(int(point["seed"]))
-        method = get_method(point["method"])
-        options = method.parse_options(point.get("options", {}))
-        settings = SamplingSettings(sampler=sampler, steps=int(point["steps"]), cfg_scale=float(point["cfg_scale"]),
-                                    guidance_channels=guidance_channels)
-        model = method.load_model(point["checkpoint"], spec, options).to(target)
-        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec)
-        key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
-                        cfg_label(point["cfg_scale"]), int(point["seed"]))
-        with precision_scope(precision, target):
-            timed.append(prepare(key.stem, plan, spec, settings, key.seed))
-        keys[key.stem] = key
+    timed, keys = _timed_points(entries, spec, sampler, guidance_channels, target, precision)
     with precision_scope(precision, target):
         table = pd.DataFrame(measure(timed, list(batch_sizes), rounds))
     table["precision"] = precision
