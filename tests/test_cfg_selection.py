@@ -17,7 +17,7 @@ REPO_CLAIMS = Path(__file__).resolve().parents[1] / "results/published/claims.cs
 
 def _record(cfg, seed, fid, n=1000):
     return {"method": "dydit", "budget": "0.50", "steps": 10, "ft": "1.00", "cfg_scale": cfg, "seed": seed,
-            "fid": fid, "params": {"num_samples": n}}
+            "fid": fid, "params": {"num_samples": n, "sampler": "ddim"}}
 
 
 def test_the_scale_is_chosen_on_the_selection_seed_and_scored_on_the_evaluation_seeds():
@@ -26,6 +26,8 @@ def test_the_scale_is_chosen_on_the_selection_seed_and_scored_on_the_evaluation_
                   _record(1.5, 1, 5.2), _record(2.0, 1, 5.1), _record(3.0, 1, 5.3)]
     row = select_scales(selection, evaluation).iloc[0]
     assert row["cfg_selected"] == 2.0 and row["fid_selection"] == 5.5 and row["selection_samples"] == 500
+    assert not row["cfg_at_edge"] and row["sampler"] == "ddim"
+    assert choose_scales([_record(1.5, 4095, 5.0, 500), _record(2.0, 4095, 5.5, 500)]).iloc[0]["cfg_at_edge"]
     assert row["fid_evaluation"] == pytest.approx(5.2) and row["evaluation_seeds"] == 2
     assert row["selection_bias"] == pytest.approx(0.3)
     # chosen on the evaluation FID itself: 1.5 (mean 5.1), 0.1 lower than the honest choice
@@ -105,7 +107,8 @@ def test_recorded_scales_flow_into_the_selection_table_and_the_verdicts_at_both_
             records.append(str(path))
     recorded = tmp_path / "recorded.csv"
     pd.DataFrame([{"method": m, "budget": bud, "steps": n, "ft": ft, "cfg_selected": 2.0 if m == "dydit" else 1.5,
-                   "fid_selection": 4.5, "selection_samples": 500, "selection_seed": 4095, "scales": "1.5 2"}
+                   "fid_selection": 4.5, "selection_samples": 500, "selection_seed": 4095, "scales": "1.5 2",
+                   "cfg_at_edge": True, "checkpoint_sha256": "", "sampler": "ddim", "train_gmacs": 0.0}
                   for m, bud, n, ft, _, _ in points]).to_csv(recorded, index=False)
     digest = hashlib.sha256(recorded.read_bytes()).hexdigest()
     with pytest.raises(InputError, match="have sha256"):
@@ -120,11 +123,11 @@ def test_recorded_scales_flow_into_the_selection_table_and_the_verdicts_at_both_
                        fixed_cfg=1.5, full_steps=10, cfg_selection=str(table), guidance=["fixed", "selected"])
     beats = pd.read_csv(ledger).query("claim.str.startswith('beats fewer steps')").set_index("guidance")
     assert set(beats.index) == {"fixed 1.5", "selected"} and summary["claims"] == len(pd.read_csv(ledger))
-    assert json.loads(json.dumps(summary))["verdicts"]["selected"]["supported"] >= 1  # the CLI prints it as JSON
+    assert json.loads(json.dumps(summary))["verdicts"]["selected"]["reproduced"] >= 1  # the CLI prints it as JSON
     # envelope at 0.7 GMACs: 5 - log2(1.4) = 4.51; 4.8 at the fixed scale is worse, 4.2 at the selected one better
     assert beats.loc["fixed 1.5", "estimate"] == pytest.approx(0.285, abs=0.005)
     assert beats.loc["selected", "estimate"] == pytest.approx(-0.315, abs=0.005)
-    assert beats.loc["selected", "verdict"] == "supported"
+    assert beats.loc["selected", "verdict"] == "reproduced"
     with pytest.raises(InputError, match="needs the select-cfg table"):
         verdicts(metrics=records, claims=str(REPO_CLAIMS), out=str(ledger), comparisons=str(tmp_path / "c.csv"),
                  fixed_cfg=1.5, full_steps=10, guidance=["selected"])

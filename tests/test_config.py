@@ -75,10 +75,13 @@ def _recorded(tmp_path, config, seed=4095, drop=0):
     """A recorded-scales table covering the mini grid (all but ``drop`` keys), pinned in ``config``."""
     import hashlib
 
-    from ditpareto.study import guidance_keys
+    from ditpareto.study import guidance_keys, point_dependencies
 
-    rows = ["method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales"]
-    rows += [f"{m},{b},{n},{ft},2.0,5.0,500,{seed},1.5 2" for m, b, n, ft in guidance_keys(config)[drop:]]
+    rows = ["method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales,"
+            "checkpoint_sha256,sampler,train_gmacs"]
+    rows += [f"{m},{b},{n},{ft},2.0,5.0,500,{seed},1.5 2,{point_dependencies(config, m, b)['checkpoint_sha256'] or ''},"
+             f"{point_dependencies(config, m, b)['sampler']},{point_dependencies(config, m, b)['train_gmacs']}"
+             for m, b, n, ft in guidance_keys(config)[drop:]]
     path = tmp_path / "recorded.csv"
     path.write_text("\n".join(rows) + "\n")
     config["sampling"]["cfg_recorded"] = {"table": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -105,8 +108,28 @@ def test_recorded_scales_are_checked_before_anything_runs(tmp_path):
     config["sampling"]["cfg_selection"].update(scales=[1.5, 3.0])
     with pytest.raises(InputError, match="both sampling.cfg_recorded and sampling.cfg_selection"):
         check_study(config, REPO)
+    config = _mini()
+    _recorded(tmp_path, config)
+    config["sampling"]["sampler"] = "ddpm"  # recorded with DDIM: stale, and says how to re-record it
+    with pytest.raises(InputError, match=r"is stale for dit/.*sampler ddim.*re-record it with config/cpu-full.yaml"):
+        check_study(config, REPO)
     path.unlink()
     config = _mini()
     config["sampling"]["cfg_recorded"] = {"table": str(path), "sha256": "0" * 64}
     with pytest.raises(InputError, match="does not exist"):
         check_study(config, REPO)
+
+
+def test_the_shipped_recorded_table_matches_the_default_and_refuses_other_checkpoints():
+    """The default's recorded CFG table names the checkpoints it was recorded with: a retrained fine-tune (another
+    sha256) or another training compute makes it stale, refused at start with one line."""
+    config = with_defaults(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    check_study(config, REPO)
+    retrained = copy.deepcopy(config)
+    retrained["methods"]["dit-ft"]["sha256"]["shared"] = "ab" * 32
+    with pytest.raises(InputError, match=r"stale for dit-ft/10/10: recorded with checkpoint 12beafd2f61d.*re-record"):
+        check_study(retrained, REPO)
+    longer = copy.deepcopy(config)
+    longer["finetune"]["train_gmacs"] = 42000
+    with pytest.raises(InputError, match="is stale for dit-ft.*train_gmacs 20996"):
+        check_study(longer, REPO)

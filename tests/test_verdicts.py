@@ -8,9 +8,13 @@ import pytest
 
 from ditpareto.bootstrap import (
     bootstrap_fid, bootstrap_set_metrics, frechet_distance, manifold_membership, mmd2, mmd2_replicates,
-    bootstrap_ci, paired_indices,
+    paired_indices, reference_replicates,
 )
-from ditpareto.verdicts import VERDICTS, answer, claims_ledger, compare_with_envelopes, load_points
+from ditpareto.intervals import Estimate, basic_ci, holm, percentile_ci, widen
+from ditpareto.verdicts import (
+    OUTCOMES, SeedNoise, answer, claim_outcome, claims_ledger, compare_with_envelopes, envelope_at, envelope_nodes,
+    load_points,
+)
 
 RNG = np.random.default_rng(0)
 REFERENCE = RNG.normal(size=(2000, 8))
@@ -29,28 +33,64 @@ def test_a_points_ci_contains_its_fid():
     generated = features(0.3)
     fid = frechet_distance(generated.mean(0), np.cov(generated, rowvar=False), REFERENCE.mean(0),
                            np.cov(REFERENCE, rowvar=False))
-    low, high = bootstrap_ci(fid, bootstrap_fid(generated, REFERENCE, 200, seed=0))
+    low, high = basic_ci(fid, bootstrap_fid(generated, REFERENCE, 200, seed=0))
     assert low <= fid <= high and high - low > 0
 
 
-def test_the_ci_of_a_nearly_perfect_set_contains_its_fid_despite_the_resampling_bias():
+def test_the_basic_interval_reflects_the_resampling_bias_toward_the_population_fid():
     """A set from the reference's own distribution, small for its dimension: the resampled sets' FIDs all lie
-    above the estimate (duplicates shrink the spread), so only the bias-moved interval contains it."""
+    above the estimate (duplicates shrink the spread), which itself lies above the population FID (0 here); the
+    basic interval reflects the replicates below the estimate."""
     generated = np.random.default_rng(5).normal(size=(150, 8))
     fid = frechet_distance(generated.mean(0), np.cov(generated, rowvar=False), REFERENCE.mean(0),
                            np.cov(REFERENCE, rowvar=False))
-    replicates = bootstrap_fid(generated, REFERENCE, 200, seed=0)
+    replicates = bootstrap_fid(generated, REFERENCE, 400, seed=0)
     assert np.percentile(replicates, 2.5) > fid  # the plain percentile interval misses the estimate
-    low, high = bootstrap_ci(fid, replicates)
-    assert low <= fid <= high
-    assert all(np.isnan(bootstrap_ci(float("nan"), replicates)) & np.isnan(bootstrap_ci(fid, [float("nan")])))
+    low, high = basic_ci(fid, replicates)
+    assert low < high < fid and low <= 0.05
+    assert np.isnan(basic_ci(float("nan"), replicates)).all() and np.isnan(basic_ci(fid, [float("nan")])).all()
+
+
+def test_basic_bootstrap_intervals_cover_the_population_fid_of_gaussian_features():
+    """Coverage simulation: generated ~ N(0.25, I), reference ~ N(0, 1.2 I) in 4-d (population FID known in closed
+    form); 60 independent studies of N = 400 against 1600 reference samples, 300 replicates each."""
+    d, shift, scale = 4, 0.25, 1.2
+    population = d * shift ** 2 + d * (1 + scale - 2 * np.sqrt(scale))
+    covered = 0
+    for trial in range(60):
+        rng = np.random.default_rng(100 + trial)
+        generated = rng.normal(size=(400, d)) + shift
+        reference = rng.normal(size=(1600, d)) * np.sqrt(scale)
+        fid = frechet_distance(generated.mean(0), np.cov(generated, rowvar=False), reference.mean(0),
+                               np.cov(reference, rowvar=False))
+        low, high = basic_ci(fid, bootstrap_fid(generated, reference, 300, seed=trial))
+        covered += low <= population <= high
+    assert covered / 60 >= 0.9
+
+
+def test_the_vectorised_bootstrap_equals_one_replicate_at_a_time_and_the_shared_reference_statistics():
+    import ditpareto.bootstrap as bootstrap
+
+    rng = np.random.default_rng(7)
+    generated, reference = rng.normal(size=(300, 6)) + 0.1, rng.normal(size=(900, 6))
+    fast = bootstrap_fid(generated, reference, 40, seed=3)
+    shared = bootstrap_fid(generated, reference_replicates(reference, 40, 4), 40, seed=3)
+    limit = bootstrap.VECTORISED_MAX_DIM
+    try:
+        bootstrap.VECTORISED_MAX_DIM = 2
+        slow = bootstrap_fid(generated, reference, 40, seed=3)
+    finally:
+        bootstrap.VECTORISED_MAX_DIM = limit
+    assert fast == pytest.approx(slow, rel=1e-9, abs=1e-9) and np.array_equal(fast, shared)
+    with pytest.raises(ValueError, match="do not match"):
+        bootstrap_fid(generated, reference_replicates(reference, 40, 9), 40, seed=3)  # another index seed
 
 
 def test_the_paired_ci_of_identical_sample_sets_is_zero():
     generated = features(0.3)
     a = bootstrap_fid(generated, REFERENCE, 100, seed=0)
     b = bootstrap_fid(generated.copy(), REFERENCE, 100, seed=0)
-    assert bootstrap_ci(0.0, a - b) == (0.0, 0.0)
+    assert percentile_ci(a - b) == (0.0, 0.0)
 
 
 def test_two_methods_differing_only_in_noise_get_a_ci_containing_zero():
@@ -61,10 +101,10 @@ def test_two_methods_differing_only_in_noise_get_a_ci_containing_zero():
 
     same_a, same_b, far = features(0.2, seed=1), features(0.2, seed=2), features(0.6, seed=2)
     diff = bootstrap_fid(same_a, REFERENCE, 200, 0) - bootstrap_fid(same_b, REFERENCE, 200, 0)
-    low, high = bootstrap_ci(fid(same_a) - fid(same_b), diff)
+    low, high = percentile_ci(diff)
     assert low < 0 < high
     shifted = bootstrap_fid(far, REFERENCE, 200, 0) - bootstrap_fid(same_a, REFERENCE, 200, 0)
-    assert bootstrap_ci(fid(far) - fid(same_a), shifted)[0] > 0
+    assert percentile_ci(shifted)[0] > 0
 
 
 def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_shift():
@@ -77,7 +117,7 @@ def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_
     prc = prc_features_to_metric(torch.from_numpy(close), torch.from_numpy(reference), prc_neighborhood=3,
                                  verbose=False)
     point = {"kid": kernel_mmd(close, reference), "precision": prc["precision"], "recall": prc["recall"]}
-    ci = {name: bootstrap_ci(point[name], v)
+    ci = {name: percentile_ci(v)
           for name, v in bootstrap_set_metrics(close, reference, 100, 0, membership).items()}
     in_reference, in_generated = membership
     assert (float(in_reference.mean()), float(in_generated.mean())) == (prc["precision"], prc["recall"])  # exact
@@ -85,13 +125,13 @@ def test_kid_precision_recall_intervals_bracket_their_full_set_values_and_see_a_
     assert ci["precision"][0] <= prc["precision"] <= ci["precision"][1]
     assert ci["recall"][0] <= prc["recall"] <= ci["recall"][1]
     assert mmd2(close, reference) == pytest.approx(kernel_mmd(close, reference), rel=1e-9)
-    unequal = bootstrap_ci(mmd2(close[:300], reference), mmd2_replicates(
+    unequal = percentile_ci(mmd2_replicates(
         close[:300], reference, paired_indices(300, 50, 0), paired_indices(600, 50, 1)))  # sizes may differ
     assert unequal[0] <= mmd2(close[:300], reference) <= unequal[1]
     far_membership = manifold_membership(far, reference, 3)
     far_point = {"kid": kernel_mmd(far, reference), "precision": float(far_membership[0].mean()),
                  "recall": float(far_membership[1].mean())}
-    shifted = {name: bootstrap_ci(far_point[name], v)
+    shifted = {name: percentile_ci(v)
                for name, v in bootstrap_set_metrics(far, reference, 100, 0, far_membership).items()}
     assert shifted["kid"][0] > ci["kid"][1] and shifted["precision"][1] < ci["precision"][0]
 
@@ -128,7 +168,11 @@ def test_envelope_comparisons(study):
         "dydit", "diff_ci_high"]
     # dydit at 0.7 GMACs reaches FID 4.2, which the dit-ft ladder reaches at exp(log-interp) ~0.87 GMACs
     assert 0.15 < compared.loc["dydit", "compute_saved_vs_dit_ft"] < 0.25
-    assert np.isnan(compared.loc["dydit", "compute_saved_vs_dit"])  # below the untouched ladder's best FID
+    # below the untouched ladder's best FID: it saves at least 1 - 0.7 / 1.0, and says so
+    assert compared.loc["dydit", "compute_saved_vs_dit"] == pytest.approx(0.3)
+    assert compared.loc["dydit", "compute_saved_vs_dit_beyond_ladder"] == 1.0
+    assert compared.loc["dydit", "compute_saved_vs_dit_text"].startswith("≥ +30% [")
+    assert compared.loc["dydit", "executed_compute_ratio"] == pytest.approx(0.7)
 
 
 def test_every_verdict_row_names_its_basis(study):
@@ -140,15 +184,18 @@ def test_every_verdict_row_names_its_basis(study):
          "compute_ratio": 0.545},
     ])
     ledger = claims_ledger(study, compare_with_envelopes(study), claims, full_steps=10)
-    assert set(ledger["verdict"]) <= set(VERDICTS)
+    assert set(ledger["verdict"]) <= set(OUTCOMES) and set(ledger["verdict_holm"]) <= set(OUTCOMES)
     assert ledger["basis"].str.len().min() > 10 and ledger["basis"].notna().all()
     by = ledger.set_index("claim")
     claim = next(c for c in by.index if c.startswith("lambda=0.5"))
-    # ours: 4.2 / 5.0 - 1 = -16 %, claimed -8.8 %: supported
-    assert by.loc[claim, "verdict"] == "supported" and by.loc[claim, "estimate"] == pytest.approx(-0.16)
+    # ours: 4.2 / 5.0 - 1 = -16 %, claimed -8.8 % within (0.071 + 0.01) / 2.27 = 3.6 points: better than claimed
+    assert by.loc[claim, "verdict"] == "better than claimed" and by.loc[claim, "estimate"] == pytest.approx(-0.16)
+    assert by.loc[claim, "tolerance"] == pytest.approx((np.hypot(0.05, 0.05) + 0.01) / 2.27)
+    assert by.loc[claim, "executed_compute_ratio"] == pytest.approx(0.7) and by.loc[claim, "compute_mismatch"]
     assert not any("512px" in c for c in by.index)  # 512-px claims have no toy analogue at 64 tokens
     beats = ledger[ledger["claim"].str.startswith("beats fewer steps")].set_index("method")["verdict"]
-    assert beats.to_dict() == {"dydit": "supported", "flexdit": "contradicted"}
+    assert beats.to_dict() == {"dydit": "reproduced", "flexdit": "worse than claimed"}
+    assert (ledger["p_holm"] >= ledger["p_value"]).all()
 
 
 def test_a_method_without_an_envelope_or_with_only_parity_points_still_gets_an_inconclusive_row(study):
@@ -178,7 +225,7 @@ def test_bootstrap_fid_equals_the_frechet_formula_on_each_replicate(n, dim):
 
 
 def test_finetune_seed_noise_is_measured_and_widens_the_intervals_of_its_budget(study):
-    from ditpareto.verdicts import finetune_seed_noise, widen
+    from ditpareto.verdicts import finetune_seed_noise
 
     records = [_record("dydit", "0.50", 10, 0.7, fid, [fid] * 50, 0.5, ft=ft)
                for ft, fid in (("1.00", 4.2), ("1.00s1", 4.6), ("1.00s2", 4.0))]
@@ -189,20 +236,89 @@ def test_finetune_seed_noise_is_measured_and_widens_the_intervals_of_its_budget(
     wide = compare_with_envelopes(study, noise).set_index("method")
     assert wide.loc["dydit", "diff_ci_low"] < plain.loc["dydit", "diff_ci_low"]
     assert wide.loc["dydit", "diff_ci_high"] > plain.loc["dydit", "diff_ci_high"]
-    assert wide.loc["flexdit", "diff_ci_low"] == plain.loc["flexdit", "diff_ci_low"]  # not repeated: unchanged
+    # not repeated: the pooled spread, never 0
+    assert wide.loc["flexdit", "diff_ci_low"] < plain.loc["flexdit", "diff_ci_low"]
+    assert wide.loc["flexdit", "finetune_seed_source"] == "pooled (measured)"
     assert widen(1.0, 0.5, 1.5, 0.0) == (0.5, 1.5)
     assert load_points(records, fixed_cfg=2.0)["fid"].tolist() == [4.2]  # repeats stay out of the grid rows
 
 
 def test_a_full_compute_point_and_a_shared_fine_tune_take_the_spread_of_the_fine_tune_they_sample():
-    from ditpareto.verdicts import _noise_std
+    noise = SeedNoise(pd.DataFrame([{"method": "dydit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.3,
+                                     "finetune_seeds": 3},
+                                    {"method": "flexidit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.2,
+                                     "finetune_seeds": 3}]))
+    assert noise.lookup("dydit", "full@0.50") == (0.3, 2, "measured")
+    assert noise.lookup("flexidit", "0.00") == (0.2, 2, "measured")  # one fine-tune serves every FlexiDiT budget
+    std, df, source = noise.lookup("dydit", "0.70")  # unmeasured: the pooled spread with the pooled df
+    assert (std, df, source) == (pytest.approx(np.sqrt((0.09 + 0.04) / 2)), 4, "pooled (measured)")
+    assert SeedNoise(None).lookup("dydit", "0.50") == (0.0, None, "none measured")
 
-    noise = pd.DataFrame([{"method": "dydit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.3,
-                           "finetune_seeds": 3},
-                          {"method": "flexidit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.2,
-                           "finetune_seeds": 3}])
-    assert _noise_std(noise, "dydit", "full@0.50") == 0.3 and _noise_std(noise, "dydit", "0.70") == 0.0
-    assert _noise_std(noise, "flexidit", "0.00") == 0.2  # one fine-tune serves every FlexiDiT budget
+
+def test_seed_noise_widens_with_the_t_quantile_of_its_degrees_of_freedom():
+    estimate = 1.0
+    normal = widen(estimate, 1.0, 1.0, 0.1)
+    three_seeds = widen(estimate, 1.0, 1.0, 0.1, df=2)
+    assert normal[1] - estimate == pytest.approx(1.959964 * 0.1, rel=1e-5)
+    assert three_seeds[1] - estimate == pytest.approx(4.302653 * 0.1, rel=1e-5)
+
+
+def test_the_lower_envelope_of_a_synthetic_ladder_takes_each_variant_between_its_own_neighbours():
+    """Two variants: guided (1, 2, 4 GMACs: FID 6, 4, 3) and unguided (0.5, 1, 2: FID 7, 5, 3.5)."""
+    b = np.zeros(3)
+    rows = [{"method": "dit-ft", "variant": v, "gmacs": g, "fid": f, "replicates": np.array([f, f + 1])}
+            for v, ladder in (("guided", [(1, 6), (2, 4), (4, 3)]), ("unguided", [(0.5, 7), (1, 5), (2, 3.5)]))
+            for g, f in ladder]
+    nodes = envelope_nodes(pd.DataFrame(rows))
+    at = envelope_at(nodes, np.log([0.5, 1.0, np.sqrt(2), 2.0, 3.0, 4.0, 8.0, 0.25]), False)
+    # 0.5: unguided only; 1: min(6, 5); sqrt 2 (halfway in log): min(guided 5, unguided 4.25); 2: min(4, 3.5);
+    # 3: guided chord 4 -> 3 at log-fraction 0.585 = 3.415, but 3.5 is reachable at 2 GMACs -> 3.415;
+    # 4: 3; outside: NaN
+    assert at[:7 - 1] == pytest.approx([7, 5, 4.25, 3.5, 4 - np.log(1.5) / np.log(2), 3])
+    assert np.isnan(at[6]) and np.isnan(at[7])
+    replicated = envelope_at(nodes, np.log([1.0, 4.0]), True)
+    assert replicated.shape == (2, 2) and replicated[1].tolist() == [6, 4]
+    del b
+
+
+def test_a_monotone_envelope_never_rises_with_compute():
+    rows = [{"method": "dit", "variant": "guided", "gmacs": g, "fid": f, "replicates": np.array([f])}
+            for g, f in ((1, 5.0), (2, 5.5), (3, 4.0))]  # 2 GMACs measures worse than 1: 5 is still reachable
+    at = envelope_at(envelope_nodes(pd.DataFrame(rows)), np.log([1.5, 2.0]), False)
+    assert at.tolist() == [5.0, 5.0]
+
+
+@pytest.mark.parametrize("low, high, outcome", [
+    (-0.12, -0.08, "reproduced"), (-0.30, -0.20, "better than claimed"), (0.05, 0.10, "worse than claimed"),
+    (-0.20, -0.08, "inconclusive"), (-0.12, 0.02, "inconclusive"), (float("nan"), 0.0, "inconclusive")])
+def test_the_four_outcomes_of_a_claim_on_constructed_intervals(low, high, outcome):
+    assert claim_outcome(low, high, claimed=-0.10, tolerance=0.03) == outcome
+
+
+def test_p_values_invert_the_interval_and_holm_adjusts_them():
+    rng = np.random.default_rng(0)
+    estimate = Estimate(-1.0, -1.0 + rng.normal(scale=0.5, size=4000))
+    low, high = estimate.interval()
+    assert high < 0 and estimate.p_below(high + 0.01) < 0.025 < estimate.p_below(high - 0.01)
+    assert estimate.p_above(0) == 1.0
+    assert estimate.p_below(0) == pytest.approx(0.0228, abs=0.006)  # one-sided normal tail at 2 sd
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3].tolist() == pytest.approx([0.03, 0.06, 0.06])
+    assert np.isnan(holm([0.01, float("nan")])[1])
+
+
+def test_paired_points_must_have_equal_sample_counts():
+    records = [_record("dit", "10", 10, 1.0, 5.0, [5.0] * 4, ft="0.00"),
+               {**_record("dit-ft", "10", 10, 1.0, 4.0, [4.0] * 4), "params": {"num_samples": 500}}]
+    with pytest.raises(ValueError, match="equal N"):
+        load_points(records, fixed_cfg=2.0)
+
+
+def test_unguided_static_points_join_the_ladder_as_their_own_variant():
+    records = [_record("dit-ft", "10", 10, 1.0, 4.0, [4.0] * 4),
+               {**_record("dit-ft", "10", 10, 0.5, 4.1, [4.1] * 4), "cfg_scale": 1.0},
+               {**_record("dydit", "0.50", 10, 0.5, 4.1, [4.1] * 4), "cfg_scale": 1.0}]  # a method's: not kept
+    points = load_points(records, fixed_cfg=2.0)
+    assert points[["method", "variant"]].values.tolist() == [["dit-ft", "guided"], ["dit-ft", "unguided"]]
 
 
 def test_selected_guidance_takes_each_point_at_its_own_scale():

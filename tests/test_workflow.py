@@ -79,14 +79,17 @@ def test_recorded_scales_plan_each_point_at_its_own_scale_and_the_selected_verdi
     scores the recorded table, the verdicts and figures read the selected scales."""
     import hashlib
 
-    from ditpareto.study import guidance_keys
+    from ditpareto.study import guidance_keys, point_dependencies
 
     config = yaml.safe_load(MINI.read_text())
     config["sampling"].pop("cfg_selection", None)
     scales = {key: 1.25 + 0.25 * (i % 3) for i, key in enumerate(guidance_keys(config))}
     table = tmp_path / "recorded.csv"
-    table.write_text("method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales\n" +
-                     "".join(f"{m},{b},{n},{ft},{s},5.0,500,4095,1.25 1.5 1.75\n" for (m, b, n, ft), s in scales.items()))
+    table.write_text("method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales,"
+                     "cfg_at_edge,checkpoint_sha256,sampler,train_gmacs\n" +
+                     "".join(f"{m},{b},{n},{ft},{s},5.0,500,4095,1.25 1.5 1.75,False,,ddim,"
+                             f"{point_dependencies(config, m, b)['train_gmacs']}\n"
+                             for (m, b, n, ft), s in scales.items()))
     config["sampling"]["cfg_recorded"] = {"table": str(table), "sha256": hashlib.sha256(table.read_bytes()).hexdigest()}
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
@@ -167,10 +170,12 @@ def test_mini_run_writes_table_and_figure(mini_run):
     metric_cols = ["fid", "kid_mean", "inception_score_mean", "precision", "recall", "gmacs_per_call",
                    "gmacs_per_image"]
     assert np.isfinite(table[metric_cols].to_numpy(dtype=float)).all()
-    # the latency job times the study's own fine-tunes; a plateau fine-tune does the same work and is not timed again
+    # the latency job times the study's own fine-tunes at the fixed scale; a plateau fine-tune does the same work
+    # and is not timed again, and a swept scale (another guidance: other work) is not timed with its neighbour's
     plateau = table["ft"] == "0.50"
-    assert np.isfinite(table.loc[~plateau, "latency_ms_per_image"].to_numpy(dtype=float)).all()
-    assert table.loc[plateau, "latency_ms_per_image"].isna().all()
+    swept = (table["method"] == "flexidit") & (table["cfg_scale"] == 3.0)
+    assert np.isfinite(table.loc[~plateau & ~swept, "latency_ms_per_image"].to_numpy(dtype=float)).all()
+    assert table.loc[plateau | swept, "latency_ms_per_image"].isna().all() and swept.any()
     # executed FLOPs scale with the step count; per-call cost is the same network
     by_budget = table[table["method"] == "dit"].set_index("budget")
     assert (by_budget["steps"].astype(str) == by_budget.index).all()  # dit's budget is its step count

@@ -3,7 +3,10 @@
 Every grid point of a seed shares the noise and the label at each sample index, so resampling the *same* indices for
 every point (``paired_indices``: a fixed seed gives the same index sets in every job) makes the replicates of two
 points comparable one by one: a difference's CI comes from the per-replicate differences. The reference set is
-resampled too (the same reference indices for every point), so a single point's CI includes the reference's noise.
+resampled too (the same reference indices for every point), so a single point's CI includes the reference's noise;
+its resampled statistics are the same for every point, so the reference job computes them once
+(``ReferenceReplicates``). For low-dimensional features (the glyph CNN's 64) the replicates are computed all at once:
+each resample's moments from its index counts by one matrix product, then batched eigendecompositions.
 
 KID, precision and recall get the same generated-sample replicates (``bootstrap_set_metrics``): KID as the unbiased
 MMD^2 with torch-fidelity's kernel, ties left out, against a fixed reference subset as large as the generated set
@@ -15,12 +18,11 @@ manifolds).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
-
-CI_LEVEL = 0.95
-
+from threadpoolctl import threadpool_limits
 
 def paired_indices(n: int, replicates: int, seed: int) -> np.ndarray:
     """(replicates, n) indices drawn with replacement; the same for any job that asks with the same arguments."""
@@ -58,37 +60,99 @@ def _fid_of_sample(features: np.ndarray, mu: np.ndarray, sigma: np.ndarray, sigm
     return float(diff @ diff + trace_g + np.trace(sigma) - 2 * trace_sqrt)
 
 
-def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray], replicates: int,
-                  seed: int) -> np.ndarray:
+def resample_counts(n: int, replicates: int, seed: int) -> np.ndarray:
+    """How often each of n items appears in each replicate of ``paired_indices(n, replicates, seed)``: (B, n)."""
+    return _counts(paired_indices(n, replicates, seed), n)
+
+
+def _resampled_moments(features: np.ndarray, counts: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Means (B, d) and covariances (B, d, d) (ddof 1) of each resample given by ``counts`` rows: one matrix
+    product with the per-sample outer products, centred on the full set's mean for accuracy."""
+    n, d = features.shape
+    centred = features - features.mean(axis=0)
+    outer = (centred[:, :, None] * centred[:, None, :]).reshape(n, d * d)
+    means, covs = [], []
+    for start in range(0, len(counts), chunk):
+        c = counts[start:start + chunk]
+        mean = c @ centred / n
+        second = (c @ outer).reshape(len(c), d, d)
+        covs.append((second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1))
+        means.append(mean + features.mean(axis=0))
+    return np.concatenate(means), np.concatenate(covs)
+
+
+def _batched_sqrt_psd(sigmas: np.ndarray) -> np.ndarray:
+    """Symmetric square roots of a stack of covariances (one BLAS thread: small eigenproblems only contend)."""
+    with threadpool_limits(1):
+        values, vectors = np.linalg.eigh(sigmas)
+    return (vectors * np.sqrt(np.clip(values, 0, None))[:, None, :]) @ np.swapaxes(vectors, 1, 2)
+
+
+# Up to this feature dimension the replicates are computed all at once (moments by one matrix product, batched
+# eigendecompositions); above it (2048-d Inception) one replicate at a time.
+VECTORISED_MAX_DIM = 256
+
+
+@dataclass
+class ReferenceReplicates:
+    """The reference set's resampled statistics, the same for every grid point (``reference_replicates``): computed
+    once by the reference job and read by every evaluate job. ``seed`` is the reference's own index seed (the
+    bootstrap seed + 1), ``size`` its number of samples."""
+
+    mean: np.ndarray  # (B, d)
+    cov: np.ndarray  # (B, d, d)
+    sqrt: np.ndarray  # (B, d, d): the symmetric square root of cov
+    seed: int
+    size: int
+
+
+def reference_replicates(reference: np.ndarray, replicates: int, seed: int, chunk: int = 250) -> ReferenceReplicates:
+    """Means, covariances and their square roots of the reference resampled with ``paired_indices(M, replicates,
+    seed)``."""
+    reference = np.asarray(reference, dtype=np.float64)
+    mean, cov = _resampled_moments(reference, resample_counts(len(reference), replicates, seed), chunk)
+    root = _batched_sqrt_psd(cov)
+    return ReferenceReplicates(mean, cov, root, seed, len(reference))
+
+
+def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray] | ReferenceReplicates,
+                  replicates: int, seed: int, chunk: int = 250) -> np.ndarray:
     """FID of each replicate: generated features resampled with ``paired_indices(N, replicates, seed)``; the
-    reference features likewise (``seed + 1``), or fixed statistics (mu, sigma) when given as a tuple (their square
-    root computed once)."""
+    reference features likewise (``seed + 1``; or their ``ReferenceReplicates``, computed once), or fixed
+    statistics (mu, sigma) when given as a tuple. Vectorised over replicates up to ``VECTORISED_MAX_DIM`` features
+    (``chunk`` replicates per matrix product), one replicate at a time above."""
     generated = np.asarray(generated, dtype=np.float64)
-    gen_idx = paired_indices(len(generated), replicates, seed)
-    if isinstance(reference, tuple):
+    n, d = generated.shape
+    fixed = isinstance(reference, tuple)
+    if fixed:
         mu, sigma = (np.asarray(v, dtype=np.float64) for v in reference)
-        fixed = (mu, sigma, _sqrt_psd(sigma))
-        ref_stats = (fixed for _ in range(replicates))
-    else:
+    elif not isinstance(reference, ReferenceReplicates):
         reference = np.asarray(reference, dtype=np.float64)
-        ref_idx = paired_indices(len(reference), replicates, seed + 1)
-        ref_stats = ((reference[idx].mean(axis=0), cov, _sqrt_psd(cov))
-                     for idx in ref_idx for cov in [np.cov(reference[idx], rowvar=False)])
-    return np.array([_fid_of_sample(generated[g], *r) for g, r in zip(gen_idx, ref_stats)])
-
-
-def bootstrap_ci(estimate: float, replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
-    """The two-sided interval of ``estimate``: the percentile interval of the replicates moved by their bias
-    (mean of the replicates - estimate). A resampled set's FID is biased upward (its duplicates shrink its spread;
-    at N = 1000 on the toy the replicates sit ~0.3 above the estimate, more than half the interval's width), so the
-    plain percentile interval can miss the estimate itself. NaN where the estimate or every replicate is not finite."""
-    values = np.asarray(replicates, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if len(values) == 0 or not math.isfinite(estimate):
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail]) + (estimate - values.mean())
-    return float(low), float(high)
+    if d > VECTORISED_MAX_DIM:
+        if isinstance(reference, ReferenceReplicates):
+            raise ValueError("precomputed reference replicates are for vectorised (low-dimensional) features")
+        if fixed:
+            stats = ((mu, sigma, root) for root in [_sqrt_psd(sigma)] for _ in range(replicates))
+        else:
+            stats = ((reference[idx].mean(axis=0), cov, _sqrt_psd(cov))
+                     for idx in paired_indices(len(reference), replicates, seed + 1)
+                     for cov in [np.cov(reference[idx], rowvar=False)])
+        return np.array([_fid_of_sample(generated[g], *r)
+                         for g, r in zip(paired_indices(n, replicates, seed), stats)])
+    if fixed:
+        ref = ReferenceReplicates(mu[None], sigma[None], _sqrt_psd(sigma)[None], seed + 1, 0)
+    elif isinstance(reference, ReferenceReplicates):
+        ref = reference
+        if ref.seed != seed + 1 or len(ref.mean) != replicates or ref.mean.shape[1] != d:
+            raise ValueError(f"reference replicates (seed {ref.seed}, {len(ref.mean)} x {ref.mean.shape[1]}-d) do not "
+                             f"match this bootstrap (seed {seed + 1}, {replicates} x {d}-d)")
+    else:
+        ref = reference_replicates(reference, replicates, seed + 1, chunk)
+    mean_g, cov_g = _resampled_moments(generated, resample_counts(n, replicates, seed), chunk)
+    with threadpool_limits(1):
+        trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(ref.sqrt @ cov_g @ ref.sqrt), 0, None)).sum(axis=1)
+    return (((mean_g - ref.mean) ** 2).sum(axis=1) + np.trace(cov_g, axis1=1, axis2=2)
+            + np.trace(ref.cov, axis1=1, axis2=2) - 2 * trace_sqrt)
 
 
 def manifold_membership(generated: np.ndarray, reference: np.ndarray, neighborhood: int) -> tuple[np.ndarray,
@@ -123,14 +187,18 @@ def mmd2_replicates(x: np.ndarray, y: np.ndarray, x_idx: np.ndarray, y_idx: np.n
     from torch_fidelity.metric_kid import kernel_poly
 
     k_xx, k_yy, k_xy = kernel_poly(x, x), kernel_poly(y, y), kernel_poly(x, y)
-    out = np.empty(len(x_idx))
-    for b, (g, r) in enumerate(zip(x_idx, y_idx)):
-        c = np.bincount(g, minlength=len(x)).astype(np.float64)
-        d = np.bincount(r, minlength=len(y)).astype(np.float64)
-        within_x = (c @ k_xx @ c - c**2 @ np.diag(k_xx)) / (len(g) ** 2 - c @ c)
-        within_y = (d @ k_yy @ d - d**2 @ np.diag(k_yy)) / (len(r) ** 2 - d @ d)
-        out[b] = within_x + within_y - 2 * (c @ k_xy @ d) / (len(g) * len(r))
-    return out
+    c = _counts(x_idx, len(x))
+    d = _counts(y_idx, len(y))
+    m, n = x_idx.shape[1], y_idx.shape[1]
+    within_x = (((c @ k_xx) * c).sum(axis=1) - c**2 @ np.diag(k_xx)) / (m**2 - (c * c).sum(axis=1))
+    within_y = (((d @ k_yy) * d).sum(axis=1) - d**2 @ np.diag(k_yy)) / (n**2 - (d * d).sum(axis=1))
+    return within_x + within_y - 2 * ((c @ k_xy) * d).sum(axis=1) / (m * n)
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """Occurrences of each of n items in each row of an index array (B, m): (B, n)."""
+    flat = (idx + n * np.arange(len(idx))[:, None]).ravel()
+    return np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
 
 
 def bootstrap_set_metrics(generated: np.ndarray, reference: np.ndarray, replicates: int, seed: int,

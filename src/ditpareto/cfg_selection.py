@@ -15,26 +15,34 @@ import math
 
 import pandas as pd
 
+from ditpareto.study import DEPENDENCY_COLUMNS
+
 KEYS = ["method", "budget", "steps", "ft"]
-CHOICE_COLUMNS = [*KEYS, "cfg_selected", "fid_selection", "selection_samples", "selection_seed", "scales"]
+CHOICE_COLUMNS = [*KEYS, "cfg_selected", "fid_selection", "selection_samples", "selection_seed", "scales",
+                  "cfg_at_edge", *DEPENDENCY_COLUMNS]
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
     rows = [{"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]), "ft": str(r["ft"]),
              "cfg": float(r["cfg_scale"]), "seed": int(r["seed"]), "fid": float(r["fid"]),
-             "num_samples": int(r["params"]["num_samples"])} for r in records]
-    return pd.DataFrame(rows, columns=[*KEYS, "cfg", "seed", "fid", "num_samples"])
+             "num_samples": int(r["params"]["num_samples"]), "checkpoint_sha256": r.get("checkpoint_sha256"),
+             "sampler": r["params"].get("sampler"), "train_gmacs": r.get("train_gmacs")} for r in records]
+    return pd.DataFrame(rows, columns=[*KEYS, "cfg", "seed", "fid", "num_samples", *DEPENDENCY_COLUMNS])
 
 
 def choose_scales(selection: list[dict]) -> pd.DataFrame:
-    """One row per (method, budget, steps, ft): the candidate of lowest selection-seed FID (``CHOICE_COLUMNS``)."""
+    """One row per (method, budget, steps, ft): the candidate of lowest selection-seed FID (``CHOICE_COLUMNS``),
+    whether it is the smallest or largest candidate (``cfg_at_edge``: the optimum may lie outside the candidates)
+    and what the choice depends on (the sampled checkpoint's sha256, the sampler, the training GMACs)."""
     chosen = _frame(selection)
     rows = []
     for key, group in chosen.groupby(KEYS, sort=True):
         best = group.loc[group["fid"].idxmin()]
         rows.append({**dict(zip(KEYS, key)), "cfg_selected": best["cfg"], "fid_selection": best["fid"],
                      "selection_samples": int(best["num_samples"]), "selection_seed": int(best["seed"]),
-                     "scales": " ".join(f"{v:g}" for v in sorted(group["cfg"]))})
+                     "scales": " ".join(f"{v:g}" for v in sorted(group["cfg"])),
+                     "cfg_at_edge": bool(best["cfg"] in (group["cfg"].min(), group["cfg"].max())),
+                     **{c: best[c] for c in DEPENDENCY_COLUMNS}})
     return pd.DataFrame(rows, columns=CHOICE_COLUMNS)
 
 

@@ -136,8 +136,9 @@ def _metric_args(p):
     g.add_argument("--extractor-weights", required=True, metavar="PT",
                    help="local weights file of the extractor (never downloaded)")
     g.add_argument("--kid-subset-size", type=int, default=500, metavar="N", help="KID subset size (default: 500)")
-    g.add_argument("--bootstrap-replicates", type=int, default=200, metavar="B",
-                   help="paired-bootstrap replicates of FID for its CI; 0: none (default: 200)")
+    g.add_argument("--bootstrap-replicates", type=int, default=2000, metavar="B",
+                   help="paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none "
+                   "(default: 2000)")
     g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
                    help="bootstrap seed: the same in every job, so every grid point resamples the same indices "
                    "(default: 0)")
@@ -158,6 +159,11 @@ def _reference_args(p):
     p.add_argument("--floor-samples", type=int, default=None, metavar="N",
                    help="use the floor draw's first N images (a grid point's size; default: all)")
     p.add_argument("--out", required=True, metavar="JSON", help="floor (real vs reference) and noise metrics")
+
+
+def _resample_reference_args(p):
+    _metric_args(p)
+    p.add_argument("--out", required=True, metavar="NPZ", help="resampled means, covariances and square roots")
 
 
 def _calibrate_args(p):
@@ -319,6 +325,9 @@ def _evaluate_args(p):
     p.add_argument("--samples", required=True, metavar="NPZ", help="samples from `sample`")
     p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
     p.add_argument("--features", default=None, metavar="NPZ", help="write the per-sample FID features here")
+    p.add_argument("--reference-replicates", default=None, metavar="NPZ",
+                   help="the reference draw's resampled statistics from `resample-reference` (default: computed "
+                   "here)")
     _metric_args(p)
     p.add_argument("--out", required=True, metavar="JSON", help="metrics of this grid point")
 
@@ -375,6 +384,10 @@ def _verdicts_args(p):
                    help="the select-cfg table (each point's selected scale)")
     p.add_argument("--guidance", nargs="+", choices=["fixed", "selected"], default=["fixed"],
                    help="ledgers: every point at the fixed scale and/or each at its selected scale (default: fixed)")
+    p.add_argument("--noise-recorded", default=None, metavar="CSV",
+                   help="fine-tune seed spreads a long run recorded (its --finetune-noise table), used when this run "
+                   "measures none (finetune.noise_recorded)")
+    p.add_argument("--noise-sha256", default=None, metavar="HEX", help="the recorded table's expected sha256")
     p.add_argument("--out", required=True, metavar="CSV", help="the claims ledger (verdicts)")
 
 
@@ -466,6 +479,7 @@ def commands() -> list[Command]:
         Command("import-official", "checkpoints", "import_official", _import_official_args, model_args=True),
         Command("train-extractor", "metrics", "train_extractor", _classifier_args),
         Command("reference", "metrics", "reference", _reference_args),
+        Command("resample-reference", "metrics", "resample_reference", _resample_reference_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),
         Command("convert", "training", "convert", _convert_args, model_args=True),
         Command("finetune", "training", "finetune", _finetune_args, model_args=True),

@@ -12,7 +12,8 @@ from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
     FINETUNE_MODES, OFFICIAL, OFFICIAL_METHODS, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget,
-    guidance_keys, read_recorded_scales, recorded_selection_seeds, shipped_checkpoint,
+    guidance_keys, read_recorded_scales, read_noise_table, recorded_selection_seeds, shipped_checkpoint,
+    stale_rows,
 )
 from ditpareto.vocab import get_vocabulary
 
@@ -72,6 +73,8 @@ def check_study(config: dict, root: str | Path) -> None:
             raise InputError("config sets both sampling.cfg_recorded and sampling.cfg_selection.scales: a study "
                              "either selects its guidance scales or samples the ones a long run recorded")
         _check_recorded(config, root)
+    if (config.get("finetune", {}).get("noise_recorded") or {}).get("table"):
+        _check_recorded_noise(config, root)
     for section, keys in (("finetune", ("train_gmacs", "lr")), ("base.pretrain", ("lr",))):
         values = config.get("finetune", {}) if section == "finetune" else base.get("pretrain", {})
         for key in keys:
@@ -156,7 +159,38 @@ def _check_recorded(config: dict, root: str | Path) -> None:
     missing = ["/".join(map(str, key)) for key in guidance_keys(config) if key not in scales]
     if missing:
         raise InputError(f"config sampling.cfg_recorded.table {path} has no scale for {len(missing)} grid "
-                         f"point(s): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+                         f"point(s): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}: stale; "
+                         f"{RERECORD_CFG}")
+    try:
+        stale_rows(path, config, guidance_keys(config), "config sampling.cfg_recorded.table", RERECORD_CFG)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+RERECORD_CFG = ("re-record it with config/cpu-full.yaml's CFG selection and `select-cfg` (assets/README.md), then pin "
+                "the new table's sha256")
+RERECORD_NOISE = ("re-record it with config/cpu-full.yaml's fine-tune seed noise (its results/tables/finetune_noise.csv; "
+                  "assets/README.md), then pin the new table's sha256")
+
+
+def _check_recorded_noise(config: dict, root: str | Path) -> None:
+    """finetune.noise_recorded: the table exists, has the pinned sha256, its columns, and every row was recorded
+    with the checkpoint, sampler and training compute the study uses."""
+    recorded = config["finetune"]["noise_recorded"]
+    path = resolve_path(recorded["table"], root)
+    if not path.is_file():
+        raise InputError(f"config finetune.noise_recorded.table {path} does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != recorded["sha256"].lower():
+        raise InputError(f"config finetune.noise_recorded.table {path} has sha256 {digest}, config says "
+                         f"{recorded['sha256']}")
+    try:
+        rows = read_noise_table(path)
+        stale_rows(path, config, [(r["method"], r["budget"], r["steps"]) for r in rows
+                                  if r["method"] in config["methods"]],
+                   "config finetune.noise_recorded.table", RERECORD_NOISE)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _check_source(name: str, entry: dict, labels: list[str]) -> None:

@@ -247,7 +247,7 @@ class MetricSettings:
     batch_size: int = 250
     rng_seed: int = 2020  # KID subsets and IS split shuffling
     progress: bool = True  # torch-fidelity's progress bars and messages (to stderr)
-    bootstrap_replicates: int = 200  # paired bootstrap of FID (ditpareto.bootstrap); 0: none
+    bootstrap_replicates: int = 2000  # paired bootstrap of FID (ditpareto.bootstrap); 0: none
     bootstrap_seed: int = 0  # the same seed in every job: the same sample indices at every grid point
     device: str = "auto"  # where the extractor runs (ditpareto.runtime.resolve_device): auto, cpu or cuda
 

@@ -4,7 +4,7 @@ against fp32, one device against another).
 Both runs score each point with the same paired bootstrap (same N, seed and replicate count: replicate b resamples
 the same sample indices in both), so the shift of a point is FID(other) - FID(baseline) with the replicate-wise
 differences as its bootstrap; a method's shift is the mean over its points, replicate by replicate. Intervals are
-``bootstrap_ci``'s, as for the study's other paired differences.
+the replicate differences' percentile intervals, as for the study's other paired differences.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ditpareto.bootstrap import bootstrap_ci
+from ditpareto.intervals import percentile_ci
 from ditpareto.errors import InputError
 
 POINT_KEY = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
@@ -69,7 +69,7 @@ def paired_shifts(baseline: list[dict], other: list[dict]) -> pd.DataFrame:
 
 
 def _row(key: dict, fid_a: float, fid_b: float, shift: float, diffs: np.ndarray, ra: dict, rb: dict) -> dict:
-    low, high = bootstrap_ci(shift, diffs)
+    low, high = percentile_ci(diffs)
     return {**key, "fid_baseline": fid_a, "fid_other": fid_b, "fid_shift": shift, "fid_shift_ci_low": low,
             "fid_shift_ci_high": high, "relative_shift": shift / fid_a if fid_a else float("nan"),
             "within_noise": bool(low <= 0 <= high),

@@ -243,6 +243,60 @@ def method_cfgs(config: dict, entry: dict, recorded: float | None = None) -> lis
 
 
 RECORDED_COLUMNS = ("method", "budget", "steps", "ft", "cfg_selected", "selection_seed")
+# What a recorded table's row depends on besides its key (method, budget, steps, ft): the sampled checkpoint, the
+# sampler and the executed training compute. A row that disagrees with the study is stale.
+DEPENDENCY_COLUMNS = ("checkpoint_sha256", "sampler", "train_gmacs")
+# Executed training GMACs land within a step of the target: rows within this share of it agree.
+TRAIN_GMACS_TOLERANCE = 0.01
+
+
+def point_dependencies(config: dict, method: str, budget: str) -> dict:
+    """What a grid point at the study's own fine-tune depends on (``DEPENDENCY_COLUMNS``): the sha256 the config
+    pins for the checkpoint it samples (None when the checkpoint is trained or converted here: unpinned), the
+    sampler, and the target training GMACs (0 for the untouched base)."""
+    if FINETUNE_MODES[method] == "none":
+        base = config["base"]
+        digest = base.get("sha256") if base.get("source") == "checkpoint" else None
+        gmacs = 0.0
+    else:
+        entry = config["methods"][method]
+        digest = (entry.get("sha256") or {}).get(shipped_checkpoint(method, budget)[1]) \
+            if entry.get("source") == "checkpoint" else None
+        gmacs = float(config.get("finetune", {}).get("train_gmacs") or 0.0)
+    return {"checkpoint_sha256": digest.lower() if digest else None, "sampler": config["sampling"]["sampler"],
+            "train_gmacs": gmacs}
+
+
+def stale_rows(path: str | Path, config: dict, keys: list[tuple], what: str, how: str) -> None:
+    """Check that a recorded table (CSV keyed by method, budget, steps[, ft]) holds, for every key, a row recorded
+    with the checkpoint, sampler and training compute the study uses (``point_dependencies``; a checkpoint trained
+    here is unpinned, so only the other two are checked for it). Raises ValueError with one line naming the first
+    stale key and ``how`` to re-record the table."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [c for c in DEPENDENCY_COLUMNS if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"{what} {path} does not say what it was recorded with (columns {missing}): stale; {how}")
+    by_key = {}
+    for row in rows:
+        by_key.setdefault((row["method"], row["budget"], int(row["steps"])), row)
+    for method, budget, steps, *_ in keys:
+        row = by_key.get((method, budget, int(steps)))
+        if row is None:
+            raise ValueError(f"{what} {path} has no row for {method}/{budget}/{steps}: stale; {how}")
+        wanted = point_dependencies(config, method, budget)
+        recorded_gmacs = float(row["train_gmacs"] or 0.0)
+        gmacs_ok = (abs(recorded_gmacs - wanted["train_gmacs"]) <= TRAIN_GMACS_TOLERANCE * wanted["train_gmacs"]
+                    if wanted["train_gmacs"] else recorded_gmacs == 0.0)
+        # a checkpoint trained here is not pinned: only its sampler and training compute can be checked
+        same_checkpoint = wanted["checkpoint_sha256"] is None or \
+            (row["checkpoint_sha256"] or "").lower() == wanted["checkpoint_sha256"]
+        if not (same_checkpoint and row["sampler"] == wanted["sampler"] and gmacs_ok):
+            raise ValueError(
+                f"{what} {path} is stale for {method}/{budget}/{steps}: recorded with checkpoint "
+                f"{(row['checkpoint_sha256'] or '?')[:12]}, sampler {row['sampler']}, train_gmacs {recorded_gmacs:g}; "
+                f"the study uses {(wanted['checkpoint_sha256'] or 'one trained here')[:16]}, {wanted['sampler']}, "
+                f"{wanted['train_gmacs']:g}; {how}")
 
 
 def read_recorded_scales(path: str | Path) -> dict[tuple[str, str, int, str], float]:
@@ -273,6 +327,36 @@ def read_recorded_scales(path: str | Path) -> dict[tuple[str, str, int, str], fl
                              f"{row['cfg_selected']} (finite, >= 1 expected)")
         scales[key] = scale
     return scales
+
+
+NOISE_TABLE_COLUMNS = ("method", "budget", "steps", "finetune_seed_std", "finetune_seeds")
+
+
+def read_noise_table(path: str | Path) -> list[dict]:
+    """A recorded fine-tune seed-noise table (``verdicts.finetune_seed_noise``'s CSV), checked: its columns, one row
+    per (method, budget), a finite std >= 0 from >= 2 seeds. Raises ValueError naming what is wrong."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ValueError(f"fine-tune seed-noise table {path} cannot be read ({exc.strerror})") from None
+    missing = [c for c in (*NOISE_TABLE_COLUMNS, *DEPENDENCY_COLUMNS) if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"fine-tune seed-noise table {path} lacks columns {missing} (or rows)")
+    out, seen = [], set()
+    for row in rows:
+        key = (row["method"], row["budget"])
+        try:
+            std, seeds, steps = float(row["finetune_seed_std"]), int(row["finetune_seeds"]), int(row["steps"])
+        except ValueError:
+            raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(key)} has a non-numeric std, seed count "
+                             "or step count") from None
+        if key in seen or not math.isfinite(std) or std < 0 or seeds < 2:
+            raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(key)} is repeated or has std {std} from "
+                             f"{seeds} seeds (one row per budget, finite std >= 0, >= 2 seeds expected)")
+        seen.add(key)
+        out.append({**row, "steps": steps, "finetune_seed_std": std, "finetune_seeds": seeds})
+    return out
 
 
 def recorded_selection_seeds(path: str | Path) -> set[int]:

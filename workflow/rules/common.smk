@@ -138,6 +138,31 @@ def get_metric_reference(wildcards):
     return "resources/data/reference.npz"
 
 
+def get_recorded_noise(wildcards):
+    """The fine-tune seed spreads a long run recorded (finetune.noise_recorded; checked at start), if any."""
+    table = (config.get("finetune", {}).get("noise_recorded") or {}).get("table")
+    return [repo_file(table)] if table else []
+
+
+def recorded_noise_flags(input):
+    if not input.noise_recorded:
+        return ""
+    sha = config["finetune"]["noise_recorded"]["sha256"]
+    return f"--noise-recorded {q(input.noise_recorded[0])} --noise-sha256 {sha}"
+
+
+def get_reference_replicates(wildcards):
+    """The reference draw's resampled statistics, shared by every evaluate job (none for a reference batch)."""
+    if reference_batch() or not config["metrics"]["bootstrap"]["replicates"]:
+        return []
+    return ["resources/fid/reference_replicates.npz"]
+
+
+def flag_of(flag, paths):
+    """``flag 'path'`` for a one-element input list, nothing for an empty one."""
+    return f"{flag} {q(paths[0])}" if len(paths) else ""
+
+
 def reference_flag():
     return "--reference-batch" if reference_batch() else "--reference"
 

@@ -163,3 +163,24 @@ rule reference:
     shell:
         "python -m ditpareto --threads {threads} reference {params.reference} {input.reference:q} {params.floor} "
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule resample_reference:
+    input:
+        reference="resources/data/reference.npz",
+        extractor=get_extractor_weights,
+    output:
+        temp("resources/fid/reference_replicates.npz"),
+    log:
+        "logs/resample_reference/resample_reference.log",
+    benchmark:
+        "results/benchmarks/resample_reference/resample_reference.tsv"
+    conda:
+        ENV
+    threads: 2
+    params:
+        metrics=metric_flags(),
+        version=VERSION,
+    shell:
+        "python -m ditpareto --threads {threads} resample-reference --reference {input.reference:q} "
+        "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"

@@ -63,6 +63,7 @@ rule verdicts:
         metrics=get_all_metrics,
         claims=repo_file("results/published/claims.csv"),
         cfg_selection=get_cfg_selection_table,
+        noise_recorded=get_recorded_noise,
     output:
         verdicts=report(
             "results/tables/verdicts.csv",
@@ -84,11 +85,12 @@ rule verdicts:
         full_steps=config["sampling"]["steps"][0],
         selection=lambda wildcards, input: cfg_selection_flag(input),
         guidance=guidance_flag(),
+        noise=lambda wildcards, input: recorded_noise_flags(input),
         version=VERSION,
     shell:
         "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
         "--full-steps {params.full_steps} --comparisons {output.comparisons:q} {params.selection} {params.guidance} "
-        "--finetune-noise {output.noise:q} --out {output.verdicts:q} "
+        "{params.noise} --finetune-noise {output.noise:q} --out {output.verdicts:q} "
         "> {log:q} 2>&1"
 
 

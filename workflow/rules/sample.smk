@@ -59,6 +59,7 @@ rule evaluate:
         record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.record.json",
         reference=get_metric_reference,
         extractor=get_extractor_weights,
+        reference_replicates=get_reference_replicates,
     output:
         metrics="results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.json",
         features="results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.features.npz",
@@ -72,11 +73,14 @@ rule evaluate:
     params:
         metrics=metric_flags(),
         reference=reference_flag(),
+        replicates=lambda wildcards, input: flag_of(
+            "--reference-replicates", input.reference_replicates
+        ),
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
         "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
-        "--extractor-weights {input.extractor:q} --features {output.features:q} --out {output.metrics:q} "
+        "{params.replicates} --extractor-weights {input.extractor:q} --features {output.features:q} --out {output.metrics:q} "
         "> {log:q} 2>&1"
 
 

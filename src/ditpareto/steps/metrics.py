@@ -14,10 +14,13 @@ import pandas as pd
 
 import numpy as np
 
-from ditpareto.bootstrap import CI_LEVEL, bootstrap_fid, bootstrap_ci, bootstrap_set_metrics, manifold_membership
+from ditpareto.bootstrap import (
+    ReferenceReplicates, bootstrap_fid, bootstrap_set_metrics, manifold_membership, reference_replicates,
+)
 from ditpareto.calibration import calibrate as run_calibration
-from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, save_npz
+from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, read_npz, save_npz
 from ditpareto.errors import InputError
+from ditpareto.intervals import BASIC_ESTIMAND, CI_LEVEL, basic_ci, percentile_ci
 from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
 from ditpareto.methods import get_method
 from ditpareto.metrics import (
@@ -61,6 +64,24 @@ def first_images(data: ImageSet, n: int | None, what: str) -> ImageSet:
     if n < 2 or n > len(data.labels):
         raise InputError(f"{what} has {len(data.labels)} images; {n} were asked for")
     return ImageSet(data.images[:n], data.labels[:n])
+
+
+def resample_reference(*, metric_settings: MetricSettings, reference: str, out: str,
+                       reference_batch: str | None = None) -> dict:
+    """The reference draw's resampled FID statistics (means, covariances, their square roots; bootstrap seed + 1),
+    the same for every grid point: computed once here, read by every evaluate job (--reference-replicates).
+
+    Example: python -m ditpareto resample-reference --reference resources/data/reference.npz
+    --extractor-weights cnn.pt --bootstrap-replicates 2000 --out resources/fid/reference_replicates.npz
+    """
+    if reference_batch or not metric_settings.bootstrap_replicates:
+        raise InputError("resample-reference needs a reference draw (--reference) and --bootstrap-replicates > 0")
+    features = extract_features(load_draw(reference).images, metric_settings)
+    ref = reference_replicates(features, metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed + 1)
+    save_npz({"mean": ref.mean, "cov": ref.cov, "sqrt": ref.sqrt, "seed": np.int64(ref.seed),
+              "size": np.int64(ref.size)}, out, compress=False)
+    return {"replicates": len(ref.mean), "features": int(ref.mean.shape[1]), "reference_images": ref.size,
+            "out": out}
 
 
 def reference(*, metric_settings: MetricSettings, out: str, reference: str | None = None,
@@ -112,8 +133,29 @@ def calibrate(*, metric_settings: MetricSettings, floor: str, out: str, referenc
     return {k: summary[k] for k in ("seed_spread", "floor_fid", "monotone", "smallest_rise_over_spread", "passed")}
 
 
+def load_reference_replicates(path: str, replicates: int, seed: int, size: int, dim: int) -> ReferenceReplicates:
+    """``reference --replicates-out``'s file, checked against this bootstrap (replicates, the reference's index seed
+    ``seed``, draw size, feature dimension) and for finite values; InputError naming what is wrong."""
+    data = read_npz(path, "reference replicates")
+    missing = sorted({"mean", "cov", "sqrt", "seed", "size"} - set(data))
+    if missing:
+        raise InputError(f"reference replicates {path} lack {missing}")
+    expected = {"mean": (replicates, dim), "cov": (replicates, dim, dim), "sqrt": (replicates, dim, dim)}
+    for key, shape in expected.items():
+        if data[key].shape != shape:
+            raise InputError(f"reference replicates {path}: {key} has shape {data[key].shape}, expected {shape} "
+                             f"(--bootstrap-replicates {replicates}, {dim}-d features)")
+        if not np.isfinite(data[key]).all():
+            raise InputError(f"reference replicates {path}: {key} holds NaN or Inf")
+    if int(data["seed"]) != seed or int(data["size"]) != size:
+        raise InputError(f"reference replicates {path} were made with seed {int(data['seed'])} from "
+                         f"{int(data['size'])} images; this bootstrap needs seed {seed} and {size}: rerun `reference`")
+    return ReferenceReplicates(data["mean"], data["cov"], data["sqrt"], seed, size)
+
+
 def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out: str, reference: str | None = None,
-             reference_batch: str | None = None, features: str | None = None) -> dict:
+             reference_batch: str | None = None, features: str | None = None,
+             reference_replicates: str | None = None) -> dict:
     """FID/KID/IS/precision/recall of a grid point with torch-fidelity, FID's paired-bootstrap CI, and the
     per-sample features (``features``); its sampling record checked first.
 
@@ -144,18 +186,24 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
         metrics["precision"], metrics["recall"] = (float(m.mean()) for m in membership)
     generated_features = generated[layer].double().numpy()
     if metric_settings.bootstrap_replicates:
+        if reference_replicates and not reference_batch:
+            reference_features = load_reference_replicates(
+                reference_replicates, metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed + 1,
+                len(reference_features), generated_features.shape[1])
         replicates = bootstrap_fid(generated_features, reference_features, metric_settings.bootstrap_replicates,
                                    metric_settings.bootstrap_seed)
-        metrics["fid_ci_low"], metrics["fid_ci_high"] = bootstrap_ci(metrics["fid"], replicates)
+        metrics["fid_ci_low"], metrics["fid_ci_high"] = basic_ci(metrics["fid"], replicates)
         if not reference_batch:  # KID / precision / recall need the reference's per-sample features
             kid_layer = metric_layers(metric_settings)["kid"]
             for name, values in bootstrap_set_metrics(
                     generated[kid_layer].double().numpy(), reference_fd[kid_layer].double().numpy(),
                     metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed, membership).items():
-                metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_ci(metrics[POINT_KEYS[name]], values)
+                metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = percentile_ci(values)
         result["fid_bootstrap"] = [float(v) for v in replicates]
         result["bootstrap"] = {"replicates": metric_settings.bootstrap_replicates,
-                               "seed": metric_settings.bootstrap_seed, "level": CI_LEVEL}
+                               "seed": metric_settings.bootstrap_seed, "level": CI_LEVEL,
+                               "fid_ci_estimand": BASIC_ESTIMAND,
+                               "other_ci": "percentile (KID: one reference subset; precision, recall: per-sample terms)"}
     if features:
         save_npz({"features": generated_features.astype(np.float32), "indices": loaded["indices"]},
                  features, compress=False)

@@ -16,6 +16,7 @@ import torch
 from ditpareto.archs import dit_config
 from ditpareto.diffusion import MAX_SEED
 from ditpareto.errors import InputError
+from ditpareto.models.checkpoint import sha256_of
 from ditpareto.flops import dit_macs_per_call, plan_macs, summarize
 from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
@@ -121,6 +122,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
             "options": options.to_dict(),
         },
         **provenance(),
+        "checkpoint_sha256": sha256_of(checkpoint),  # what a recorded table keyed by this point depends on
         **training_fields(checkpoint),
         "machine": machine(target),  # what the timing columns depend on
     }

@@ -124,7 +124,7 @@ def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, s
 
 def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int,
              finetune_noise: str | None = None, cfg_selection: str | None = None,
-             guidance: list = ("fixed",)) -> dict:
+             guidance: list = ("fixed",), noise_recorded: str | None = None, noise_sha256: str | None = None) -> dict:
     """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
     matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
     row per method), with paired-bootstrap CIs; per ``guidance`` (column of the same name): every point at the fixed
@@ -133,12 +133,16 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     Example: python -m ditpareto verdicts results/metrics/*/*/*/*/*/seed~0.json --claims results/published/claims.csv
     --fixed-cfg 1.5 --full-steps 10 --comparisons comparisons.csv --finetune-noise finetune_noise.csv
     --cfg-selection cfg_selection.csv --guidance fixed selected --out verdicts.csv
+
+    The fine-tune seed spread: measured in this run (finetune.seed_noise; written to ``finetune_noise``), else the
+    table a long run recorded (``noise_recorded``, sha256-checked; finetune.noise_recorded).
     """
     import pandas as pd
 
     from ditpareto.cfg_selection import read_choices
     from ditpareto.results import read_record
-    from ditpareto.verdicts import claims_ledger, compare_with_envelopes, finetune_seed_noise, load_points
+    from ditpareto.study import read_noise_table
+    from ditpareto.verdicts import SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_points
 
     try:
         published = pd.read_csv(claims, dtype={"resolution": int})
@@ -157,15 +161,30 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     except ValueError as exc:
         raise InputError(str(exc)) from None
     noise = finetune_seed_noise(records)
+    seed_noise = SeedNoise(noise)
+    if noise.empty and noise_recorded:
+        digest = hashlib.sha256(Path(noise_recorded).read_bytes()).hexdigest() if Path(noise_recorded).is_file() \
+            else None
+        if noise_sha256 and digest != noise_sha256.lower():
+            raise InputError(f"recorded fine-tune seed noise {noise_recorded} has sha256 {digest}, expected "
+                             f"{noise_sha256}")
+        try:
+            seed_noise = SeedNoise(pd.DataFrame(read_noise_table(noise_recorded)), recorded=True)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     compared, ledger = [], []
     for name, _ in bases:
-        table = compare_with_envelopes(points[name], noise)
+        table = compare_with_envelopes(points[name], seed_noise)
         compared.append(table.assign(guidance=name))
-        ledger.append(claims_ledger(points[name], table, published, full_steps, noise).assign(guidance=name))
+        ledger.append(claims_ledger(points[name], table, published, full_steps, seed_noise).assign(guidance=name))
     compared, ledger = pd.concat(compared, ignore_index=True), pd.concat(ledger, ignore_index=True)
     tables = [(compared, comparisons), (ledger, out)] + ([(noise, finetune_noise)] if finetune_noise else [])
     for table, path in tables:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
     return {"claims": len(ledger), "comparisons": len(compared), "out": out,
-            "verdicts": {name: group["verdict"].value_counts().to_dict() for name, group in ledger.groupby("guidance")}}
+            "seed_noise": f"{len(seed_noise.table)} {seed_noise.kind} fine-tune spread(s), pooled "
+                          f"{seed_noise.pooled_std:.3f} FID ({seed_noise.pooled_df} df)",
+            "verdicts": {name: group["verdict"].value_counts().to_dict() for name, group in ledger.groupby("guidance")},
+            "verdicts_holm": {name: group["verdict_holm"].value_counts().to_dict()
+                              for name, group in ledger.groupby("guidance")}}
