@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ditpareto.cfg_selection import choose_scales, mark_selected, read_choices, score_choices, select_scales
+from ditpareto.cfg_selection import (
+    choose_scales, extend_choices, mark_selected, read_choices, score_choices, select_scales,
+)
 from ditpareto.study import read_recorded_scales
 
 REPO_CLAIMS = Path(__file__).resolve().parents[1] / "results/published/claims.csv"
@@ -131,3 +133,17 @@ def test_recorded_scales_flow_into_the_selection_table_and_the_verdicts_at_both_
     with pytest.raises(InputError, match="needs the select-cfg table"):
         verdicts(metrics=records, claims=str(REPO_CLAIMS), out=str(ledger), comparisons=str(tmp_path / "c.csv"),
                  fixed_cfg=1.5, full_steps=10, guidance=["selected"])
+
+
+def test_a_recorded_selection_extended_by_new_candidates_picks_the_best_over_both():
+    earlier = choose_scales([_record(1.5, 4095, 6.0, 500), _record(2.0, 4095, 5.5, 500)])
+    better = extend_choices(earlier, choose_scales([_record(1.0, 4095, 5.2, 500), _record(4.0, 4095, 5.9, 500)]))
+    row = better.iloc[0]
+    assert row["cfg_selected"] == 1.0 and row["fid_selection"] == 5.2 and row["scales"] == "1 1.5 2 4"
+    assert row["cfg_at_edge"]
+    kept = extend_choices(earlier, choose_scales([_record(1.0, 4095, 6.2, 500), _record(4.0, 4095, 5.9, 500)]))
+    assert kept.iloc[0]["cfg_selected"] == 2.0 and not kept.iloc[0]["cfg_at_edge"]
+    with pytest.raises(ValueError, match="differs in"):
+        extend_choices(earlier, choose_scales([_record(1.0, 4096, 5.2, 500)]))
+    with pytest.raises(ValueError, match="extend with new candidates only"):
+        extend_choices(earlier, choose_scales([_record(2.0, 4095, 5.2, 500)]))

@@ -184,6 +184,9 @@ def test_every_verdict_row_names_its_basis(study):
          "compute_ratio": 0.545},
     ])
     ledger = claims_ledger(study, compare_with_envelopes(study), claims, full_steps=10)
+    regime = ledger["claim"].str.startswith("guidance regime")
+    assert regime.sum() == 1 and ledger.loc[regime, "regime"].str.contains("unknown").all()
+    ledger = ledger[~regime]
     assert set(ledger["verdict"]) <= set(OUTCOMES) and set(ledger["verdict_holm"]) <= set(OUTCOMES)
     assert ledger["basis"].str.len().min() > 10 and ledger["basis"].notna().all()
     by = ledger.set_index("claim")
@@ -206,6 +209,7 @@ def test_a_method_without_an_envelope_or_with_only_parity_points_still_gets_an_i
     points = load_points(records, fixed_cfg=2.0)
     ledger = claims_ledger(points, compare_with_envelopes(points), pd.DataFrame(
         columns=["method", "model", "resolution", "setting", "fid", "compute_ratio"]), full_steps=10)
+    ledger = ledger[~ledger["claim"].str.startswith("guidance regime")]
     assert ledger.set_index("method")["verdict"].to_dict() == {"dydit": "inconclusive", "flexidit": "inconclusive"}
     assert ledger["basis"].str.contains("no dit-ft step ladder").all()
 
@@ -328,3 +332,41 @@ def test_selected_guidance_takes_each_point_at_its_own_scale():
     points = load_points(records, fixed_cfg=1.5, selected={("dydit", "0.50", 10, "1.00"): 2.0})
     assert points[["method", "fid"]].values.tolist() == [["dydit", 4.0]]
     assert load_points(records, fixed_cfg=1.5)["fid"].tolist() == [5.0]
+
+
+def test_a_claims_verdict_is_given_at_every_training_compute_the_plateau_runs_measured(study):
+    from ditpareto.verdicts import load_plateau
+
+    b = np.linspace(-0.1, 0.1, 50)
+    records = [_record("dydit", "0.50", 10, 0.7, 4.6, list(4.6 + b), 0.5, ft="0.50"),  # -8 %: reproduced
+               _record("dydit", "0.50", 10, 0.7, 4.2, list(4.2 + b), 0.5, ft="2.00"),
+               _record("dydit", "0.50", 10, 0.7, 9.9, list(9.9 + b), 0.5, ft="1.00s1")]  # a seed repeat: not here
+    plateau = load_plateau(records, fixed_cfg=2.0)
+    assert sorted(plateau["multiple"]) == [0.5, 2.0]
+    claims = pd.DataFrame([
+        {"method": "dit", "model": "DiT-XL/2", "resolution": 256, "setting": "250", "fid": 2.27, "compute_ratio": 1},
+        {"method": "dydit", "model": "DiT-XL/2", "resolution": 256, "setting": "lambda=0.5", "fid": 2.07,
+         "compute_ratio": 0.488}])
+    ledger = claims_ledger(study, compare_with_envelopes(study), claims, full_steps=10, plateau=plateau)
+    row = ledger[ledger["claim"].str.startswith("lambda=0.5")].iloc[0]
+    assert row["verdict_by_training"] == ("0.5x: reproduced; 1x: better than claimed; 2x: better than claimed")
+    alone = claims_ledger(study, compare_with_envelopes(study), claims, full_steps=10)
+    assert alone.iloc[0]["verdict_by_training"].startswith("1x: better than claimed (no plateau")
+
+
+def test_the_guidance_regime_figure_stands_beside_every_verdict():
+    b = np.linspace(-0.1, 0.1, 50)
+    records = [_record("dit", "10", 10, 1.0, 5.0, list(5.0 + b), ft="0.00"),
+               {**_record("dit", "10", 10, 0.5, 5.2, list(5.2 + b), ft="0.00"), "cfg_scale": 1.0},
+               _record("dit-ft", "10", 10, 1.0, 4.0, list(4.0 + b)),
+               _record("dit-ft", "5", 5, 0.5, 5.0, list(5.0 + b), 0.5),
+               _record("dydit", "0.50", 10, 0.7, 4.2, list(4.2 + b), 0.5)]
+    points = load_points(records, fixed_cfg=2.0)
+    claims = pd.DataFrame(columns=["method", "model", "resolution", "setting", "fid", "compute_ratio"])
+    ledger = claims_ledger(points, compare_with_envelopes(points), claims, full_steps=10)
+    regime = ledger[ledger["claim"].str.startswith("guidance regime")].iloc[0]
+    assert regime["estimate"] == pytest.approx(1.04) and regime["verdict"] == "worse than claimed"
+    assert regime["executed_compute_ratio"] == pytest.approx(0.5)  # CFG 1: one network call a step
+    verdict = ledger[ledger["claim"].str.startswith("beats")].iloc[0]
+    assert verdict["regime"].startswith("guidance regime 1.04x") and "may not transfer" in verdict["regime"]
+    assert np.isnan(verdict["p_holm"]) or verdict["p_holm"] >= verdict["p_value"]

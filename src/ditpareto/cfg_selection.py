@@ -46,6 +46,35 @@ def choose_scales(selection: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CHOICE_COLUMNS)
 
 
+def extend_choices(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """An earlier selection extended by new candidates on the same selection seed, sample count, checkpoint, sampler
+    and training compute: per key the lower selection FID of the two choices (sampling is deterministic, so this is
+    the choice over the union of candidates), the union of the candidates and the edge flag over it. Raises
+    ValueError when a shared key was selected under other conditions or shares a candidate."""
+    columns = ["selection_seed", "selection_samples", "checkpoint_sha256", "sampler"]
+    rows = {tuple(r[k] for k in KEYS): r for r in earlier.to_dict("records")}
+    for r in new.to_dict("records"):
+        key = tuple(r[k] for k in KEYS)
+        old = rows.get(key)
+        if old is None:
+            rows[key] = r
+            continue
+        differs = [c for c in columns if str(old[c]) != str(r[c])]
+        if differs or abs(float(old["train_gmacs"] or 0) - float(r["train_gmacs"] or 0)) > 1e-6:
+            raise ValueError(f"{'/'.join(map(str, key))}: the earlier selection differs in {differs or ['train_gmacs']}"
+                             ": not the same selection, select again over every candidate")
+        old_scales, new_scales = ({float(v) for v in str(t["scales"]).split()} for t in (old, r))
+        if old_scales & new_scales:
+            raise ValueError(f"{'/'.join(map(str, key))}: candidates {sorted(old_scales & new_scales)} were selected "
+                             "on before; extend with new candidates only")
+        best = r if float(r["fid_selection"]) < float(old["fid_selection"]) else old
+        scales = sorted(old_scales | new_scales)
+        rows[key] = {**best, "scales": " ".join(f"{v:g}" for v in scales),
+                     "cfg_at_edge": float(best["cfg_selected"]) in (scales[0], scales[-1])}
+    table = pd.DataFrame(list(rows.values()), columns=CHOICE_COLUMNS)
+    return table.sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
 def score_choices(choices: pd.DataFrame, evaluation: list[dict]) -> pd.DataFrame:
     """The choices with their evaluation FID (mean over evaluation seeds at the selected scale), the selection bias
     (selection-seed FID minus evaluation FID) and, where every candidate was evaluated, the scale and FID a choice on

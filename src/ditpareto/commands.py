@@ -366,6 +366,9 @@ def _select_cfg_args(p):
     source.add_argument("--recorded", default=None, metavar="CSV",
                         help="the scales a long run selected (its select-cfg table without --evaluation)")
     p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of --recorded (checked when given)")
+    p.add_argument("--extend", default=None, metavar="CSV",
+                   help="with --selection: a table recorded earlier on the same seed, sample count and checkpoints, "
+                   "extended by the new candidates (each key's best over both; keys without it need every candidate)")
     p.add_argument("--evaluation", nargs="+", default=[], metavar="JSON",
                    help="metrics records of the evaluation seeds (at least each selected scale); without them, "
                         "only the choices are written")

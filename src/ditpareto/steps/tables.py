@@ -91,25 +91,30 @@ def notebook(*, notebook: str, out: str, parameters: str = "{}", figures: list =
 
 
 def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, sha256: str | None = None,
-               evaluation: list = ()) -> dict:
+               evaluation: list = (), extend: str | None = None) -> dict:
     """The guidance scale of lowest FID on the held-out selection seed per (method, budget, steps, ft): chosen here
-    from the selection records, or read from a table a long run recorded. With evaluation records, each choice is
-    scored on the evaluation seeds: the selection bias and what choosing on the evaluation FID would have given.
+    from the selection records (optionally extending a table recorded earlier with new candidates), or read from a
+    table a long run recorded. With evaluation records, each choice is scored on the evaluation seeds: the selection
+    bias and what choosing on the evaluation FID would have given.
 
     Example: python -m ditpareto select-cfg --selection results/metrics/*/*/*/*/*/seed~4095.json
     --evaluation results/metrics/*/*/*/*/*/seed~0.json --out results/tables/cfg_selection.csv
     """
-    from ditpareto.cfg_selection import choose_scales, read_choices, score_choices
+    from ditpareto.cfg_selection import choose_scales, extend_choices, read_choices, score_choices
     from ditpareto.results import read_record
 
     if bool(selection) == bool(recorded):
         raise InputError("give the selection records (--selection) or a recorded table (--recorded), not both")
+    if extend and not selection:
+        raise InputError("--extend adds new selection records (--selection) to a recorded table")
     if recorded and sha256 and Path(recorded).is_file():  # a missing file: read_choices says so
         digest = hashlib.sha256(Path(recorded).read_bytes()).hexdigest()
         if digest != sha256.lower():
             raise InputError(f"recorded guidance scales {recorded} have sha256 {digest}, expected {sha256}")
     try:
         choices = read_choices(recorded) if recorded else choose_scales([read_record(p) for p in selection])
+        if extend:
+            choices = extend_choices(read_choices(extend), choices)
         table = score_choices(choices, [read_record(p) for p in evaluation]) if evaluation else choices
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -142,7 +147,9 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     from ditpareto.cfg_selection import read_choices
     from ditpareto.results import read_record
     from ditpareto.study import read_noise_table
-    from ditpareto.verdicts import SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_points
+    from ditpareto.verdicts import (
+        SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_plateau, load_points,
+    )
 
     try:
         published = pd.read_csv(claims, dtype={"resolution": int})
@@ -158,6 +165,7 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
                                        for r in chosen.itertuples()}))
         records = [read_record(p) for p in metrics]
         points = {name: load_points(records, fixed_cfg, selected) for name, selected in bases}
+        plateaus = {name: load_plateau(records, fixed_cfg, selected) for name, selected in bases}
     except ValueError as exc:
         raise InputError(str(exc)) from None
     noise = finetune_seed_noise(records)
@@ -176,7 +184,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     for name, _ in bases:
         table = compare_with_envelopes(points[name], seed_noise)
         compared.append(table.assign(guidance=name))
-        ledger.append(claims_ledger(points[name], table, published, full_steps, seed_noise).assign(guidance=name))
+        ledger.append(claims_ledger(points[name], table, published, full_steps, seed_noise,
+                                    plateaus[name]).assign(guidance=name))
     compared, ledger = pd.concat(compared, ignore_index=True), pd.concat(ledger, ignore_index=True)
     tables = [(compared, comparisons), (ledger, out)] + ([(noise, finetune_noise)] if finetune_noise else [])
     for table, path in tables:
