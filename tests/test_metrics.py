@@ -248,3 +248,40 @@ def test_one_extraction_gives_torch_fidelitys_own_numbers(splits, settings):
         rng_seed=settings.rng_seed, samples_shuffle=True, cache=False, save_cpu_ram=True, verbose=False)
     ours = compute_metrics(generated, reference, settings)
     assert ours == {key: float(raw[_FIDELITY_KEYS[key]]) for key in METRIC_KEYS}
+
+
+def test_evaluate_with_the_shared_reference_statistics_equals_evaluate_without_them(splits, settings, tmp_path):
+    """reference-stats caches what every evaluate job computes alike (reference features, k-NN radii, resampled
+    FID statistics): the metrics and every bootstrap replicate are the same with and without it, and a cache made
+    with another bootstrap seed is refused with one line."""
+    import dataclasses
+    import json
+
+    from ditpareto.data import save_draw
+    from ditpareto.errors import InputError
+    from ditpareto.steps.metrics import evaluate, reference_stats
+
+    reference, generated = tmp_path / "reference.npz", splits["heldout"]
+    save_draw(splits["train"], reference)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, images=generated.images, labels=generated.labels,
+             indices=np.arange(len(generated.labels)))
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"method": "dit", "budget": "10", "steps": 10, "cfg_scale": 1.5, "seed": 0,
+                                  "gmacs_per_image": 1.0, "params": {"num_samples": len(generated.labels)}}))
+    boot = dataclasses.replace(settings, bootstrap_replicates=60)
+    stats = tmp_path / "stats.npz"
+    reference_stats(metric_settings=boot, reference=str(reference), out=str(stats))
+    plain, cached = tmp_path / "plain.json", tmp_path / "cached.json"
+    evaluate(metric_settings=boot, samples=str(samples), record=str(record), out=str(plain), reference=str(reference))
+    evaluate(metric_settings=boot, samples=str(samples), record=str(record), out=str(cached),
+             reference=str(reference), reference_stats=str(stats))
+    a, b = json.loads(plain.read_text()), json.loads(cached.read_text())
+    keys = ["fid", "kid_mean", "precision", "recall", "fid_ci_low", "fid_ci_high", "recall_ci_low"]
+    assert {k: a[k] for k in keys} == pytest.approx({k: b[k] for k in keys}, rel=1e-9, abs=1e-12)
+    assert a["fid_bootstrap"] == pytest.approx(b["fid_bootstrap"], rel=1e-9, abs=1e-12)
+    assert a["bootstrap"]["fid_ci_estimand"].startswith("population FID")
+    other = dataclasses.replace(boot, bootstrap_seed=5)
+    with pytest.raises(InputError, match="resampled with seed 1; this bootstrap needs 6"):
+        evaluate(metric_settings=other, samples=str(samples), record=str(record), out=str(cached),
+                 reference=str(reference), reference_stats=str(stats))

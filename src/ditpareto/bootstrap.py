@@ -155,19 +155,31 @@ def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarra
             + np.trace(ref.cov, axis1=1, axis2=2) - 2 * trace_sqrt)
 
 
-def manifold_membership(generated: np.ndarray, reference: np.ndarray, neighborhood: int) -> tuple[np.ndarray,
-                                                                                                 np.ndarray]:
+def knn_radii(features: np.ndarray, neighborhood: int):
+    """Each sample's distance to its k-th nearest neighbour within its set (torch-fidelity's k-NN radius)."""
+    import torch
+
+    import ditpareto.compat  # noqa: F401  (before torch_fidelity)
+    from torch_fidelity.metric_prc import calc_cdist_full
+
+    x = torch.from_numpy(features)
+    return calc_cdist_full(x, x, 10000).kthvalue(neighborhood + 1).values
+
+
+def manifold_membership(generated: np.ndarray, reference: np.ndarray, neighborhood: int,
+                        reference_radii=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample terms of torch-fidelity's precision and recall (``calculate_precision_recall_full``): whether
     each generated sample lies in some reference sample's k-NN ball, and each reference sample in some generated
-    one's. Their means are the precision and the recall."""
+    one's. Their means are the precision and the recall. ``reference_radii``: the reference's ``knn_radii``
+    computed earlier (the same for every grid point)."""
     import torch
 
     import ditpareto.compat  # noqa: F401  (before torch_fidelity)
     from torch_fidelity.metric_prc import calc_cdist_full
 
     gen, ref = torch.from_numpy(generated), torch.from_numpy(reference)
-    radius_gen = calc_cdist_full(gen, gen, 10000).kthvalue(neighborhood + 1).values
-    radius_ref = calc_cdist_full(ref, ref, 10000).kthvalue(neighborhood + 1).values
+    radius_gen = knn_radii(generated, neighborhood)
+    radius_ref = knn_radii(reference, neighborhood) if reference_radii is None else torch.as_tensor(reference_radii)
     ref_to_gen = calc_cdist_full(ref, gen, 10000)
     in_reference = (ref_to_gen.T <= radius_ref).any(dim=1).float().numpy()  # float32 means, as torch-fidelity
     in_generated = (ref_to_gen <= radius_gen).any(dim=1).float().numpy()

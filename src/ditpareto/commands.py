@@ -161,9 +161,10 @@ def _reference_args(p):
     p.add_argument("--out", required=True, metavar="JSON", help="floor (real vs reference) and noise metrics")
 
 
-def _resample_reference_args(p):
+def _reference_stats_args(p):
     _metric_args(p)
-    p.add_argument("--out", required=True, metavar="NPZ", help="resampled means, covariances and square roots")
+    p.add_argument("--out", required=True, metavar="NPZ",
+                   help="features, k-NN radii, resampled means, covariances and their square roots")
 
 
 def _calibrate_args(p):
@@ -325,9 +326,9 @@ def _evaluate_args(p):
     p.add_argument("--samples", required=True, metavar="NPZ", help="samples from `sample`")
     p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
     p.add_argument("--features", default=None, metavar="NPZ", help="write the per-sample FID features here")
-    p.add_argument("--reference-replicates", default=None, metavar="NPZ",
-                   help="the reference draw's resampled statistics from `resample-reference` (default: computed "
-                   "here)")
+    p.add_argument("--reference-stats", default=None, metavar="NPZ",
+                   help="the reference draw's features, k-NN radii and resampled statistics from `reference-stats` "
+                   "(default: computed here)")
     _metric_args(p)
     p.add_argument("--out", required=True, metavar="JSON", help="metrics of this grid point")
 
@@ -482,7 +483,7 @@ def commands() -> list[Command]:
         Command("import-official", "checkpoints", "import_official", _import_official_args, model_args=True),
         Command("train-extractor", "metrics", "train_extractor", _classifier_args),
         Command("reference", "metrics", "reference", _reference_args),
-        Command("resample-reference", "metrics", "resample_reference", _resample_reference_args),
+        Command("reference-stats", "metrics", "reference_stats", _reference_stats_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),
         Command("convert", "training", "convert", _convert_args, model_args=True),
         Command("finetune", "training", "finetune", _finetune_args, model_args=True),

@@ -364,9 +364,11 @@ def metrics_from_features(generated: dict, reference: dict, settings: MetricSett
 
 
 def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: MetricSettings,
-                    with_features: bool = False, precision_recall: bool = True):
+                    with_features: bool = False, precision_recall: bool = True,
+                    reference_features: dict | None = None):
     """FID, KID, IS (of ``generated`` only), precision and recall of ``generated`` against ``reference``; with
-    ``with_features`` also both featuresdicts (for the bootstrap).
+    ``with_features`` also both featuresdicts (for the bootstrap). ``reference_features``: the reference's
+    featuresdict extracted earlier (the reference-stats cache), used instead of extracting it again.
 
     Both are uint8 (N, H, W, C), C in {1, 3}, of the same H, W. Deterministic: same inputs give identical outputs.
     """
@@ -375,7 +377,8 @@ def compute_metrics(generated: np.ndarray, reference: np.ndarray, settings: Metr
     _check_images("reference", reference, min_count)
     if generated.shape[1:3] != reference.shape[1:3]:
         raise InputError(f"generated images are {generated.shape[1:3]} but reference images {reference.shape[1:3]}")
-    features = extract_featuresdict(generated, settings), extract_featuresdict(reference, settings)
+    features = (extract_featuresdict(generated, settings),
+                reference_features if reference_features is not None else extract_featuresdict(reference, settings))
     metrics = metrics_from_features(*features, settings, precision_recall)
     return (metrics, *features) if with_features else metrics
 

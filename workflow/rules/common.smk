@@ -151,11 +151,12 @@ def recorded_noise_flags(input):
     return f"--noise-recorded {q(input.noise_recorded[0])} --noise-sha256 {sha}"
 
 
-def get_reference_replicates(wildcards):
-    """The reference draw's resampled statistics, shared by every evaluate job (none for a reference batch)."""
-    if reference_batch() or not config["metrics"]["bootstrap"]["replicates"]:
+def get_reference_stats(wildcards):
+    """The reference draw's features, k-NN radii and resampled statistics, shared by every evaluate job (none for
+    a reference batch)."""
+    if reference_batch():
         return []
-    return ["resources/fid/reference_replicates.npz"]
+    return ["resources/fid/reference_stats.npz"]
 
 
 def flag_of(flag, paths):

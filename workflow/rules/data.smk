@@ -165,16 +165,16 @@ rule reference:
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule resample_reference:
+rule reference_stats:
     input:
         reference="resources/data/reference.npz",
         extractor=get_extractor_weights,
     output:
-        temp("resources/fid/reference_replicates.npz"),
+        temp("resources/fid/reference_stats.npz"),
     log:
-        "logs/resample_reference/resample_reference.log",
+        "logs/reference_stats/reference_stats.log",
     benchmark:
-        "results/benchmarks/resample_reference/resample_reference.tsv"
+        "results/benchmarks/reference_stats/reference_stats.tsv"
     conda:
         ENV
     threads: 2
@@ -182,5 +182,5 @@ rule resample_reference:
         metrics=metric_flags(),
         version=VERSION,
     shell:
-        "python -m ditpareto --threads {threads} resample-reference --reference {input.reference:q} "
+        "python -m ditpareto --threads {threads} reference-stats --reference {input.reference:q} "
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"

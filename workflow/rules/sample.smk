@@ -59,7 +59,7 @@ rule evaluate:
         record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.record.json",
         reference=get_metric_reference,
         extractor=get_extractor_weights,
-        reference_replicates=get_reference_replicates,
+        reference_stats=get_reference_stats,
     output:
         metrics="results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.json",
         features="results/metrics/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.features.npz",
@@ -73,14 +73,12 @@ rule evaluate:
     params:
         metrics=metric_flags(),
         reference=reference_flag(),
-        replicates=lambda wildcards, input: flag_of(
-            "--reference-replicates", input.reference_replicates
-        ),
+        stats=lambda wildcards, input: flag_of("--reference-stats", input.reference_stats),
         version=VERSION,
     shell:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
         "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
-        "{params.replicates} --extractor-weights {input.extractor:q} --features {output.features:q} --out {output.metrics:q} "
+        "{params.stats} --extractor-weights {input.extractor:q} --features {output.features:q} --out {output.metrics:q} "
         "> {log:q} 2>&1"
 
 

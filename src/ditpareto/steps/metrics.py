@@ -15,7 +15,7 @@ import pandas as pd
 import numpy as np
 
 from ditpareto.bootstrap import (
-    ReferenceReplicates, bootstrap_fid, bootstrap_set_metrics, manifold_membership, reference_replicates,
+    ReferenceReplicates, bootstrap_fid, bootstrap_set_metrics, knn_radii, manifold_membership, reference_replicates,
 )
 from ditpareto.calibration import calibrate as run_calibration
 from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, read_npz, save_npz
@@ -66,22 +66,30 @@ def first_images(data: ImageSet, n: int | None, what: str) -> ImageSet:
     return ImageSet(data.images[:n], data.labels[:n])
 
 
-def resample_reference(*, metric_settings: MetricSettings, reference: str, out: str,
-                       reference_batch: str | None = None) -> dict:
-    """The reference draw's resampled FID statistics (means, covariances, their square roots; bootstrap seed + 1),
-    the same for every grid point: computed once here, read by every evaluate job (--reference-replicates).
+def reference_stats(*, metric_settings: MetricSettings, reference: str, out: str,
+                    reference_batch: str | None = None) -> dict:
+    """What every evaluate job computes alike from the reference draw, computed once: its features (every layer the
+    metrics read), its k-NN radii (precision and recall) and, with a bootstrap, its resampled FID statistics
+    (means, covariances, their square roots; bootstrap seed + 1). Read by evaluate --reference-stats.
 
-    Example: python -m ditpareto resample-reference --reference resources/data/reference.npz
-    --extractor-weights cnn.pt --bootstrap-replicates 2000 --out resources/fid/reference_replicates.npz
+    Example: python -m ditpareto reference-stats --reference resources/data/reference.npz
+    --extractor-weights cnn.pt --bootstrap-replicates 2000 --out resources/fid/reference_stats.npz
     """
-    if reference_batch or not metric_settings.bootstrap_replicates:
-        raise InputError("resample-reference needs a reference draw (--reference) and --bootstrap-replicates > 0")
-    features = extract_features(load_draw(reference).images, metric_settings)
-    ref = reference_replicates(features, metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed + 1)
-    save_npz({"mean": ref.mean, "cov": ref.cov, "sqrt": ref.sqrt, "seed": np.int64(ref.seed),
-              "size": np.int64(ref.size)}, out, compress=False)
-    return {"replicates": len(ref.mean), "features": int(ref.mean.shape[1]), "reference_images": ref.size,
-            "out": out}
+    if reference_batch:
+        raise InputError("reference-stats caches a reference draw's statistics (--reference), not a reference batch")
+    images = load_draw(reference).images
+    layers = metric_layers(metric_settings)
+    features = extract_featuresdict(images, metric_settings)
+    arrays = {f"features~{name}": tensor.numpy() for name, tensor in features.items()}
+    arrays["radii"] = knn_radii(features[layers["prc"]].numpy(), metric_settings.prc_neighborhood).numpy()
+    arrays["size"] = np.int64(len(images))
+    if metric_settings.bootstrap_replicates:
+        ref = reference_replicates(features[layers["fid"]].double().numpy(), metric_settings.bootstrap_replicates,
+                                   metric_settings.bootstrap_seed + 1)
+        arrays.update(mean=ref.mean, cov=ref.cov, sqrt=ref.sqrt, seed=np.int64(ref.seed))
+    save_npz(arrays, out, compress=False)
+    return {"reference_images": len(images), "layers": sorted(features),
+            "replicates": metric_settings.bootstrap_replicates, "out": out}
 
 
 def reference(*, metric_settings: MetricSettings, out: str, reference: str | None = None,
@@ -133,29 +141,46 @@ def calibrate(*, metric_settings: MetricSettings, floor: str, out: str, referenc
     return {k: summary[k] for k in ("seed_spread", "floor_fid", "monotone", "smallest_rise_over_spread", "passed")}
 
 
-def load_reference_replicates(path: str, replicates: int, seed: int, size: int, dim: int) -> ReferenceReplicates:
-    """``reference --replicates-out``'s file, checked against this bootstrap (replicates, the reference's index seed
-    ``seed``, draw size, feature dimension) and for finite values; InputError naming what is wrong."""
-    data = read_npz(path, "reference replicates")
-    missing = sorted({"mean", "cov", "sqrt", "seed", "size"} - set(data))
+def load_reference_stats(path: str, settings: MetricSettings, size: int) -> tuple[dict, np.ndarray,
+                                                                                   ReferenceReplicates | None]:
+    """``reference-stats``'s file, checked against this evaluation (the draw's size, the layers the metrics read,
+    the bootstrap's replicates and seed) and for finite values: (featuresdict, k-NN radii, resampled statistics or
+    None without a bootstrap). InputError naming what is wrong."""
+    import torch
+
+    data = read_npz(path, "reference statistics")
+    layers = sorted(set(metric_layers(settings).values()))
+    missing = sorted(({f"features~{name}" for name in layers} | {"radii", "size"}) - set(data))
     if missing:
-        raise InputError(f"reference replicates {path} lack {missing}")
-    expected = {"mean": (replicates, dim), "cov": (replicates, dim, dim), "sqrt": (replicates, dim, dim)}
-    for key, shape in expected.items():
-        if data[key].shape != shape:
-            raise InputError(f"reference replicates {path}: {key} has shape {data[key].shape}, expected {shape} "
-                             f"(--bootstrap-replicates {replicates}, {dim}-d features)")
-        if not np.isfinite(data[key]).all():
-            raise InputError(f"reference replicates {path}: {key} holds NaN or Inf")
-    if int(data["seed"]) != seed or int(data["size"]) != size:
-        raise InputError(f"reference replicates {path} were made with seed {int(data['seed'])} from "
-                         f"{int(data['size'])} images; this bootstrap needs seed {seed} and {size}: rerun `reference`")
-    return ReferenceReplicates(data["mean"], data["cov"], data["sqrt"], seed, size)
+        raise InputError(f"reference statistics {path} lack {missing}: made for another extractor? rerun "
+                         "`reference-stats`")
+    if int(data["size"]) != size:
+        raise InputError(f"reference statistics {path} were made from {int(data['size'])} images; the reference "
+                         f"draw has {size}: rerun `reference-stats`")
+    features = {name: data[f"features~{name}"] for name in layers}
+    for key, value in [*features.items(), ("radii", data["radii"])]:
+        if len(value) != size or not np.isfinite(value).all():
+            raise InputError(f"reference statistics {path}: {key} has {len(value)} rows for {size} images or holds "
+                             "NaN/Inf")
+    replicates = None
+    if settings.bootstrap_replicates:
+        dim = features[metric_layers(settings)["fid"]].shape[1]
+        b, seed = settings.bootstrap_replicates, settings.bootstrap_seed + 1
+        expected = {"mean": (b, dim), "cov": (b, dim, dim), "sqrt": (b, dim, dim)}
+        for key, shape in expected.items():
+            if key not in data or data[key].shape != shape or not np.isfinite(data[key]).all():
+                raise InputError(f"reference statistics {path}: {key} is missing, not {shape} or not finite "
+                                 f"(--bootstrap-replicates {b}): rerun `reference-stats`")
+        if int(data["seed"]) != seed:
+            raise InputError(f"reference statistics {path} were resampled with seed {int(data['seed'])}; this "
+                             f"bootstrap needs {seed}: rerun `reference-stats`")
+        replicates = ReferenceReplicates(data["mean"], data["cov"], data["sqrt"], seed, size)
+    return {name: torch.from_numpy(value) for name, value in features.items()}, data["radii"], replicates
 
 
 def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out: str, reference: str | None = None,
              reference_batch: str | None = None, features: str | None = None,
-             reference_replicates: str | None = None) -> dict:
+             reference_stats: str | None = None) -> dict:
     """FID/KID/IS/precision/recall of a grid point with torch-fidelity, FID's paired-bootstrap CI, and the
     per-sample features (``features``); its sampling record checked first.
 
@@ -175,21 +200,22 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
         reference_features, reference_images = (batch.mu, batch.sigma), 0 if batch.images is None else len(batch.images)
     else:
         reference_set = load_draw(reference)
+        cached, radii, resampled = (load_reference_stats(reference_stats, metric_settings, len(reference_set.images))
+                                    if reference_stats else (None, None, None))
         # precision and recall from their per-sample terms (equal to torch-fidelity's; computed once, resampled
         # by the bootstrap)
         metrics, generated, reference_fd = compute_metrics(images, reference_set.images, metric_settings,
-                                                           with_features=True, precision_recall=False)
+                                                           with_features=True, precision_recall=False,
+                                                           reference_features=cached)
         reference_features, reference_images = reference_fd[layer].double().numpy(), len(reference_set.images)
+        if resampled is not None:
+            reference_features = resampled
         prc_layer = metric_layers(metric_settings)["prc"]
         membership = manifold_membership(generated[prc_layer].numpy(), reference_fd[prc_layer].numpy(),
-                                         metric_settings.prc_neighborhood)
+                                         metric_settings.prc_neighborhood, radii)
         metrics["precision"], metrics["recall"] = (float(m.mean()) for m in membership)
     generated_features = generated[layer].double().numpy()
     if metric_settings.bootstrap_replicates:
-        if reference_replicates and not reference_batch:
-            reference_features = load_reference_replicates(
-                reference_replicates, metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed + 1,
-                len(reference_features), generated_features.shape[1])
         replicates = bootstrap_fid(generated_features, reference_features, metric_settings.bootstrap_replicates,
                                    metric_settings.bootstrap_seed)
         metrics["fid_ci_low"], metrics["fid_ci_high"] = basic_ci(metrics["fid"], replicates)
