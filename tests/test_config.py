@@ -133,3 +133,13 @@ def test_the_shipped_recorded_table_matches_the_default_and_refuses_other_checkp
     longer["finetune"]["train_gmacs"] = 42000
     with pytest.raises(InputError, match="is stale for dit-ft.*train_gmacs 20996"):
         check_study(longer, REPO)
+
+
+def test_the_shipped_seed_noise_table_is_checked_like_the_guidance_table():
+    config = with_defaults(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    config["sampling"].pop("cfg_recorded")
+    check_study(config, REPO)
+    config["methods"]["dydit"]["sha256"]["0.50"] = "cd" * 32
+    with pytest.raises(InputError, match=r"finetune.noise_recorded.table .* is stale for dydit/0.50/10: recorded "
+                                         r"with checkpoint 592ca933ee02.*re-record it with config/cpu-full.yaml"):
+        check_study(config, REPO)

@@ -257,6 +257,13 @@ def test_a_full_compute_point_and_a_shared_fine_tune_take_the_spread_of_the_fine
     std, df, source = noise.lookup("dydit", "0.70")  # unmeasured: the pooled spread with the pooled df
     assert (std, df, source) == (pytest.approx(np.sqrt((0.09 + 0.04) / 2)), 4, "pooled (measured)")
     assert SeedNoise(None).lookup("dydit", "0.50") == (0.0, None, "none measured")
+    two = SeedNoise(pd.DataFrame([{"method": "dydit", "budget": "0.50", "steps": 10, "finetune_seed_std": 0.01,
+                                   "finetune_seeds": 2},
+                                  {"method": "flexdit", "budget": "0.44-0.61", "steps": 10, "finetune_seed_std": 0.2,
+                                   "finetune_seeds": 3}]), recorded=True)
+    # two seeds are too few for a spread of its own: the pooled one (df 1 + 2) stands in, and says so
+    assert two.lookup("dydit", "0.50") == (pytest.approx(np.sqrt((0.01 ** 2 + 2 * 0.04) / 3)), 3,
+                                           "pooled (recorded; own: 2 seeds)")
 
 
 def test_seed_noise_widens_with_the_t_quantile_of_its_degrees_of_freedom():

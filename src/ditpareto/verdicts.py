@@ -150,10 +150,16 @@ def finetune_seed_noise(records: list[dict]) -> pd.DataFrame:
     return frame.drop_duplicates(["method", "budget"])
 
 
+# A fine-tune's own spread is used from this many seeds on; from fewer (one degree of freedom: a spread that can
+# land near 0 by chance, and a t quantile of 12.7) the pooled spread of every measured fine-tune stands in.
+MIN_OWN_SEEDS = 3
+
+
 class SeedNoise:
     """The fine-tune seed spread a point's interval takes: measured for the fine-tune it samples (a shared
-    fine-tune's at any budget; a per-budget method's at that budget, "full@B" sampling B's), else the pooled spread
-    of every measured fine-tune (variances pooled by degrees of freedom), never 0 once anything is measured.
+    fine-tune's at any budget; a per-budget method's at that budget, "full@B" sampling B's) from at least
+    ``MIN_OWN_SEEDS`` seeds, else the pooled spread of every measured fine-tune (variances pooled by degrees of
+    freedom), never 0 once anything is measured.
     ``lookup`` returns (std, degrees of freedom, source); (0, None, "none measured") only without any measurement.
     Measured in this run, or recorded by a long run (``recorded``: source "recorded")."""
 
@@ -169,11 +175,12 @@ class SeedNoise:
         rows = self.table[self.table["method"] == method]
         if budget is not None and FINETUNE_MODES.get(method) == "per_budget":
             rows = rows[rows["budget"] == checkpoint_budget(budget)]
-        if len(rows):
-            row = rows.iloc[0]
-            return float(row["finetune_seed_std"]), int(row["finetune_seeds"]) - 1, self.kind
+        own = int(rows.iloc[0]["finetune_seeds"]) if len(rows) else 0
+        if own >= MIN_OWN_SEEDS:
+            return float(rows.iloc[0]["finetune_seed_std"]), own - 1, self.kind
         if self.pooled_df > 0:
-            return self.pooled_std, self.pooled_df, f"pooled ({self.kind})"
+            note = f"; own: {own} seeds" if own else ""
+            return self.pooled_std, self.pooled_df, f"pooled ({self.kind}{note})"
         return 0.0, None, "none measured"
 
     def combined(self, *parts: tuple[float, int | None, str]) -> tuple[float, int | None, str]:
