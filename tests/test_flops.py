@@ -39,6 +39,7 @@ def test_plan_macs_counts_cfg_and_steps(tiny_model, tiny_spec):
         macs = plan_macs(plan, tiny_spec, (1, 16, 16))
         assert macs["macs_per_image"] == 4 * calls * per_call
         assert macs["macs_per_call"] == per_call
+        assert macs["network_calls_per_image"] == 4 * calls  # CFG 1 (unguided): one network call a step
 
 
 @pytest.mark.parametrize("size, expected", [(256, 118.6), (512, 524.6)])
