@@ -272,6 +272,11 @@ def test_seed_noise_widens_with_the_t_quantile_of_its_degrees_of_freedom():
     three_seeds = widen(estimate, 1.0, 1.0, 0.1, df=2)
     assert normal[1] - estimate == pytest.approx(1.959964 * 0.1, rel=1e-5)
     assert three_seeds[1] - estimate == pytest.approx(4.302653 * 0.1, rel=1e-5)
+    # a narrow interval beside the estimate (a paired median off the point estimate) only ever widens
+    low, high = widen(1.0, 1.02, 1.04, 0.01, level=0.1)
+    assert low < 1.02 and high > 1.04
+    skewed = Estimate(-0.07, np.linspace(-0.08, -0.04, 101), noise_std=0.01, noise_df=5)
+    assert skewed.p_below(-0.03) < 0.025 and skewed.p_above(-0.2) < 0.025 and skewed.p_below(-0.065) > 0.025
 
 
 def test_the_lower_envelope_of_a_synthetic_ladder_takes_each_variant_between_its_own_neighbours():

@@ -62,12 +62,15 @@ def noise_quantile(level: float, df: int | None) -> float:
 
 def widen(estimate: float, low: float, high: float, std: float, df: int | None = None,
           level: float = CI_LEVEL) -> tuple[float, float]:
-    """An interval widened by an independent noise of standard deviation ``std``: each half-width added in
-    quadrature with ``noise_quantile(level, df) x std``."""
+    """An interval widened by an independent noise of standard deviation ``std``: each half-width (the bound's
+    distance from the estimate) added in quadrature with ``noise_quantile(level, df) x std``."""
     if not std or math.isnan(std) or not math.isfinite(estimate):
         return low, high
     extra = noise_quantile(level, df) * std
-    return estimate - math.hypot(estimate - low, extra), estimate + math.hypot(high - estimate, extra)
+    # each bound moves outward by what the noise adds in quadrature to its distance from the estimate (a narrow
+    # interval need not contain the estimate: the distance is taken as is, the bound never crosses over)
+    below, above = abs(estimate - low), abs(high - estimate)
+    return low - (math.hypot(below, extra) - below), high + (math.hypot(above, extra) - above)
 
 
 @dataclass
