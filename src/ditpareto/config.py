@@ -137,17 +137,22 @@ def check_study(config: dict, root: str | Path) -> None:
                          + "\n  ".join(missing))
 
 
+def _pinned_table(recorded: dict, root: str | Path, key: str) -> Path:
+    """A recorded table's path (config ``key``: table, sha256), checked to exist and to have the pinned sha256."""
+    path = resolve_path(recorded["table"], root)
+    if not path.is_file():
+        raise InputError(f"config {key}.table {path} does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != recorded["sha256"].lower():
+        raise InputError(f"config {key}.table {path} has sha256 {digest}, config says {recorded['sha256']}")
+    return path
+
+
 def _check_recorded(config: dict, root: str | Path) -> None:
     """sampling.cfg_recorded: the table exists, has the pinned sha256, parses, was selected on a seed that is not an
     evaluation seed and has a scale for every (method, budget, steps) the grid guides."""
     recorded, seeds = config["sampling"]["cfg_recorded"], config["sampling"]["seeds"]
-    path = resolve_path(recorded["table"], root)
-    if not path.is_file():
-        raise InputError(f"config sampling.cfg_recorded.table {path} does not exist")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != recorded["sha256"].lower():
-        raise InputError(f"config sampling.cfg_recorded.table {path} has sha256 {digest}, config says "
-                         f"{recorded['sha256']}")
+    path = _pinned_table(recorded, root, "sampling.cfg_recorded")
     try:
         scales = read_recorded_scales(path)
     except ValueError as exc:
@@ -176,14 +181,7 @@ RERECORD_NOISE = ("re-record it with config/cpu-full.yaml's fine-tune seed noise
 def _check_recorded_noise(config: dict, root: str | Path) -> None:
     """finetune.noise_recorded: the table exists, has the pinned sha256, its columns, and every row was recorded
     with the checkpoint, sampler and training compute the study uses."""
-    recorded = config["finetune"]["noise_recorded"]
-    path = resolve_path(recorded["table"], root)
-    if not path.is_file():
-        raise InputError(f"config finetune.noise_recorded.table {path} does not exist")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != recorded["sha256"].lower():
-        raise InputError(f"config finetune.noise_recorded.table {path} has sha256 {digest}, config says "
-                         f"{recorded['sha256']}")
+    path = _pinned_table(config["finetune"]["noise_recorded"], root, "finetune.noise_recorded")
     try:
         rows = read_noise_table(path)
         stale_rows(path, config, [(r["method"], r["budget"], r["steps"]) for r in rows
