@@ -69,7 +69,8 @@ def _resampled_moments(features: np.ndarray, counts: np.ndarray, chunk: int) -> 
     """Means (B, d) and covariances (B, d, d) (ddof 1) of each resample given by ``counts`` rows: one matrix
     product with the per-sample outer products, centred on the full set's mean for accuracy."""
     n, d = features.shape
-    centred = features - features.mean(axis=0)
+    full_mean = features.mean(axis=0)
+    centred = features - full_mean
     outer = (centred[:, :, None] * centred[:, None, :]).reshape(n, d * d)
     means, covs = [], []
     for start in range(0, len(counts), chunk):
@@ -77,7 +78,7 @@ def _resampled_moments(features: np.ndarray, counts: np.ndarray, chunk: int) -> 
         mean = c @ centred / n
         second = (c @ outer).reshape(len(c), d, d)
         covs.append((second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1))
-        means.append(mean + features.mean(axis=0))
+        means.append(mean + full_mean)
     return np.concatenate(means), np.concatenate(covs)
 
 
