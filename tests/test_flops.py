@@ -42,6 +42,36 @@ def test_plan_macs_counts_cfg_and_steps(tiny_model, tiny_spec):
         assert macs["network_calls_per_image"] == 4 * calls  # CFG 1 (unguided): one network call a step
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it(tiny_model, tiny_spec):
+    # sigma of the 10 DDIM steps, noisiest first: 60.8 25.7 12.0 6.17 3.44 2.04 1.24 0.72 0.34 0.01
+    per_call = dit_macs_per_call(tiny_model.config)
+    method = METHODS["dit"]
+    for options, guided in [({}, [4, 5, 6, 7, 8]), ({"guidance_interval": [1.0, 13.0]}, [2, 3, 4, 5, 6])]:
+        plan = method.plan(tiny_model, "10i", SamplingSettings(steps=10, cfg_scale=2.0), tiny_spec,
+                           method.parse_options(options))
+        assert plan.details["guided_steps"] == guided
+        macs = plan_macs(plan, tiny_spec, (1, 16, 16))
+        assert macs["network_calls_per_image"] == 15 and macs["macs_per_image"] == 15 * per_call
+    # outside the interval a step is the conditional call alone; inside, the guided one
+    plan = method.plan(tiny_model, "10i", SamplingSettings(steps=10, cfg_scale=3.0), tiny_spec)
+    full = method.plan(tiny_model, "10", SamplingSettings(steps=10, cfg_scale=3.0), tiny_spec)
+    x, y = torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    t = torch.tensor([500, 500])
+    with torch.no_grad():
+        assert torch.equal(plan.denoise(x, 0, t, y), tiny_model(x, t, y))
+        assert torch.equal(plan.denoise(x, 5, t, y), full.denoise(x, 5, t, y))
+        assert not torch.allclose(plan.denoise(x, 0, t, y), full.denoise(x, 0, t, y))
+
+
+@pytest.mark.parametrize("options", [{"guidance_interval": [3.0, 1.0]}, {"guidance_interval": [1.0]},
+                                     {"guidance_interval": "wide"}, {"interval": [0.3, 5.0]}])
+def test_bad_guidance_interval_is_refused(options):
+    from ditpareto.errors import InputError
+
+    with pytest.raises(InputError, match="guidance_interval|unknown dit options"):
+        METHODS["dit"].parse_options(options)
+
+
 @pytest.mark.parametrize("size, expected", [(256, 118.6), (512, 524.6)])
 def test_cli_dit_xl_2_gmacs(size, expected):
     result = subprocess.run(

@@ -50,8 +50,9 @@ def test_to_uint8_matches_dit_rounding():
 
 def test_dit_budget_validation():
     dit = get_method("dit")
-    assert dit.parse_budget("10") == 10
-    for bad in ["0", "1001", "2.5", "ten", "-3"]:
+    assert dit.parse_budget("10") == (10, False) and dit.parse_budget("10i") == (10, True)
+    assert dit.budget_label(dit.parse_budget("10i")) == "10i"
+    for bad in ["0", "1001", "2.5", "ten", "-3", "i", "10ii", "0i"]:
         with pytest.raises(InputError):
             dit.parse_budget(bad)
     with pytest.raises(InputError, match="unknown method 'flexo'"):

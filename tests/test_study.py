@@ -66,6 +66,17 @@ def test_grid_points_cover_budgets_steps_parity_and_plateau():
     assert len(points) == len(set(points))
 
 
+def test_interval_budgets_are_step_counts_never_sampled_unguided():
+    config = {"sampling": {"steps": [10], "cfg_scale": 2.0, "seeds": [0], "num_samples": 1000,
+                           "cfg_selection": {"scales": [1.0, 3.0], "seed": 4095, "num_samples": 500}},
+              "methods": {"dit": {"budgets": ["10", "10i", "3i"], "cfg_sweep": [1.0]}}}
+    points = {(p.budget, p.steps, p.cfg, p.seed) for p in grid_points(config)}
+    assert ("10", 10, "1.00", 0) in points and ("10i", 10, "2.00", 0) in points and ("3i", 3, "3.00", 0) in points
+    assert not any(budget.endswith("i") and cfg == "1.00" for budget, _, cfg, _ in points)
+    assert {(p.budget, p.cfg) for p in selection_points(config)} == {
+        ("10", "1.00"), ("10", "3.00"), ("10i", "3.00"), ("3i", "3.00")}
+
+
 def test_cfg_selection_samples_every_grid_budget_on_a_held_out_seed_and_evaluates_every_candidate():
     config = {"sampling": {"steps": [10, 5], "cfg_scale": 2.0, "seeds": [0, 1], "num_samples": 1000,
                            "cfg_selection": {"scales": [1.5, 3.0], "seed": 4095, "num_samples": 500}},

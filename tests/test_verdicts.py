@@ -337,6 +337,27 @@ def test_unguided_static_points_join_the_ladder_as_their_own_variant():
     assert points[["method", "variant"]].values.tolist() == [["dit-ft", "guided"], ["dit-ft", "unguided"]]
 
 
+def test_guidance_interval_points_are_a_third_variant_of_the_static_envelope():
+    b = np.linspace(-0.1, 0.1, 50)
+    records = [_record("dit", "10", 10, 1.0, 5.0, list(5.0 + b), ft="0.00"),
+               {**_record("dit", "10", 10, 0.5, 5.2, list(5.2 + b), ft="0.00"), "cfg_scale": 1.0},
+               _record("dit", "10i", 10, 0.75, 4.5, list(4.5 + b), ft="0.00"),
+               _record("dit-ft", "10", 10, 1.0, 4.0, list(4.0 + b)),
+               _record("dit-ft", "5", 5, 0.5, 5.0, list(5.0 + b), 0.5),
+               _record("dydit", "0.50", 10, 0.8, 4.8, list(4.8 + b), 0.5)]
+    points = load_points(records, fixed_cfg=2.0)
+    dit = points[points["method"] == "dit"].sort_values(["budget", "variant"])
+    assert dit[["budget", "variant"]].values.tolist() == [["10", "guided"], ["10", "unguided"], ["10i", "interval"]]
+    rows = compare_with_envelopes(points)
+    # the interval point (4.5 at 0.75) beats every guided rung at 0.8: DyDiT's 4.8 saves nothing against dit
+    assert rows.iloc[0]["compute_saved_vs_dit"] < 0
+    assert rows.iloc[0]["executed_compute_ratio"] == pytest.approx(0.8)  # over the fully guided full-step point
+    claims = pd.DataFrame(columns=["method", "model", "resolution", "setting", "fid", "compute_ratio"])
+    regime = claims_ledger(points, rows, claims, full_steps=10)
+    regime = regime[regime["claim"].str.startswith("guidance regime")].iloc[0]
+    assert regime["estimate"] == pytest.approx(5.2 / 5.0)  # unguided over fully guided: the interval is not it
+
+
 def test_selected_guidance_takes_each_point_at_its_own_scale():
     at = {1.5: 5.0, 2.0: 4.0}
     records = [{**_record("dydit", "0.50", 10, 0.7, fid, [fid] * 4), "cfg_scale": cfg} for cfg, fid in at.items()]

@@ -109,7 +109,7 @@ def check_study(config: dict, root: str | Path) -> None:
         for text in labels:
             value = _budget(method, f"methods.{name}.budgets", text)
             if name in STEP_BUDGET_METHODS:  # dit and dit-ft: the budget is a step count
-                space_timesteps(1000, sampling["sampler"], value)
+                space_timesteps(1000, sampling["sampler"], value.steps)
             method.nominal_compute_ratio(value, settings)
         if len(set(labels)) != len(labels):
             raise InputError(f"config methods.{name}.budgets has duplicates: {labels}")

@@ -88,7 +88,7 @@ def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]
             t = plan.diffusion.model_timesteps(torch.tensor([index], device=plan.device))
             per_key[key] = count_macs(lambda: plan.denoise(x, step, t, y))
         total += per_key[key]
-    calls = plan.num_steps * plan.calls_per_step
+    calls = plan.network_calls
     return {
         "macs_per_image": total,
         "macs_per_call": total / calls,
@@ -105,7 +105,7 @@ def sampled_macs(plan: SamplingPlan, spec: ModelSpec, settings, num_samples: int
     from ditpareto.sampling import generate
 
     total = count_macs(lambda: generate(plan, spec, settings, seed, range(num_samples), batch_size, progress=False))
-    calls = plan.num_steps * plan.calls_per_step
+    calls = plan.network_calls
     return {
         "macs_per_image": total / num_samples,
         "macs_per_call": total / num_samples / calls,

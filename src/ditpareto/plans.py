@@ -3,7 +3,7 @@ the sampler, the FLOPs counter and the latency job (it imports no method)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +19,8 @@ class SamplingPlan:
 
     ``denoise(x, step, t, y)`` returns the model output for the conditional half (CFG applied);
     ``step_key(step)`` is equal for steps with identical compute, so FLOPs can be counted once per key;
-    ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG);
+    ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG; the mean over
+    the steps when only some are guided);
     ``macs_counter``, when set, replaces per-key counting for data-dependent compute (e.g. token routing): it
     returns ``plan_macs``'s dict counted on real sampling trajectories (see ``flops.sampled_macs``);
     ``device`` is where the model and every tensor the plan holds live: build a plan after moving its model.
@@ -27,7 +28,7 @@ class SamplingPlan:
 
     diffusion: GaussianDiffusion
     denoise: Callable[[torch.Tensor, int, torch.Tensor, torch.Tensor], torch.Tensor]
-    calls_per_step: int
+    calls_per_step: float
     step_key: Callable[[int], Hashable] = field(default=lambda step: None)
     details: dict = field(default_factory=dict)
     macs_counter: Callable[[], dict] | None = None
@@ -37,17 +38,24 @@ class SamplingPlan:
     def num_steps(self) -> int:
         return self.diffusion.num_timesteps
 
+    @property
+    def network_calls(self) -> int:
+        """Single-image network calls per image over the trajectory."""
+        return round(self.num_steps * self.calls_per_step)
+
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's parameters (a plan's device)."""
     return next(model.parameters()).device
 
 
-def cfg_denoiser(forward: Callable, settings: SamplingSettings, in_channels: int, num_classes: int):
-    """Standard DiT classifier-free guidance around ``forward(x, t, y)``: null label = ``num_classes``."""
+def cfg_denoiser(forward: Callable, settings: SamplingSettings, in_channels: int, num_classes: int,
+                 guided_steps: Collection[int] | None = None):
+    """Standard DiT classifier-free guidance around ``forward(x, t, y)``: null label = ``num_classes``. Given
+    ``guided_steps``, only those steps are guided; the others make one conditional call."""
 
     def denoise(x: torch.Tensor, step: int, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not settings.guided:
+        if not settings.guided or (guided_steps is not None and step not in guided_steps):
             return forward(x, t, y)
         x_in = torch.cat([x, x])
         y_in = torch.cat([y, torch.full_like(y, num_classes)])

@@ -13,7 +13,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ditpareto.study import OFFICIAL, GridPoint, cfg_label, ft_label, parse_ft, samples_file  # noqa: E402
+from ditpareto.study import (  # noqa: E402
+    OFFICIAL, GridPoint, cfg_label, ft_label, interval_budget, parse_ft, samples_file,
+)
 
 METHOD_LABELS = {
     "dit": "DiT (fewer steps)",
@@ -57,8 +59,10 @@ def at_cfg(table: pd.DataFrame, cfg: float | None) -> pd.DataFrame:
 
 
 def full_static(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the untouched static DiT at the full step count (nominal ratio 1): the 100% mark."""
-    full = table[(table["method"] == "dit") & ((table["nominal_compute_ratio"] - 1).abs() < 1e-9)]
+    """Rows of the untouched static DiT at the full step count (nominal ratio 1), guided at every step: the 100%
+    mark."""
+    full = table[(table["method"] == "dit") & ((table["nominal_compute_ratio"] - 1).abs() < 1e-9)
+                 & ~table["budget"].astype(str).map(interval_budget)]
     if full.empty:
         raise ValueError("the table has no static DiT point at the full step count (method dit, nominal ratio 1)")
     return full

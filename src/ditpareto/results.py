@@ -133,7 +133,7 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     bypassed, FlexDiT at the full grid) minus dit-ft's at the same steps, guidance, seed and fine-tuning compute (or,
     for rows at their selected scale without such a pair, dit-ft's at its own selected scale);
     ``conversion_cost``: the gap exceeds ``study.PARITY_TOLERANCE`` (empty on other rows)."""
-    from ditpareto.study import PARITY_TOLERANCE, STEP_BUDGET_METHODS
+    from ditpareto.study import PARITY_TOLERANCE, STEP_BUDGET_METHODS, interval_budget
 
     table = table.copy()
     table["parity_gap"] = float("nan")
@@ -141,7 +141,7 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     needed = {"method", "nominal_compute_ratio", "steps", "ft", "cfg_scale", "seed", "fid"}
     if not needed <= set(table.columns):
         return table
-    full = (table["nominal_compute_ratio"] - 1).abs() < 1e-9
+    full = ((table["nominal_compute_ratio"] - 1).abs() < 1e-9) & ~table["budget"].astype(str).map(interval_budget)
     passes = [(["steps", "ft", "cfg_scale", "seed"], full)]
     if "cfg_selected" in table:  # then each at its own selected scale, where no same-scale pair exists
         passes.append((["steps", "ft", "seed"], full & table["cfg_selected"].fillna(False).astype(bool)))

@@ -1,7 +1,8 @@
 """The study's grid and path scheme, without torch: what the workflow plans and the results table is keyed by.
 
 A grid point is (method, budget, steps, ft, cfg, seed):
-  budget  the method's own compute knob (dit: the step count; "full@B": the budget-B model at full compute)
+  budget  the method's own compute knob (dit: the step count, "10i": 10 steps guided only inside the guidance
+          interval; "full@B": the budget-B model at full compute)
   steps   sampling steps (for dit and dit-ft equal to the budget)
   ft      fine-tuning compute as a multiple of the shared budget: "1.00", "0.00" for dit (no fine-tune), other
           values for the plateau check; "1.00s2": the shared compute with fine-tune seed 2 (seed noise)
@@ -24,6 +25,9 @@ from pathlib import Path
 FINETUNE_MODES = {"dit": "none", "dit-ft": "shared", "flexidit": "shared", "dydit": "per_budget",
                   "flexdit": "per_budget"}
 STEP_BUDGET_METHODS = ("dit", "dit-ft")  # the budget is the step count
+# A step-count budget with this suffix ("10i") guides only the steps inside the guidance interval (Kynkäänniemi et
+# al. 2024: the unconditional call only at middle noise levels); the other steps make one conditional call.
+INTERVAL_SUFFIX = "i"
 # Methods whose authors' released checkpoints can replace the pipeline's fine-tunes (config source: official).
 OFFICIAL_METHODS = ("dydit",)
 # Who trained the model a grid point samples (records' ``finetune_source``): the pipeline, the method's authors
@@ -181,6 +185,21 @@ def parse_ft(label) -> tuple[float, int | None]:
     text = str(label)
     multiple, _, seed = text.partition(FT_SEED_MARK)
     return float(multiple), int(seed) if seed else None
+
+
+def interval_budget(budget) -> bool:
+    """Whether a step-count budget guides only inside the guidance interval ("10i")."""
+    return str(budget).endswith(INTERVAL_SUFFIX)
+
+
+def budget_steps(budget) -> int:
+    """The step count of a step-count budget ("10" or "10i")."""
+    return int(str(budget).removesuffix(INTERVAL_SUFFIX))
+
+
+def budget_cfgs(budget, labels: Iterable[str]) -> list[str]:
+    """The guidance labels a budget is sampled at: an interval budget never at 1.00 (unguided: the plain budget)."""
+    return [c for c in labels if not (interval_budget(budget) and float(c) == 1.0)]
 
 
 def checkpoint_budget(budget: str) -> str:
@@ -376,8 +395,8 @@ def selection_points(config: dict) -> list[GridPoint]:
     if not selection_scales(config):
         return []
     seed = config["sampling"]["cfg_selection"]["seed"]
-    return [GridPoint(*key, cfg_label(scale), seed) for key in guidance_keys(config)
-            for scale in selection_scales(config)]
+    return [GridPoint(*key, cfg, seed) for key in guidance_keys(config)
+            for cfg in budget_cfgs(key[1], [cfg_label(s) for s in selection_scales(config)])]
 
 
 def guidance_keys(config: dict) -> list[tuple[str, str, int, str]]:
@@ -410,21 +429,22 @@ def grid_points(config: dict, recorded: dict | None = None) -> list[GridPoint]:
     for method, entry in config["methods"].items():
         ft = NO_FINETUNE if FINETUNE_MODES[method] == "none" else UNIT_FINETUNE
         for budget in entry["budgets"]:
-            counts = [int(budget)] if method in STEP_BUDGET_METHODS else steps
+            counts = [budget_steps(budget)] if method in STEP_BUDGET_METHODS else steps
             points += [GridPoint(method, budget, n, ft, cfg, seed) for n in counts
-                       for cfg in method_cfgs(config, entry, recorded.get((method, budget, n, ft))) for seed in seeds]
+                       for cfg in budget_cfgs(budget, method_cfgs(config, entry, recorded.get((method, budget, n, ft))))
+                       for seed in seeds]
         if entry.get("parity"):
             scales = method_cfgs(config, {}, recorded.get((method, entry["parity"], steps[0], ft)))
             points += [GridPoint(method, entry["parity"], steps[0], ft, cfg, seed) for cfg in scales for seed in seeds]
         budget = plateau.get("budgets", {}).get(method)
         if budget is not None and ft == UNIT_FINETUNE:
-            n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
+            n = budget_steps(budget) if method in STEP_BUDGET_METHODS else steps[0]
             cfg = cfg_label(recorded.get((method, budget, n, ft), sampling["cfg_scale"]))
             points += [GridPoint(method, budget, n, ft_label(m), cfg, seeds[0]) for m in plateau["multipliers"]
                        if ft_label(m) != UNIT_FINETUNE]
         budget = noise.get("budgets", {}).get(method)
         if budget is not None and ft == UNIT_FINETUNE:
-            n = int(budget) if method in STEP_BUDGET_METHODS else steps[0]
+            n = budget_steps(budget) if method in STEP_BUDGET_METHODS else steps[0]
             cfg = cfg_label(recorded.get((method, budget, n, ft), sampling["cfg_scale"]))
             points += [GridPoint(method, budget, n, ft_label(1.0, s), cfg, seeds[0]) for s in noise["seeds"]]
     return list(dict.fromkeys(points))

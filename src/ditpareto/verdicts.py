@@ -7,7 +7,8 @@ Intervals are ``ditpareto.intervals``': percentile intervals of paired differenc
 fine-tune seed noise with the t quantile of its degrees of freedom.
 
 * Static envelope: the lower envelope of a static DiT's ladders (``dit-ft``, or the untouched ``dit``) over step
-  counts x guidance variants (unguided, CFG 1; guided at each point's scale): each variant's ladder interpolated in
+  counts x guidance variants (unguided, CFG 1; guided at each point's scale; guided inside the guidance interval
+  only, "<steps>i" budgets): each variant's ladder interpolated in
   log-GMACs between its measured neighbours only, then the minimum over variants and over every node with no more
   compute (more compute never hurts: fewer steps remain available). No extrapolation: outside the ladder, NaN.
 * ``diff_vs_envelope``: a method point's FID minus the envelope's at the same GMACs (< 0: the method beats fewer
@@ -29,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from ditpareto.intervals import CI_LEVEL, Estimate, holm
-from ditpareto.study import FINETUNE_MODES, OFFICIAL, STEP_BUDGET_METHODS, checkpoint_budget, parse_ft
+from ditpareto.study import (
+    FINETUNE_MODES, OFFICIAL, STEP_BUDGET_METHODS, checkpoint_budget, interval_budget, parse_ft,
+)
 
 OUTCOMES = ("reproduced", "better than claimed", "worse than claimed", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"
@@ -45,6 +48,7 @@ COMPUTE_MISMATCH = 0.05
 AUTHORS_NOTE = "authors' released checkpoint: trained by them, not with this study's fine-tuning compute"
 UNGUIDED = "unguided"
 GUIDED = "guided"
+INTERVAL = "interval"  # a "<steps>i" budget: guided only inside the guidance interval
 # The regime the paper-scale frontier lives in: guidance must matter. ImageNet DiT-XL/2 (250 DDPM steps): FID 9.62
 # unguided, 2.27 at CFG 1.5 (the DiT paper), 4.2x. The toy must reach REGIME_TARGET x at its full step count.
 REGIME_TARGET = 1.5
@@ -56,7 +60,8 @@ def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = N
     """One row per grid point at the shared fine-tuning compute, with its replicates: at the fixed guidance scale,
     or, given ``selected`` ((method, budget, steps, ft) -> scale, the select-cfg table), at each point's selected
     scale (points without one are left out). The static methods' unguided points (CFG 1) are kept too, as their
-    ``unguided`` variant (column ``variant``: guided or unguided; a point guided at scale 1 is unguided).
+    ``unguided`` variant (column ``variant``: guided, unguided, or interval for "<steps>i" budgets; a point guided at
+    scale 1 is unguided).
     Raises ValueError when the points of a seed do not all have the same number of samples and replicates (their
     replicates would not be paired)."""
     rows = []
@@ -73,7 +78,8 @@ def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = N
         if "fid_bootstrap" not in r:
             raise ValueError(f"record of {r['method']} {r['budget']} has no bootstrap replicates (fid_bootstrap)")
         rows.append({"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]),
-                     "seed": int(r["seed"]), "cfg_scale": cfg, "variant": UNGUIDED if unguided else GUIDED,
+                     "seed": int(r["seed"]), "cfg_scale": cfg,
+                     "variant": UNGUIDED if unguided else INTERVAL if interval_budget(r["budget"]) else GUIDED,
                      "gmacs": float(r["gmacs_per_image"]), "fid": float(r["fid"]),
                      "precision": float(r.get("precision", math.nan)), "recall": float(r.get("recall", math.nan)),
                      "num_samples": int(r.get("params", {}).get("num_samples", len(r["fid_bootstrap"]))),
@@ -470,7 +476,8 @@ def regime_row(group: pd.DataFrame, full_steps: int, seed) -> dict:
     """The guidance regime figure (not a claim: outside the Holm family): the untouched DiT's unguided FID over its
     guided FID at the full step count, with its paired CI, against ``REGIME_TARGET``. Its ``regime`` text is
     written beside every verdict of the seed: the limit a toy verdict carries when guidance barely matters."""
-    base = group[(group["method"] == "dit") & (group["steps"] == full_steps)].set_index("variant")
+    base = group[(group["method"] == "dit") & (group["steps"] == full_steps)
+                 & (group["variant"] != INTERVAL)].set_index("variant")
     row = {"method": "dit", "seed": seed, "claim": REGIME_CLAIM, "tolerance": 0.0,
            "toy_analogue": f"dit at {full_steps} steps: unguided (CFG 1) over guided at its scale",
            "basis": f"target >= {REGIME_TARGET:g}x (ImageNet DiT-XL/2: 9.62 / 2.27 = {PAPER_REGIME:.1f}x)"}

@@ -62,7 +62,10 @@ class Method(Vocabulary):
         raise InputError(f"method {self.name} has no fine-tuning stage")
 
     # ------------------------------------------------------------------ sampling
-    def plan(self, model: torch.nn.Module, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+    def plan(self, model: torch.nn.Module, budget, settings: SamplingSettings, spec: ModelSpec,
+             options: MethodOptions | None = None) -> SamplingPlan:
+        """How the model samples at ``budget``: its respaced diffusion and per-step network call (``options``: the
+        method's, for plans that read one)."""
         raise NotImplementedError
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
@@ -22,13 +24,30 @@ class StaticDiT(StepsVocabulary, Method):
     def load_model(self, checkpoint, spec: ModelSpec, options):
         return eval_model(load_dit(checkpoint, spec.name, spec.image_size, **spec.overrides()))
 
-    def plan(self, model, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
-        steps = self.parse_budget(budget)
+    def plan(self, model, budget, settings: SamplingSettings, spec: ModelSpec, options=None) -> SamplingPlan:
+        budget = self.parse_budget(budget)
+        steps = budget.steps
         space_timesteps(1000, settings.sampler, steps)  # fails early for an unrealisable DDIM step count
         diffusion = GaussianDiffusion.respaced(settings.sampler, steps)
-        denoise = cfg_denoiser(model.forward, settings, spec.in_channels, spec.num_classes)
-        return SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
-                            details={"steps": steps}, device=model_device(model))
+        if not budget.interval:
+            denoise = cfg_denoiser(model.forward, settings, spec.in_channels, spec.num_classes)
+            return SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
+                                details={"steps": steps}, device=model_device(model))
+        interval = self.parse_options(options).guidance_interval
+        guided = interval_steps(diffusion, interval) if settings.guided else set()
+        denoise = cfg_denoiser(model.forward, settings, spec.in_channels, spec.num_classes, guided)
+        return SamplingPlan(diffusion, denoise, calls_per_step=(steps + len(guided)) / steps,
+                            step_key=lambda step: step in guided, device=model_device(model),
+                            details={"steps": steps, "guidance_interval": list(interval),
+                                     "guided_steps": sorted(guided)})
+
+
+def interval_steps(diffusion: GaussianDiffusion, interval: tuple[float, float]) -> set[int]:
+    """The steps (0 = noisiest) whose input noise level sigma = sqrt((1 - abar) / abar) lies in (low, high]."""
+    low, high = interval
+    abar = diffusion.alphas_cumprod[::-1]
+    sigma = np.sqrt((1 - abar) / abar)
+    return {step for step, s in enumerate(sigma) if low < s <= high}
 
 
 

@@ -154,7 +154,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         return lambda step: first if step < options.complete_steps else later
 
     # ------------------------------------------------------------------ sampling
-    def plan(self, model: DyDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+    def plan(self, model: DyDiT, budget, settings: SamplingSettings, spec: ModelSpec, options=None) -> SamplingPlan:
 
         lam = self.parse_budget(budget)
         space_timesteps(1000, settings.sampler, settings.steps)

@@ -118,7 +118,7 @@ class FlexDiTMethod(FlexDiTVocabulary, Method):
         return lambda step: macs
 
     # ------------------------------------------------------------------ sampling
-    def plan(self, model: FlexDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+    def plan(self, model: FlexDiT, budget, settings: SamplingSettings, spec: ModelSpec, options=None) -> SamplingPlan:
         full = isinstance(self.parse_budget(budget), FullCompute)
         budget = self.parse_budget(budget).of if full else self.parse_budget(budget)
         sides, stages = self.sides(model, FullCompute(budget) if full else budget), model.stages

@@ -143,7 +143,8 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
         return lambda step: per_step + (mmd if step % every == 0 else 0.0)
 
     # ------------------------------------------------------------------ sampling
-    def plan(self, model: FlexiDiT, budget, settings: SamplingSettings, spec: ModelSpec) -> SamplingPlan:
+    def plan(self, model: FlexiDiT, budget, settings: SamplingSettings, spec: ModelSpec,
+             options=None) -> SamplingPlan:
         b = self.parse_budget(budget)
         steps = settings.steps
         diffusion = GaussianDiffusion.respaced(settings.sampler, steps)

@@ -78,7 +78,8 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
     target = resolve_device(device)
     autoencoder = load_vae(vae, target) if vae else None
     model = method.load_model(checkpoint, spec, options).to(target)
-    plan = method.plan(model, parsed, settings, spec)  # after the move: plans hold tensors on the model's device
+    # after the move: plans hold tensors on the model's device
+    plan = method.plan(model, parsed, settings, spec, options)
     config = dit_config(spec.name, spec.image_size, **spec.overrides())
     decode = None
     if autoencoder is not None:
@@ -162,7 +163,7 @@ def _timed_points(entries: list, spec: ModelSpec, sampler: str, guidance_channel
         settings = SamplingSettings(sampler=sampler, steps=int(point["steps"]), cfg_scale=float(point["cfg_scale"]),
                                     guidance_channels=guidance_channels)
         model = method.load_model(point["checkpoint"], spec, options).to(target)
-        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec)
+        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec, options)
         key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
                         cfg_label(point["cfg_scale"]), int(point["seed"]))
         with precision_scope(precision, target):
@@ -221,7 +222,7 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
     else:
         torch.manual_seed(0)
         model = method.convert(build_dit(spec.name, spec.image_size, **spec.overrides()), options).eval()
-    plan = method.plan(model, parsed, settings, spec)
+    plan = method.plan(model, parsed, settings, spec, options)
     macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
             "image_size": spec.image_size, **summarize(macs),
