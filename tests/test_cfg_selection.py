@@ -56,6 +56,19 @@ def test_recorded_choices_are_scored_on_the_evaluation_seeds_without_the_other_c
     assert row["cfg_selected"] == 2.0 and row["fid_evaluation"] == pytest.approx(5.3)
     assert row["selection_bias"] == pytest.approx(0.2)
     assert np.isnan(row["optimism"]) and np.isnan(row["cfg_best_on_evaluation"])  # 3.0 never evaluated
+    assert np.isnan(row["selection_optimism"])  # no FID of the first 500 evaluation samples recorded
+
+
+def test_the_selection_optimism_compares_equal_sample_counts():
+    """The minimum over candidates on 500 held-out samples against the first 500 evaluation samples at that scale."""
+    selection = [_record(1.5, 4095, 6.0, 500), _record(2.0, 4095, 5.5, 500)]
+    head = {"fid_head": {"samples": 500, "fid": 5.9}}
+    evaluation = [{**_record(1.5, 0, 5.0), **head}, {**_record(2.0, 0, 5.3), "fid_head": {"samples": 500, "fid": 5.8}},
+                  {**_record(2.0, 1, 5.1), "fid_head": {"samples": 500, "fid": 5.6}}]
+    row = select_scales(selection, evaluation).iloc[0]
+    assert row["fid_evaluation_head"] == pytest.approx(5.7) and row["selection_optimism"] == pytest.approx(-0.2)
+    other_n = [{**r, "fid_head": {"samples": 250, "fid": 5.8}} for r in evaluation]
+    assert np.isnan(select_scales(selection, other_n).iloc[0]["selection_optimism"])  # not at the selection's N
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -285,3 +285,37 @@ def test_evaluate_with_the_shared_reference_statistics_equals_evaluate_without_t
     with pytest.raises(InputError, match="resampled with seed 1; this bootstrap needs 6"):
         evaluate(metric_settings=other, samples=str(samples), record=str(record), out=str(cached),
                  reference=str(reference), reference_stats=str(stats))
+
+
+def test_evaluate_records_the_fid_of_the_first_samples_by_index(splits, settings, tmp_path):
+    """fid_head: the FID of the first N samples by sample index, whatever their order in the file, equal to the
+    FID evaluate gives those N samples alone."""
+    import dataclasses
+    import json
+
+    from ditpareto.data import save_draw
+    from ditpareto.steps.metrics import evaluate
+
+    reference, generated = tmp_path / "reference.npz", splits["heldout"]
+    save_draw(splits["train"], reference)
+    n = len(generated.labels)
+    head = n // 2
+    order = np.random.default_rng(0).permutation(n)  # shuffled in the file: "first" means the smallest indices
+    files = {}
+    for name, keep in (("all", order), ("head", np.arange(head))):
+        samples, record = tmp_path / f"{name}.npz", tmp_path / f"{name}.record.json"
+        np.savez(samples, images=generated.images[keep], labels=generated.labels[keep], indices=keep)
+        record.write_text(json.dumps({"method": "dit", "budget": "10", "steps": 10, "cfg_scale": 1.5, "seed": 0,
+                                      "gmacs_per_image": 1.0, "params": {"num_samples": len(keep)}}))
+        files[name] = (samples, record)
+    quick = dataclasses.replace(settings, bootstrap_replicates=0, head_samples=head)
+    out = tmp_path / "all.json"
+    evaluate(metric_settings=quick, samples=str(files["all"][0]), record=str(files["all"][1]), out=str(out),
+             reference=str(reference))
+    alone = tmp_path / "head.json"
+    evaluate(metric_settings=dataclasses.replace(quick, head_samples=0), samples=str(files["head"][0]),
+             record=str(files["head"][1]), out=str(alone), reference=str(reference))
+    recorded = json.loads(out.read_text())["fid_head"]
+    assert recorded["samples"] == head
+    assert recorded["fid"] == pytest.approx(json.loads(alone.read_text())["fid"], rel=1e-6)
+    assert "fid_head" not in json.loads(alone.read_text())

@@ -40,6 +40,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (unbiased, torch-fidelity's) of features (N, D)."""
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
 def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
     """The symmetric square root of a covariance (eigenvalues clipped at 0)."""
     values, vectors = np.linalg.eigh(sigma)

@@ -4,6 +4,9 @@ Every (method, budget, steps, ft) is sampled at each candidate scale on the sele
 The selected scale is the one of lowest FID there (``choose_scales``); the evaluation FID at that scale is unbiased by
 the choice (``score_choices``). Picking the scale on the evaluation FID itself is optimistic: ``optimism`` is how much
 lower that looks (known only where the evaluation seeds were sampled at every candidate, as in the long config).
+The selection's own optimism (the winner's curse of a minimum over candidates) is its selection FID minus the FID of
+the first ``selection_samples`` evaluation samples at the selected scale: equal N, so FID's small-sample bias cancels
+(``selection_optimism``; the evaluation records' ``fid_head``, metrics.head_samples).
 
 A study too short to run the selection samples the scales a long run recorded (``sampling.cfg_recorded``): the
 ``choose_scales`` table of that run, shipped sha256-pinned and read back by ``read_choices``.
@@ -26,8 +29,11 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     rows = [{"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]), "ft": str(r["ft"]),
              "cfg": float(r["cfg_scale"]), "seed": int(r["seed"]), "fid": float(r["fid"]),
              "num_samples": int(r["params"]["num_samples"]), "checkpoint_sha256": r.get("checkpoint_sha256"),
-             "sampler": r["params"].get("sampler"), "train_gmacs": r.get("train_gmacs")} for r in records]
-    return pd.DataFrame(rows, columns=[*KEYS, "cfg", "seed", "fid", "num_samples", *DEPENDENCY_COLUMNS])
+             "sampler": r["params"].get("sampler"), "train_gmacs": r.get("train_gmacs"),
+             "head_samples": r.get("fid_head", {}).get("samples", math.nan),
+             "fid_head": r.get("fid_head", {}).get("fid", math.nan)} for r in records]
+    return pd.DataFrame(rows, columns=[*KEYS, "cfg", "seed", "fid", "num_samples", *DEPENDENCY_COLUMNS,
+                                       "head_samples", "fid_head"])
 
 
 def choose_scales(selection: list[dict]) -> pd.DataFrame:
@@ -84,7 +90,9 @@ def score_choices(choices: pd.DataFrame, evaluation: list[dict]) -> pd.DataFrame
     shared = set(choices["selection_seed"].astype(int)) & set(scored["seed"])
     if shared:
         raise ValueError(f"selection seed(s) {sorted(shared)} are also evaluation seeds")
-    scored = scored.groupby([*KEYS, "cfg"], as_index=False).agg(fid=("fid", "mean"), seeds=("seed", "nunique"))
+    scored = scored.groupby([*KEYS, "cfg"], as_index=False).agg(
+        fid=("fid", "mean"), seeds=("seed", "nunique"), head_samples=("head_samples", "min"),
+        fid_head=("fid_head", "mean"))
     rows = []
     for choice in choices.itertuples(index=False):
         key = tuple(getattr(choice, k) for k in KEYS)
@@ -102,10 +110,19 @@ def score_choices(choices: pd.DataFrame, evaluation: list[dict]) -> pd.DataFrame
         rows.append({**choice._asdict(), "fid_evaluation": at_selected["fid"],
                      "evaluation_seeds": int(at_selected["seeds"]),
                      "selection_bias": float(choice.fid_selection) - at_selected["fid"],
+                     **_equal_n_optimism(choice, at_selected),
                      "cfg_best_on_evaluation": oracle["cfg"] if every else math.nan,
                      "fid_best_on_evaluation": oracle["fid"] if every else math.nan,
                      "optimism": at_selected["fid"] - oracle["fid"] if every else math.nan})
     return pd.DataFrame(rows)
+
+
+def _equal_n_optimism(choice, at_selected) -> dict:
+    """The selection FID minus the evaluation FID of the first ``selection_samples`` samples (mean over evaluation
+    seeds) at the selected scale; NaN where the evaluation records hold no FID at that N."""
+    same_n = at_selected["head_samples"] == int(choice.selection_samples)
+    head = float(at_selected["fid_head"]) if same_n else math.nan
+    return {"fid_evaluation_head": head, "selection_optimism": float(choice.fid_selection) - head}
 
 
 def select_scales(selection: list[dict], evaluation: list[dict]) -> pd.DataFrame:

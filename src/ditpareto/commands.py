@@ -139,6 +139,9 @@ def _metric_args(p):
     g.add_argument("--bootstrap-replicates", type=int, default=2000, metavar="B",
                    help="paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none "
                    "(default: 2000)")
+    g.add_argument("--head-samples", type=int, default=500, metavar="N",
+                   help="also the FID of the first N samples by index (the CFG selection's N: its optimism at equal N); "
+                   "0: none (default: 500)")
     g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
                    help="bootstrap seed: the same in every job, so every grid point resamples the same indices "
                    "(default: 0)")
@@ -150,7 +153,7 @@ def metric_settings(args):
 
     return MetricSettings(feature_extractor=args.extractor, weights_path=args.extractor_weights,
                           kid_subset_size=args.kid_subset_size, bootstrap_replicates=args.bootstrap_replicates,
-                          bootstrap_seed=args.bootstrap_seed, device=args.device)
+                          bootstrap_seed=args.bootstrap_seed, head_samples=args.head_samples, device=args.device)
 
 
 def _reference_args(p):

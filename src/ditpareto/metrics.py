@@ -250,6 +250,9 @@ class MetricSettings:
     bootstrap_replicates: int = 2000  # paired bootstrap of FID (ditpareto.bootstrap); 0: none
     bootstrap_seed: int = 0  # the same seed in every job: the same sample indices at every grid point
     device: str = "auto"  # where the extractor runs (ditpareto.runtime.resolve_device): auto, cpu or cuda
+    # FID of the first N samples too (by sample index): at the CFG selection's N, a choice's selection FID against
+    # its evaluation FID at equal N is the selection's optimism (cfg_selection.score_choices); 0: none
+    head_samples: int = 500
 
     def __post_init__(self):
         if self.feature_extractor not in EXTRACTORS:
@@ -267,6 +270,8 @@ class MetricSettings:
                 # torch-fidelity unpickles this file with weights_only=False on every path (FID, IS, KID, PRC):
                 # it must pass the weights_only check before any of them runs
                 _check_inception_weights(self.weights_path)
+        if isinstance(self.head_samples, bool) or not isinstance(self.head_samples, int) or self.head_samples < 0:
+            raise InputError(f"metric setting head_samples must be an integer >= 0, got {self.head_samples!r}")
         for name in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "kid_subset_size" else 1):

@@ -229,7 +229,7 @@ def metric_flags():
         "bootstrap_seed": m["bootstrap"]["seed"],
         "device": config["device"],
     }
-    keys = ["extractor", "kid_subset_size", "bootstrap_replicates", "bootstrap_seed", "device"]
+    keys = ["extractor", "kid_subset_size", "bootstrap_replicates", "bootstrap_seed", "head_samples", "device"]
     return study.argv(values, keys)
 
 

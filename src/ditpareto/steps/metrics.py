@@ -15,7 +15,8 @@ import pandas as pd
 import numpy as np
 
 from ditpareto.bootstrap import (
-    ReferenceReplicates, bootstrap_fid, bootstrap_set_metrics, knn_radii, manifold_membership, reference_replicates,
+    ReferenceReplicates, bootstrap_fid, bootstrap_set_metrics, frechet_distance, knn_radii, manifold_membership,
+    moments, reference_replicates,
 )
 from ditpareto.calibration import calibrate as run_calibration
 from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, read_npz, save_npz
@@ -215,6 +216,11 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
                                          metric_settings.prc_neighborhood, radii)
         metrics["precision"], metrics["recall"] = (float(m.mean()) for m in membership)
     generated_features = generated[layer].double().numpy()
+    head = metric_settings.head_samples
+    if 0 < head < len(generated_features):
+        first = np.argsort(loaded["indices"], kind="stable")[:head]
+        mu, sigma = (batch.mu, batch.sigma) if reference_batch else moments(reference_fd[layer].double().numpy())
+        result["fid_head"] = {"samples": head, "fid": frechet_distance(*moments(generated_features[first]), mu, sigma)}
     if metric_settings.bootstrap_replicates:
         replicates = bootstrap_fid(generated_features, reference_features, metric_settings.bootstrap_replicates,
                                    metric_settings.bootstrap_seed)

@@ -123,6 +123,7 @@ def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, s
     summary = {"rows": len(table), "out": out}
     if evaluation:
         summary.update(mean_selection_bias=float(table["selection_bias"].mean()),
+                       mean_selection_optimism=float(table["selection_optimism"].mean()),
                        mean_optimism=float(table["optimism"].mean()))
     return summary
 
