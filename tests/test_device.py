@@ -200,7 +200,7 @@ def test_the_sample_job_runs_on_the_device(name, budget, base, tiny_spec, monkey
     """The job as the CLI runs it (load, move, plan, count FLOPs, sample, record) on the device: the images of
     the CPU job, and a record that names the device and the precision."""
     import ditpareto.steps.sampling as steps
-    from ditpareto.data import load_samples
+    from ditpareto.npzfiles import load_samples
     from ditpareto.results import read_record
 
     method = METHODS[name]

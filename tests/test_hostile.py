@@ -100,7 +100,8 @@ def test_vae_weights_are_checked_before_diffusers(tmp_path, marker):
 
 @pytest.mark.parametrize("kind", ["draw", "samples", "reference_batch"])
 def test_npz_loaders_refuse_pickled_objects(tmp_path, marker, kind):
-    from ditpareto.data import load_draw, load_samples
+    from ditpareto.data import load_draw
+    from ditpareto.npzfiles import load_samples
     from ditpareto.metrics import load_reference_batch
 
     path = tmp_path / f"{kind}.npz"

@@ -491,7 +491,7 @@ def commands() -> list[Command]:
         Command("convert", "training", "convert", _convert_args, model_args=True),
         Command("finetune", "training", "finetune", _finetune_args, model_args=True),
         Command("sample", "sampling", "sample", _sample_args, model_args=True),
-        Command("merge-samples", "sampling", "merge_samples", _merge_samples_args),
+        Command("merge-samples", "shards", "merge_samples", _merge_samples_args),
         Command("evaluate", "metrics", "evaluate", _evaluate_args),
         Command("convergence", "metrics", "convergence", _convergence_args, model_args=True),
         Command("latency", "sampling", "latency", _latency_args, model_args=True),

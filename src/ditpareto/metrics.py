@@ -402,7 +402,7 @@ class ReferenceBatch:
 
 def load_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
     """Read and check an ADM reference batch npz: ``mu`` (D,), ``sigma`` (D, D), optional ``arr_0`` uint8 images."""
-    from ditpareto.data import read_npz
+    from ditpareto.npzfiles import read_npz
 
     if not Path(path).is_file():
         raise InputError(f"reference batch {path} does not exist (config key metrics.reference_batch)")

@@ -344,7 +344,7 @@ def plot_sample_grid(samples: dict[str, str | os.PathLike], out_paths, count: in
     """One row per (method, budget) file, the first ``count`` samples: same seeds and labels in every row."""
     import numpy as np
 
-    from ditpareto.data import load_samples
+    from ditpareto.npzfiles import load_samples
 
     rows = {name: load_samples(path) for name, path in samples.items()}
     labels = {name: tuple(d["labels"][:count]) for name, d in rows.items()}

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads on first use: the sampling and merge jobs do not pay its import
+    import pandas as pd
 
 from ditpareto import __version__
 
@@ -79,6 +81,8 @@ def flatten(record: dict, prefix: str = "") -> dict:
 
 def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
     """One row per grid point, sorted by method, nominal compute and seed."""
+    import pandas as pd
+
     if not paths:
         raise ValueError("no metrics files given")
     # bootstrap replicates stay in the JSON records (verdicts read them there); the table keeps their CI
@@ -97,6 +101,8 @@ def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.Data
     its min/max at the largest batch timed (the sampling batch), ``latency_ms_batch1*`` at batch 1. The sampling
     jobs' in-process timing stays as ``sampling_latency_ms_per_image``; the job's device and precision become
     ``latency_device`` and ``latency_precision``."""
+    import pandas as pd
+
     from ditpareto.errors import InputError
 
     try:
@@ -133,6 +139,8 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     bypassed, FlexDiT at the full grid) minus dit-ft's at the same steps, guidance, seed and fine-tuning compute (or,
     for rows at their selected scale without such a pair, dit-ft's at its own selected scale);
     ``conversion_cost``: the gap exceeds ``study.PARITY_TOLERANCE`` (empty on other rows)."""
+    import pandas as pd
+
     from ditpareto.study import PARITY_TOLERANCE, STEP_BUDGET_METHODS, interval_budget
 
     table = table.copy()
@@ -157,4 +165,6 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_csv(path, dtype={"budget": str, "ft": str})

@@ -19,7 +19,8 @@ from ditpareto.bootstrap import (
     moments, reference_replicates,
 )
 from ditpareto.calibration import calibrate as run_calibration
-from ditpareto.data import ImageSet, load_attributes, load_draw, load_samples, read_npz, save_npz
+from ditpareto.data import ImageSet, load_attributes, load_draw
+from ditpareto.npzfiles import load_samples, read_npz, save_npz
 from ditpareto.errors import InputError
 from ditpareto.intervals import BASIC_ESTIMAND, CI_LEVEL, basic_ci, percentile_ci
 from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn

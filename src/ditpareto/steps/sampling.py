@@ -1,4 +1,5 @@
-"""Sampling a grid point (or a shard), merging shards, latency on a quiet machine, executed FLOPs.
+"""Sampling a grid point (or a shard), latency on a quiet machine, executed FLOPs (merging shards:
+``ditpareto.steps.shards``).
 
 One pure function per job: typed inputs, files in, files out, a small summary dict back; the CLI
 (``ditpareto.commands``) only parses flags into these arguments."""
@@ -10,13 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ditpareto.archs import dit_config
 from ditpareto.diffusion import MAX_SEED
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import sha256_of
+from ditpareto.npzfiles import save_npz
 from ditpareto.flops import dit_macs_per_call, plan_macs, summarize
 from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
@@ -24,7 +25,8 @@ from ditpareto.methods import Method, get_method
 from ditpareto.models import build_dit
 from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
-from ditpareto.sampling import generate, merge_records, merge_shards, shard_indices
+from ditpareto.sampling import generate
+from ditpareto.shards import shard_indices
 from ditpareto.study import NO_SOURCE, PIPELINE, GridPoint, ModelSpec, SamplingSettings, cfg_label
 from ditpareto.timing import DeviceClock, summarize as summarize_timings
 from ditpareto.vocab import MethodOptions
@@ -46,13 +48,6 @@ def training_fields(checkpoint: str) -> dict:
     record = read_record(path, required=("train_gmacs", "optimizer_steps", "samples_seen"))
     return {**{k: record[k] for k in ("train_gmacs", "optimizer_steps", "samples_seen")},
             "finetune_source": record.get("finetune_source", PIPELINE), "train_precision": record.get("precision")}
-
-
-def _save_npz(arrays: dict, out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(out) + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
 
 
 def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings, budget: str,
@@ -93,7 +88,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
         wall = time.perf_counter() - start
     timed = np.array(seconds[1:] if len(seconds) > 1 else seconds)  # first batch is the warm-up
     timing = summarize_timings(timed.tolist())
-    _save_npz({"images": batch.images, "labels": batch.labels, "indices": batch.indices}, out)
+    save_npz({"images": batch.images, "labels": batch.labels, "indices": batch.indices}, out, compress=False)
     result = {
         "method": method.name,
         "budget": method.budget_label(parsed),
@@ -129,26 +124,6 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
     }
     write_json(result, record)
     return {k: result[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
-
-
-def merge_samples(*, shards: list, records: list, out: str, record: str) -> dict:
-    """Merge a grid point's sample shards in index order (identical for any shard count) and their records.
-
-    Example: python -m ditpareto merge-samples --shards s0.npz s1.npz --records s0.json s1.json --out s.npz
-    --record s.json
-    """
-    if len(shards) != len(records):
-        raise InputError(f"{len(shards)} shard files but {len(records)} records")
-    merged = merge_shards(shards)
-    result = merge_records([read_record(r, required=(*SAMPLE_RECORD_KEYS, "shard_samples", "wall_seconds",
-                                                      "latency_ms_per_image", "latency_ms_per_image_std"))
-                            for r in records])
-    if len(merged["indices"]) != result["params"]["num_samples"]:
-        raise InputError(f"shards hold {len(merged['indices'])} samples, the records say "
-                         f"{result['params']['num_samples']}")
-    _save_npz(merged, out)
-    write_json(result, record)
-    return {"out": out, "samples": len(merged["indices"]), "shards": len(shards)}
 
 
 def _timed_points(entries: list, spec: ModelSpec, sampler: str, guidance_channels: str, target: torch.device,
@@ -194,6 +169,8 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
     target = resolve_device(device)
     timed, keys = _timed_points(entries, spec, sampler, guidance_channels, target, precision)
     with precision_scope(precision, target):
+        import pandas as pd
+
         table = pd.DataFrame(measure(timed, list(batch_sizes), rounds))
     table["precision"] = precision
     table["device"] = str(target)
