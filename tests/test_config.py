@@ -111,7 +111,8 @@ def test_recorded_scales_are_checked_before_anything_runs(tmp_path):
     config = _mini()
     _recorded(tmp_path, config)
     config["sampling"]["sampler"] = "ddpm"  # recorded with DDIM: stale, and says how to re-record it
-    with pytest.raises(InputError, match=r"is stale for dit/.*sampler ddim.*re-record it with config/cpu-full.yaml"):
+    with pytest.raises(InputError, match=r"is stale for dit/.*sampler ddim.*either record the missing scales.*or sample at the fixed "
+                                         r"sampling.cfg_scale"):
         check_study(config, REPO)
     path.unlink()
     config = _mini()
@@ -127,7 +128,7 @@ def test_the_shipped_recorded_table_matches_the_default_and_refuses_other_checkp
     check_study(config, REPO)
     retrained = copy.deepcopy(config)
     retrained["methods"]["dit-ft"]["sha256"]["shared"] = "ab" * 32
-    with pytest.raises(InputError, match=r"stale for dit-ft/10/10: recorded with checkpoint 12beafd2f61d.*re-record"):
+    with pytest.raises(InputError, match=r"stale for dit-ft/10/10: recorded with checkpoint 12beafd2f61d.*either record"):
         check_study(retrained, REPO)
     longer = copy.deepcopy(config)
     longer["finetune"]["train_gmacs"] = 42000
@@ -141,5 +142,5 @@ def test_the_shipped_seed_noise_table_is_checked_like_the_guidance_table():
     check_study(config, REPO)
     config["methods"]["dydit"]["sha256"]["0.50"] = "cd" * 32
     with pytest.raises(InputError, match=r"finetune.noise_recorded.table .* is stale for dydit/0.50/10: recorded "
-                                         r"with checkpoint 592ca933ee02.*re-record it with config/cpu-full.yaml"):
+                                         r"with checkpoint 592ca933ee02.*either re-record it.*or measure the noise"):
         check_study(config, REPO)

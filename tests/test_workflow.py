@@ -52,6 +52,19 @@ def test_dry_run(venv_env, tmp_path, configfile):
     assert "sample" in result.stdout and "notebook_pareto" in result.stdout
 
 
+def test_a_budget_without_a_recorded_scale_stops_planning_with_one_line_and_the_ways_forward(venv_env, tmp_path):
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["methods"]["flexidit"]["budgets"].append("0.60")
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    result = run_study(venv_env, tmp_path / "study", edited, "-n", check=False)
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("ditpareto:")]
+    assert len(lines) == 1 and "no scale for 2 grid point(s): flexidit/0.60/10/1.00" in lines[0]
+    assert "either record the missing scales" in lines[0] and "remove sampling.cfg_recorded" in lines[0]
+    assert "Traceback" not in result.stderr and 'File "' not in result.stderr
+
+
 def test_cpu_full_plans_cfg_selection_on_a_held_out_seed_and_fine_tune_seed_repeats(venv_env, tmp_path):
     full = yaml.safe_load((REPO / "config/cpu-full.yaml").read_text())
     config, noise = full["sampling"], full["finetune"]["seed_noise"]

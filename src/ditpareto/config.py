@@ -172,10 +172,12 @@ def _check_recorded(config: dict, root: str | Path) -> None:
         raise InputError(str(exc)) from None
 
 
-RERECORD_CFG = ("re-record it with config/cpu-full.yaml's CFG selection and `select-cfg` (assets/README.md), then pin "
-                "the new table's sha256")
-RERECORD_NOISE = ("re-record it with config/cpu-full.yaml's fine-tune seed noise (its results/tables/finetune_noise.csv; "
-                  "assets/README.md), then pin the new table's sha256")
+RERECORD_CFG = ("either record the missing scales (the points in config/cpu-full.yaml, its CFG selection, then "
+                "`select-cfg --extend` the table and pin its new sha256: assets/README.md) or sample at the fixed "
+                "sampling.cfg_scale (remove sampling.cfg_recorded)")
+RERECORD_NOISE = ("either re-record it (config/cpu-full.yaml's fine-tune seed noise, its "
+                  "results/tables/finetune_noise.csv, then pin the new sha256: assets/README.md) or measure the noise "
+                  "in this study (finetune.seed_noise) instead of finetune.noise_recorded")
 
 
 def _check_recorded_noise(config: dict, root: str | Path) -> None:

@@ -2,14 +2,19 @@
 
 import json
 import shlex
+import sys
 
 import ditpareto
 from ditpareto import study
 from ditpareto.config import check_study, resolve_path
+from ditpareto.errors import InputError
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
-check_study(config, workflow.basedir)
+try:
+    check_study(config, workflow.basedir)
+except InputError as exc:  # one line, no traceback: what is wrong and the ways forward
+    sys.exit(f"ditpareto: {exc}")
 
 VERSION = ditpareto.__version__
 # Third-party packages only: every job imports ditpareto from this checkout (PYTHONPATH below), so the venv and a
@@ -229,7 +234,14 @@ def metric_flags():
         "bootstrap_seed": m["bootstrap"]["seed"],
         "device": config["device"],
     }
-    keys = ["extractor", "kid_subset_size", "bootstrap_replicates", "bootstrap_seed", "head_samples", "device"]
+    keys = [
+        "extractor",
+        "kid_subset_size",
+        "bootstrap_replicates",
+        "bootstrap_seed",
+        "head_samples",
+        "device",
+    ]
     return study.argv(values, keys)
 
 
