@@ -315,21 +315,31 @@ def test_a_checkout_path_with_spaces_and_shell_metacharacters(venv_env, tmp_path
                                ImageSet(draw.images, draw.labels), draw.attributes, steps=2)
     save_glyph_cnn(model, inputs / "cnn.pt")
     config = yaml.safe_load(two_point_study.read_text())
-    config["base"].update(source="checkpoint", checkpoint=str(inputs / "base.pt"), sha256=sha256_of(inputs / "base.pt"))
-    config["metrics"]["extractor"] = {"source": "checkpoint", "checkpoint": str(inputs / "cnn.pt"),
+    # relative to the checkout, like the shipped assets
+    config["base"].update(source="checkpoint", checkpoint="inputs $HOME/base.pt", sha256=sha256_of(inputs / "base.pt"))
+    config["metrics"]["extractor"] = {"source": "checkpoint", "checkpoint": "inputs $HOME/cnn.pt",
                                       "sha256": sha256_of(inputs / "cnn.pt")}
     config["methods"] = {"dit": {"budgets": ["2"]}}
     configfile = weird / "config" / "odd 'name'.yaml"
     configfile.parent.mkdir(parents=True, exist_ok=True)
     configfile.write_text(yaml.safe_dump(config))
     workdir = weird / "run dir"
-    result = subprocess.run(["snakemake", "--cores", "2", "-s", str(weird / "Snakefile"), "--directory", str(workdir),
-                             "--configfile", str(configfile), "--replace-workflow-config", TABLE,
-                             "results/notebooks/pareto.ipynb"], cwd=tmp_path, env=venv_env, capture_output=True,
-                            text=True)
+
+    def plan(checkout, *extra):
+        return subprocess.run(["snakemake", "--cores", "2", "-s", str(checkout / "Snakefile"), "--directory",
+                               str(checkout / "run dir"), "--configfile", str(checkout / configfile.relative_to(weird)),
+                               "--replace-workflow-config", TABLE, "results/notebooks/pareto.ipynb", *extra],
+                              cwd=tmp_path, env=venv_env, capture_output=True, text=True)
+
+    result = plan(weird)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert (workdir / TABLE).exists() and (workdir / "results/figures/pareto_fid_vs_gmacs.png").exists()
     assert not [p for p in tmp_path.rglob("PWNED*")] and not list(Path.cwd().glob("PWNED*"))
+    # relocatable: the finished study moved with its checkout plans no job
+    moved = tmp_path / "moved checkout"
+    weird.rename(moved)
+    result = plan(moved, "-n")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
 
 
 def test_planning_needs_no_torch(venv_env, tmp_path):

@@ -1,8 +1,10 @@
 # Plumbing only: config validation, wildcard constraints and input/param helpers. No rules here.
 
 import json
+import os
 import shlex
 import sys
+from pathlib import Path
 
 import ditpareto
 from ditpareto import study
@@ -24,9 +26,17 @@ SOURCE = shlex.quote(str(resolve_path("src", workflow.basedir)))
 # (doubled braces: Snakemake formats the prefix like a shell command)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
+
+
+def repo_file(path):
+    """A file config or the workflow names relative to the repository root, named relative to the working directory
+    (an absolute path stays as given): a finished study moved together with its checkout plans no job."""
+    return str(path) if Path(path).is_absolute() else os.path.relpath(Path(workflow.basedir) / path)
+
+
 # Guidance scales a long run recorded (sampling.cfg_recorded; checked above): sampled instead of the fixed scale.
 RECORDED_CFG = (config["sampling"].get("cfg_recorded") or {}).get("table")
-RECORDED_CFG = str(resolve_path(RECORDED_CFG, workflow.basedir)) if RECORDED_CFG else None
+RECORDED_CFG = repo_file(RECORDED_CFG) if RECORDED_CFG else None
 RECORDED_SCALES = study.read_recorded_scales(RECORDED_CFG) if RECORDED_CFG else None
 
 
@@ -86,7 +96,7 @@ def pretrain_flags():
 def get_base_source(wildcards):
     if config["base"]["source"] == "pretrain":
         return "resources/pretrained/pretrained_here.pt"
-    return str(resolve_path(config["base"]["checkpoint"], workflow.basedir))
+    return repo_file(config["base"]["checkpoint"])
 
 
 def sha256_flag():
@@ -97,7 +107,7 @@ def sha256_flag():
 def external(key_path):
     """A local input named by config (dotted key), resolved against the repository root."""
     section, key = key_path.split(".")
-    return str(resolve_path(config[section][key], workflow.basedir))
+    return repo_file(config[section][key])
 
 
 def latent_flags():
@@ -210,14 +220,14 @@ def trained_extractor():
 def get_extractor_weights(wildcards):
     if trained_extractor():
         return "resources/fid/extractor.pt"
-    return str(resolve_path(config["metrics"]["inception_weights"], workflow.basedir))
+    return repo_file(config["metrics"]["inception_weights"])
 
 
 def get_extractor_source(wildcards):
     e = config["metrics"]["extractor"]
     if e["source"] == "train":
         return "resources/fid/extractor_here.pt"
-    return str(resolve_path(e["checkpoint"], workflow.basedir))
+    return repo_file(e["checkpoint"])
 
 
 def extractor_sha256_flag():
@@ -281,12 +291,12 @@ def get_finetuned_source(wildcards):
     entry, budget = config["methods"][wildcards.method], run_budget(wildcards)
     official = official_checkpoint(wildcards)
     if official:
-        return {"weights": str(resolve_path(official["checkpoint"], workflow.basedir))}
+        return {"weights": repo_file(official["checkpoint"])}
     if entry.get("source", "train") == "checkpoint" and run_ft(wildcards) == study.UNIT_FINETUNE:
         path, _ = study.shipped_checkpoint(
             wildcards.method, budget, config["finetune"]["shipped_dir"]
         )
-        path = str(resolve_path(path, workflow.basedir))
+        path = repo_file(path)
     else:
         path = f"results/checkpoints/{wildcards.method}/{wildcards.run}/trained.pt"
     return {"weights": path, "record": f"{path}.json"}
@@ -412,9 +422,6 @@ def get_latency_checkpoints(wildcards):
     return sorted({p["checkpoint"] for p in latency_points()})
 
 
-def repo_file(relative):
-    """A file tracked in the repository (notebooks, frozen data), wherever the working directory is."""
-    return str(resolve_path(relative, workflow.basedir))
 
 
 def get_grid_samples(wildcards):
