@@ -1,5 +1,6 @@
 """Bad input fails before any compute, with one message naming the problem, and writes nothing."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -104,6 +105,9 @@ def test_every_command_has_help(capsys):
         with pytest.raises(SystemExit) as done:
             parser.parse_args([command.name, "--help"])
         assert done.value.code == 0 and "example:" in capsys.readouterr().out, command.name
+        # the whole first sentence, never cut at a line break
+        first = " ".join(inspect.getdoc(command.step).split("\n\n")[0].split())
+        assert command.help.endswith(".") and first.startswith(command.help), command.name
 
 
 def test_finetuned_static_dit_trains_in_official_layout_and_resumes_only_same_run(tmp_path, good_checkpoint):

@@ -42,7 +42,9 @@ def _positive_int(text: str) -> int:
 
 
 def _add(sub, name: str, func, help_text: str, example: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=f"{help_text}\n\nexample:\n  {example}",
+    # argparse %-formats a help string: a literal % is doubled
+    parser = sub.add_parser(name, help=help_text.replace("%", "%%"),
+                            description=f"{help_text}\n\nexample:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=func)
     return parser

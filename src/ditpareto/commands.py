@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import re
 import inspect
 import json
 import logging
@@ -464,7 +465,10 @@ class Command:
 
     @property
     def help(self) -> str:
-        return inspect.getdoc(self.step).splitlines()[0]
+        """The docstring's first sentence, whole (it may span lines)."""
+        paragraph = " ".join(inspect.getdoc(self.step).split("\n\n")[0].split())
+        end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", paragraph)
+        return paragraph[: end.start() + 1] if end else paragraph
 
     @property
     def example(self) -> str:

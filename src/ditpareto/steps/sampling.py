@@ -27,7 +27,7 @@ from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import generate
 from ditpareto.shards import shard_indices
-from ditpareto.study import NO_SOURCE, PIPELINE, GridPoint, ModelSpec, SamplingSettings, cfg_label
+from ditpareto.study import NO_SOURCE, PIPELINE, STEP_BUDGET_METHODS, GridPoint, ModelSpec, SamplingSettings, cfg_label
 from ditpareto.timing import DeviceClock, summarize as summarize_timings
 from ditpareto.vocab import MethodOptions
 
@@ -198,7 +198,11 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
         model = method.load_model(checkpoint, spec, options)
     else:
         torch.manual_seed(0)
-        model = method.convert(build_dit(spec.name, spec.image_size, **spec.overrides()), options).eval()
+        # the step ladders' compute depends on shapes only: counted on the meta device (no weights in memory);
+        # the dynamic methods' conversion and routing need real weights
+        with torch.device("meta" if method.name in STEP_BUDGET_METHODS else "cpu"):
+            base = build_dit(spec.name, spec.image_size, **spec.overrides())
+        model = method.convert(base, options).eval()
     plan = method.plan(model, parsed, settings, spec, options)
     macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
