@@ -60,3 +60,13 @@ def test_recorded_scales_draw_one_frontier_per_method():
     fixed, best = cfg_curves(summarize_seeds(_table().assign(cfg_selected=lambda t: t["cfg_scale"] == 3.0),
                                              "gmacs_per_image", "fid"), fixed_cfg=2.0)
     assert set(fixed["cfg_scale"]) == {2.0} and set(best["cfg_scale"]) == {3.0}
+
+
+def test_a_method_left_out_by_the_guidance_filter_says_so(capsys):
+    from ditpareto.plotting import at_cfg
+
+    table = pd.DataFrame({"method": ["dit", "dit", "dydit"], "cfg_scale": [1.5, 1.0, 2.0], "fid": [1.0, 2.0, 3.0]})
+    assert at_cfg(table, None).equals(table)
+    kept = at_cfg(table, 1.5)
+    assert kept["method"].tolist() == ["dit"]
+    assert "dydit: left out, no point at CFG 1.5 (its scales: 2" in capsys.readouterr().out

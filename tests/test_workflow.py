@@ -202,6 +202,21 @@ def test_mini_run_writes_table_and_figure(mini_run):
     assert all(log.stat().st_size >= 0 for log in (mini_run / "logs").rglob("*.log"))
 
 
+def test_a_notebook_opened_in_notebooks_finds_the_study_with_its_defaults(mini_run, tmp_path):
+    """Jupyter starts in notebooks/: the pareto notebook run there with its own defaults finds the study above."""
+    import shutil
+
+    import papermill
+
+    for name in ("results/tables/metrics.csv", "results/metrics/reference.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mini_run / name, tmp_path / name)
+    (tmp_path / "notebooks").mkdir()
+    papermill.execute_notebook(str(REPO / "notebooks/pareto.ipynb"), str(tmp_path / "executed.ipynb"),
+                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path / "notebooks"))
+    assert (tmp_path / "results/figures/pareto_fid_vs_gmacs.png").stat().st_size > 1000
+
+
 FIGURES = ["pareto_fid_vs_gmacs.png", "plateau_fid_vs_train_gmacs.png", "fid_vs_latency.png", "measured_vs_nominal_compute.png",
            "claims_relative.png", "sample_grid.png"]
 

@@ -55,7 +55,12 @@ def at_cfg(table: pd.DataFrame, cfg: float | None) -> pd.DataFrame:
     """Rows sampled at guidance ``cfg`` (all rows when None or when the table has no cfg_scale column)."""
     if cfg is None or "cfg_scale" not in table:
         return table
-    return table[(table["cfg_scale"] - cfg).abs() < 1e-9]
+    kept = table[(table["cfg_scale"] - cfg).abs() < 1e-9]
+    for method in sorted(set(table["method"]) - set(kept["method"])):  # never silently
+        scales = ", ".join(f"{v:g}" for v in sorted(table.loc[table["method"] == method, "cfg_scale"].unique()))
+        print(f"{method}: left out, no point at CFG {cfg:g} (its scales: {scales}; fixed_cfg=None shows every "
+              "point at its own scale)")
+    return kept
 
 
 def full_static(table: pd.DataFrame) -> pd.DataFrame:

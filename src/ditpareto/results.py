@@ -38,6 +38,21 @@ def provenance() -> dict:
     return {"ditpareto_version": __version__, "git_commit": git_commit()}
 
 
+def study_root(marker: str | os.PathLike = "results/tables/metrics.csv", start: str | os.PathLike | None = None) -> Path:
+    """The study directory: ``start`` (the working directory) or its nearest parent holding ``marker`` (a notebook
+    opened in notebooks/ finds the repository's results/); an absolute marker's root is ``/``. Raises
+    FileNotFoundError naming the marker when no directory up the tree holds it."""
+    marker = Path(marker)
+    if marker.is_absolute():
+        return Path("/")
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / marker).exists():
+            return folder
+    raise FileNotFoundError(f"{marker} is not in {here} or any folder above it: run the study first "
+                            "(snakemake --cores 2) or pass its path")
+
+
 def write_json(obj: dict, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
