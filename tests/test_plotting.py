@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from ditpareto.plotting import cfg_curves, pareto_frontier, plot_pareto, summarize_seeds
@@ -70,3 +71,25 @@ def test_a_method_left_out_by_the_guidance_filter_says_so(capsys):
     kept = at_cfg(table, 1.5)
     assert kept["method"].tolist() == ["dit"]
     assert "dydit: left out, no point at CFG 1.5 (its scales: 2" in capsys.readouterr().out
+
+
+def test_every_method_has_its_own_colour_and_no_empty_plateau_figure_is_drawn(tmp_path):
+    from ditpareto.plotting import method_palette, plot_plateau
+
+    colours = list(method_palette().values())
+    assert len(set(colours)) == len(colours)
+    with pytest.raises(ValueError, match="no plateau points"):
+        plot_plateau(pd.DataFrame({"method": ["dit"], "budget": ["10"], "steps": [10], "ft": ["1.00"],
+                                   "cfg_scale": [1.5], "seed": [0], "fid": [3.0], "train_gmacs": [1.0]}),
+                     [tmp_path / "plateau.png"])
+    assert not (tmp_path / "plateau.png").exists()
+
+
+def test_the_full_static_mark_is_the_guided_full_step_point():
+    from ditpareto.plotting import with_compute_ratio
+
+    table = pd.DataFrame({"method": ["dit", "dit", "dit", "dydit"], "budget": ["10", "10", "10i", "0.50"],
+                          "steps": [10, 10, 10, 10], "cfg_scale": [1.5, 1.0, 1.5, 1.5],
+                          "nominal_compute_ratio": [1.0, 1.0, 1.0, 0.5], "gmacs_per_image": [2.0, 1.0, 1.5, 1.0]})
+    ratios = with_compute_ratio(table)["measured_compute_ratio"].tolist()
+    assert ratios == [1.0, 0.5, 0.75, 0.5]

@@ -29,9 +29,13 @@ METHOD_ORDER = list(METHOD_LABELS)
 AUTHORS_CHECKPOINT = "authors' checkpoint"
 
 
-def method_palette() -> dict[str, tuple]:
-    colors = sns.color_palette("colorblind", len(METHOD_ORDER))
-    return {label: colors[i] for i, label in enumerate(METHOD_LABELS.values())}
+# Okabe & Ito's colour-blind-safe colours, no two methods alike: the baselines black and grey.
+METHOD_COLORS = {"dit": "#000000", "dit-ft": "#8c8c8c", "flexidit": "#0072B2", "dydit": "#D55E00",
+                 "flexdit": "#009E73"}
+
+
+def method_palette() -> dict[str, str]:
+    return {METHOD_LABELS[m]: METHOD_COLORS[m] for m in METHOD_ORDER}
 
 
 def set_style() -> None:
@@ -68,6 +72,8 @@ def full_static(table: pd.DataFrame) -> pd.DataFrame:
     mark."""
     full = table[(table["method"] == "dit") & ((table["nominal_compute_ratio"] - 1).abs() < 1e-9)
                  & ~table["budget"].astype(str).map(interval_budget)]
+    if "cfg_scale" in full and (full["cfg_scale"] != 1.0).any():  # guided, not its unguided variant
+        full = full[full["cfg_scale"] != 1.0]
     if full.empty:
         raise ValueError("the table has no static DiT point at the full step count (method dit, nominal ratio 1)")
     return full
@@ -242,11 +248,13 @@ def plateau_points(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot_plateau(table: pd.DataFrame, out_paths, y: str = "fid") -> None:
     """FID against training MACs (the plateau check): one line per method at its checked budget."""
-    set_style()
     points = plateau_points(table)
+    if points.empty:
+        raise ValueError("no plateau points in the table (finetune.plateau): nothing to plot")
+    set_style()
     palette = method_palette()
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    for method in _methods_in(points) if not points.empty else []:
+    for method in _methods_in(points):
         sub = points[points["method"] == method].sort_values("train_gmacs")
         label = METHOD_LABELS.get(method, method)
         ax.plot(sub["train_gmacs"] / 1e3, sub[y], "-o", color=palette.get(label),
@@ -254,9 +262,6 @@ def plot_plateau(table: pd.DataFrame, out_paths, y: str = "fid") -> None:
         for _, row in sub.iterrows():
             ax.annotate(f"{parse_ft(row['ft'])[0]:g}x", (row["train_gmacs"] / 1e3, row[y]), fontsize="x-small",
                         xytext=(3, 3), textcoords="offset points")
-    if points.empty:
-        ax.text(0.5, 0.5, "no plateau check in this study (finetune.plateau)", ha="center", va="center",
-                transform=ax.transAxes)
     log_x(ax)
     ax.set_xlabel("fine-tuning compute, TMACs (forward + backward)")
     ax.set_ylabel(y.upper() if y == "fid" else y)
@@ -287,15 +292,20 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
     points = at_cfg(with_compute_ratio(main_grid(table)), fixed_cfg)
     palette = method_palette()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    keys = [k for k in ("budget", "steps", "cfg_scale") if k in points]
     for method in _methods_in(points):
-        sub = points[points["method"] == method].groupby("budget", as_index=False)[
+        # one point per configuration (budget, step count, guidance): seeds averaged, nothing else
+        sub = points[points["method"] == method].groupby(keys, as_index=False)[
             ["nominal_compute_ratio", "measured_compute_ratio"]].mean()
         label = METHOD_LABELS.get(method, method)
         ax.scatter(sub["nominal_compute_ratio"], sub["measured_compute_ratio"], color=palette.get(label),
                    label=label, s=36, zorder=3)
-        for _, row in sub.iterrows():
-            ax.annotate(row["budget"], (row["nominal_compute_ratio"], row["measured_compute_ratio"]),
-                        fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+        if method in ("dit", "dit-ft"):
+            continue  # the step ladders sit on the diagonal (unguided: at half) and need no labels
+        for _, row in sub[(sub["nominal_compute_ratio"] - 1).abs() > 1e-9].iterrows():  # parity points: legend
+            ax.annotate(f"{row['budget']}, {row['steps']} st", (row["nominal_compute_ratio"],
+                        row["measured_compute_ratio"]), fontsize="x-small", xytext=(3, 3),
+                        textcoords="offset points")
     ax.plot([0, 1.05], [0, 1.05], color="0.5", linestyle=":", linewidth=1, label="measured = nominal")
     ax.set_xlabel("nominal compute ratio (the budget's label)")
     ax.set_ylabel("measured compute ratio (executed GMACs / static DiT)")

@@ -101,8 +101,13 @@ NOTEBOOKS = {
         "figures": [
             ("results/figures/pareto_fid_vs_gmacs.png", "pareto.rst"),
             ("results/figures/pareto_fid_vs_gmacs.pdf", None),
-            ("results/figures/plateau_fid_vs_train_gmacs.png", "plateau.rst"),
-        ],
+        ]
+        # only where the study runs the plateau check: no empty figure
+        + (
+            [("results/figures/plateau_fid_vs_train_gmacs.png", "plateau.rst")]
+            if config["finetune"].get("plateau", {}).get("multipliers")
+            else []
+        ),
     },
     "latency": {
         "figures": [
