@@ -315,26 +315,36 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
 
 
 def relative_points(table: pd.DataFrame, claims: pd.DataFrame, fixed_cfg: float | None = None) -> pd.DataFrame:
-    """Measured and published points on common axes: compute ratio and FID change against each source's own
-    static DiT at full compute (ours: the untouched base at the full step count; papers: their DiT row at the
-    same model and resolution). Columns: method, source, setting, compute_ratio, delta_fid."""
+    """Measured and published points on common axes, each source against its own static DiT at full compute (ours:
+    the untouched base at the full step count, guided; papers: their DiT row at the same model and resolution):
+    compute ratio and relative FID change in % (the verdicts' measure: FIDs of different extractors compare only
+    as ratios). Ours carry their point CI over the base FID (``pct_low``, ``pct_high``; the base held fixed: the
+    paired CIs are in verdicts.csv). Columns: method, source, setting, compute_ratio, fid_change_pct, pct_low,
+    pct_high."""
     ours = at_cfg(with_compute_ratio(main_grid(table)), fixed_cfg)
     base_fid = float(full_static(ours)["fid"].mean())
-    keys = [k for k in ("method", "budget", "steps") if k in ours]
-    ours = ours.groupby(keys, as_index=False)[["measured_compute_ratio", "fid"]].mean()
-    rows = [{"method": r.method, "source": "measured (toy scale)", "setting": r.budget,
-             "compute_ratio": r.measured_compute_ratio, "delta_fid": r.fid - base_fid} for r in ours.itertuples()]
+    keys = [k for k in ("method", "budget", "steps", "cfg_scale") if k in ours]
+    values = [c for c in ("measured_compute_ratio", "fid", "fid_ci_low", "fid_ci_high") if c in ours]
+    ours = ours.groupby(keys, as_index=False)[values].mean()
+    rows = []
+    for r in ours.to_dict("records"):
+        low, high = (100 * (r.get(c, float("nan")) / base_fid - 1) for c in ("fid_ci_low", "fid_ci_high"))
+        rows.append({"method": r["method"], "source": "measured (toy scale)",
+                     "setting": f"{r['budget']}, {r['steps']} steps", "compute_ratio": r["measured_compute_ratio"],
+                     "fid_change_pct": 100 * (r["fid"] / base_fid - 1), "pct_low": low, "pct_high": high})
     baselines = claims[claims["method"] == "dit"].set_index(["model", "resolution"])["fid"]
     for r in claims[claims["method"] != "dit"].itertuples():
         if (r.model, r.resolution) in baselines.index:
+            base = float(baselines[(r.model, r.resolution)])
             rows.append({"method": r.method, "source": f"paper ({r.model} {r.resolution}px)", "setting": r.setting,
-                         "compute_ratio": float(r.compute_ratio),
-                         "delta_fid": float(r.fid) - float(baselines[(r.model, r.resolution)])})
+                         "compute_ratio": float(r.compute_ratio), "fid_change_pct": 100 * (float(r.fid) / base - 1),
+                         "pct_low": float("nan"), "pct_high": float("nan")})
     return pd.DataFrame(rows)
 
 
 def plot_claims(table: pd.DataFrame, claims: pd.DataFrame, out_paths, fixed_cfg: float | None = None) -> None:
-    """Our measured points beside the papers' headline numbers, both relative to their own static DiT."""
+    """Our measured points beside the papers' headline numbers, both as relative FID change (%) against their own
+    static DiT: one metric space on each axis whatever the extractor."""
     set_style()
     points = relative_points(table, claims, fixed_cfg)
     palette = method_palette()
@@ -342,15 +352,19 @@ def plot_claims(table: pd.DataFrame, claims: pd.DataFrame, out_paths, fixed_cfg:
     fig, ax = plt.subplots(figsize=(6.6, 4.6))
     for (method, source), sub in points.groupby(["method", "source"]):
         label = METHOD_LABELS.get(method, method)
-        ax.scatter(sub["compute_ratio"], sub["delta_fid"], color=palette.get(label), marker=markers[source],
-                   s=44 if source.startswith("paper") else 30, label=f"{label}, {source}", zorder=3,
-                   edgecolor="black" if source.startswith("paper") else None, linewidth=0.5)
+        paper = source.startswith("paper")
+        if not paper and sub["pct_low"].notna().any():
+            ax.errorbar(sub["compute_ratio"], sub["fid_change_pct"],
+                        yerr=[sub["fid_change_pct"] - sub["pct_low"], sub["pct_high"] - sub["fid_change_pct"]],
+                        fmt="none", ecolor=palette.get(label), elinewidth=0.8, alpha=0.6, zorder=2)
+        ax.scatter(sub["compute_ratio"], sub["fid_change_pct"], color=palette.get(label), marker=markers[source],
+                   s=44 if paper else 30, label=f"{label}, {source}", zorder=3,
+                   edgecolor="black" if paper else None, linewidth=0.5)
     ax.axhline(0, color="0.4", linewidth=1)
     ax.axvline(1, color="0.4", linewidth=1, linestyle=":")
     ax.set_xlabel("compute ratio (GMACs per image / own static DiT at full compute)")
-    ax.set_ylabel("FID change vs own static DiT (lower is better)")
-    ax.set_yscale("symlog", linthresh=1.0)
-    ax.legend(frameon=True, fontsize="x-small", ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_ylabel("FID change vs own static DiT, % (lower is better)")
+    ax.legend(frameon=True, fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     _save(fig, out_paths)
 
@@ -388,7 +402,7 @@ def sample_grid_files(table: pd.DataFrame, samples_root: str | os.PathLike, cfg:
     for method in _methods_in(points):
         sub = points[points["method"] == method].sort_values(["nominal_compute_ratio", "steps"], ascending=False)
         for row in sub.itertuples():
-            label = f"{METHOD_LABELS.get(method, method)} {row.budget} ({row.steps} steps)"
+            label = f"{METHOD_LABELS.get(method, method)} {row.budget} ({row.steps} steps, CFG {row.cfg_scale:g})"
             if getattr(row, "finetune_source", None) == OFFICIAL:
                 label += f", {AUTHORS_CHECKPOINT}"
             point = GridPoint(method, str(row.budget), int(row.steps), ft_label(parse_ft(row.ft)[0]),
