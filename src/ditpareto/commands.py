@@ -380,6 +380,15 @@ def _select_cfg_args(p):
     p.add_argument("--out", required=True, metavar="CSV", help="one row per (method, budget, steps, ft)")
 
 
+def _summary_args(p):
+    p.add_argument("--verdicts", required=True, metavar="CSV", help="the verdict ledger (results/tables/verdicts.csv)")
+    p.add_argument("--scale", required=True, metavar="TEXT", help="what scale this run is (toy or paper, in words)")
+    p.add_argument("--figures", nargs="*", default=[], metavar="PNG", help="figures to link")
+    p.add_argument("--readme", default=None, metavar="MD",
+                   help="also rewrite this file's generated ledger block (between its markers) from the ledger")
+    p.add_argument("--out", required=True, metavar="MD", help="the summary (Markdown)")
+
+
 def _verdicts_args(p):
     p.add_argument("metrics", nargs="+", metavar="JSON", help="metrics records of the grid points (with fid_bootstrap)")
     p.add_argument("--claims", required=True, metavar="CSV", help="published claims (results/published/claims.csv)")
@@ -503,6 +512,7 @@ def commands() -> list[Command]:
         Command("aggregate", "tables", "aggregate", _aggregate_args),
         Command("select-cfg", "tables", "select_cfg", _select_cfg_args),
         Command("verdicts", "tables", "verdicts", _verdicts_args),
+        Command("summary", "tables", "summary", _summary_args),
         Command("compare-runs", "tables", "compare_runs", _compare_runs_args),
         Command("notebook", "tables", "notebook", _notebook_args),
     ]

@@ -30,7 +30,8 @@ DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
 
 def repo_file(path):
     """A file config or the workflow names relative to the repository root, named relative to the working directory
-    (an absolute path stays as given): a finished study moved together with its checkout plans no job."""
+    (an absolute path stays as given): a finished study moved together with its checkout plans no job.
+    """
     return str(path) if Path(path).is_absolute() else os.path.relpath(Path(workflow.basedir) / path)
 
 
@@ -422,8 +423,6 @@ def get_latency_checkpoints(wildcards):
     return sorted({p["checkpoint"] for p in latency_points()})
 
 
-
-
 def get_grid_samples(wildcards):
     """Samples of the first seed at the fixed guidance scale (each point's recorded one: sampling.cfg_recorded) and
     the shared fine-tune: one row per grid point."""
@@ -460,9 +459,20 @@ def final_targets():
     if config["metrics"]["feature_extractor"] == "glyph-cnn":
         targets.append("results/metrics/calibration.csv")
     if config["metrics"]["bootstrap"]["replicates"]:
-        targets.append("results/tables/verdicts.csv")
+        targets += ["results/tables/verdicts.csv", "results/summary.md"]
     targets += get_cfg_selection_table(None)
     return targets
+
+
+def study_scale():
+    """This run's scale in words (the summary's first line)."""
+    base, data = config["base"], config["dataset"]
+    extractor = config["metrics"]["feature_extractor"]
+    scale = "toy scale" if extractor != "inception-v3-compat" else "paper scale"
+    return (
+        f"{scale}: {base['model']} on {data['image_size']}-px {data['name']}, FID in {extractor} features, "
+        f"{config['sampling']['num_samples']} samples a point, device {config['device']}"
+    )
 
 
 def notebook_parameters(input, **extra):

@@ -119,7 +119,7 @@ rule calibrate:
         table=report(
             "results/metrics/calibration.csv",
             caption="../report/calibration.rst",
-            category="Tables",
+            category="4. Tables",
         ),
         summary="results/metrics/calibration.json",
     log:

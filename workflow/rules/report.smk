@@ -21,7 +21,7 @@ rule aggregate:
         report(
             "results/tables/metrics.csv",
             caption="../report/metrics.rst",
-            category="Tables",
+            category="4. Tables",
         ),
     log:
         "logs/aggregate/metrics.log",
@@ -44,7 +44,7 @@ rule select_cfg:
         report(
             "results/tables/cfg_selection.csv",
             caption="../report/cfg_selection.rst",
-            category="Tables",
+            category="4. Tables",
         ),
     log:
         "logs/select_cfg/cfg_selection.log",
@@ -68,12 +68,12 @@ rule verdicts:
         verdicts=report(
             "results/tables/verdicts.csv",
             caption="../report/verdicts.rst",
-            category="Verdicts",
+            category="2. Verdicts",
         ),
         comparisons=report(
             "results/tables/comparisons.csv",
             caption="../report/comparisons.rst",
-            category="Verdicts",
+            category="2. Verdicts",
         ),
         noise="results/tables/finetune_noise.csv",
     log:
@@ -92,6 +92,31 @@ rule verdicts:
         "--full-steps {params.full_steps} --comparisons {output.comparisons:q} {params.selection} {params.guidance} "
         "{params.noise} --finetune-noise {output.noise:q} --out {output.verdicts:q} "
         "> {log:q} 2>&1"
+
+
+rule summary:
+    input:
+        verdicts="results/tables/verdicts.csv",
+        figures=[
+            "results/figures/pareto_fid_vs_gmacs.png",
+            "results/figures/claims_relative.png",
+        ],
+    output:
+        report(
+            "results/summary.md",
+            caption="../report/summary.rst",
+            category="1. The answer",
+        ),
+    log:
+        "logs/summary/summary.log",
+    conda:
+        ENV
+    params:
+        scale=study_scale(),
+        version=VERSION,
+    shell:
+        "python -m ditpareto summary --verdicts {input.verdicts:q} --scale {params.scale:q} "
+        "--figures {input.figures:q} --out {output:q} > {log:q} 2>&1"
 
 
 # One rule per figure notebook: (figure, report caption or None for files that are not report items), the
@@ -145,7 +170,7 @@ for name, spec in NOTEBOOKS.items():
             executed=f"results/notebooks/{name}.ipynb",
             figures=[
                 (
-                    report(path, caption=f"../report/{caption}", category="Figures")
+                    report(path, caption=f"../report/{caption}", category="3. Figures")
                     if caption
                     else path
                 )

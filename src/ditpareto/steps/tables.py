@@ -198,3 +198,31 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
             "verdicts": {name: group["verdict"].value_counts().to_dict() for name, group in ledger.groupby("guidance")},
             "verdicts_holm": {name: group["verdict_holm"].value_counts().to_dict()
                               for name, group in ledger.groupby("guidance")}}
+
+
+def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: str | None = None) -> dict:
+    """The study's answer on one page (Markdown): the question, the run's scale, the verdict ledger as a table,
+    its caveats and the figures; with ``readme``, also that file's generated ledger block rewritten from the same
+    table.
+
+    Example: python -m ditpareto summary --verdicts results/tables/verdicts.csv --scale "toy" --figures
+    results/figures/pareto_fid_vs_gmacs.png --out results/summary.md
+    """
+    import pandas as pd
+
+    from ditpareto.summary import ledger_markdown, replace_block, summary_markdown
+
+    if not Path(verdicts).is_file():
+        raise InputError(f"verdict table {verdicts} does not exist")
+    table = pd.read_csv(verdicts)
+    missing = sorted({"method", "claim", "estimate", "ci_low", "ci_high", "verdict"} - set(table.columns))
+    if missing:
+        raise InputError(f"verdict table {verdicts} lacks columns {missing}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(summary_markdown(table, list(figures), scale, str(Path(out).parent)))
+    if readme:
+        try:
+            Path(readme).write_text(replace_block(Path(readme).read_text(), ledger_markdown(table)))
+        except ValueError as exc:
+            raise InputError(f"{readme}: {exc}") from None
+    return {"out": out, "rows": len(table), "readme": readme}
