@@ -173,3 +173,14 @@ def test_a_command_imports_only_its_own_step():
         assert "torch_fidelity" not in done.stderr and "ditpareto.steps.metrics" not in done.stderr, command
     typo = run_cli("merge-sample")
     assert typo.returncode == 2 and "merge-samples" in typo.stderr and "evaluate" in typo.stderr
+
+
+def test_the_cli_table_in_the_docs_names_every_command():
+    from pathlib import Path
+
+    from ditpareto.commands import commands
+
+    text = (Path(__file__).resolve().parents[1] / "docs/usage.md").read_text()
+    named = {name.strip("`") for line in text.splitlines() if line.startswith("| `")
+             for name in line.split("|")[1].strip().split(" / ")}
+    assert {c.name for c in commands()} <= named
