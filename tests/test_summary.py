@@ -46,8 +46,16 @@ def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp
     _ledger().to_csv(verdicts, index=False)
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\n{BEGIN}\nstale\n{END}\n\nthe rest\n")
+    metrics = tmp_path / "metrics.csv"
+    pd.DataFrame({"method": ["dit"], "budget": ["10"], "steps": [10], "cfg_scale": [1.5], "seed": [0],
+                  "gmacs_per_image": [0.888], "fid": [3.47], "extra": [1]}).to_csv(metrics, index=False)
     summary(verdicts=str(verdicts), out=str(tmp_path / "out/summary.md"), scale="toy scale: test",
-            figures=[str(tmp_path / "figures/pareto.png")], readme=str(readme))
+            figures=[str(tmp_path / "figures/pareto.png")], readme=str(readme), metrics=str(metrics),
+            ledger_html=str(tmp_path / "verdicts.html"), metrics_html=str(tmp_path / "metrics.html"))
+    ledger = (tmp_path / "verdicts.html").read_text()
+    assert "<table" in ledger and "reproduced" in ledger and "toy scale: test" in ledger
+    grid = (tmp_path / "metrics.html").read_text()
+    assert "<table" in grid and "3.470" in grid and "extra" not in grid
     page = (tmp_path / "out/summary.md").read_text()
     assert "**Scale: toy scale: test.**" in page and ledger_markdown(_ledger()) in page
     assert "guidance regime 1.01x" in page and "(../figures/pareto.png)" in page

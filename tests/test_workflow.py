@@ -241,6 +241,15 @@ def test_html_report_has_every_figure_and_the_table(venv_env, mini_run):
     assert report.stat().st_size > 100_000
     for name in [*FIGURES, "metrics.csv"]:
         assert name in html, name
+    # the verdict ledger is embedded as an HTML table, shown inline, under the first category
+    import base64
+    import re
+
+    embedded = re.search(r"data:text/html;charset=utf8;filename=verdicts\.html;base64,([A-Za-z0-9+/=]+)", html)
+    assert embedded, "verdicts.html is not embedded"
+    table = base64.b64decode(embedded.group(1)).decode()
+    assert "<table" in table and "beats fewer steps" in table
+    assert "1. The answer" in html
 
 
 def test_rerun_does_no_work(venv_env, mini_run):

@@ -386,6 +386,9 @@ def _summary_args(p):
     p.add_argument("--figures", nargs="*", default=[], metavar="PNG", help="figures to link")
     p.add_argument("--readme", default=None, metavar="MD",
                    help="also rewrite this file's generated ledger block (between its markers) from the ledger")
+    p.add_argument("--metrics", default=None, metavar="CSV", help="the metrics table (for --metrics-html)")
+    p.add_argument("--ledger-html", default=None, metavar="HTML", help="also the ledger as an HTML table")
+    p.add_argument("--metrics-html", default=None, metavar="HTML", help="also a compact metrics table as HTML")
     p.add_argument("--out", required=True, metavar="MD", help="the summary (Markdown)")
 
 

@@ -101,3 +101,16 @@ def read_block(text: str) -> str:
     if BEGIN not in text or END not in text:
         raise ValueError(f"the generated ledger's markers are missing ({BEGIN!r} ... {END!r})")
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip() + "\n"
+
+
+COMPACT_METRICS = ["method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "fid", "fid_ci_low",
+                   "fid_ci_high", "precision", "recall", "latency_ms_per_image"]
+
+
+def html_table(table: pd.DataFrame, title: str) -> str:
+    """A standalone HTML page holding ``table`` (the report shows it inline), numbers to 3 decimals."""
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0, classes="ledger")
+    style = ("body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} "
+             "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left} th{background:#f4f4f4}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+            f"</head><body><h3>{title}</h3>{body}</body></html>\n")

@@ -97,15 +97,29 @@ rule verdicts:
 rule summary:
     input:
         verdicts="results/tables/verdicts.csv",
+        metrics="results/tables/metrics.csv",
         figures=[
             "results/figures/pareto_fid_vs_gmacs.png",
             "results/figures/claims_relative.png",
         ],
     output:
-        report(
+        summary=report(
             "results/summary.md",
             caption="../report/summary.rst",
             category="1. The answer",
+            labels={"item": "summary"},
+        ),
+        ledger=report(
+            "results/tables/verdicts.html",
+            caption="../report/verdicts.rst",
+            category="1. The answer",
+            labels={"item": "verdict ledger"},
+        ),
+        metrics=report(
+            "results/tables/metrics.html",
+            caption="../report/metrics.rst",
+            category="1. The answer",
+            labels={"item": "grid points"},
         ),
     log:
         "logs/summary/summary.log",
@@ -115,8 +129,9 @@ rule summary:
         scale=study_scale(),
         version=VERSION,
     shell:
-        "python -m ditpareto summary --verdicts {input.verdicts:q} --scale {params.scale:q} "
-        "--figures {input.figures:q} --out {output:q} > {log:q} 2>&1"
+        "python -m ditpareto summary --verdicts {input.verdicts:q} --metrics {input.metrics:q} "
+        "--scale {params.scale:q} --figures {input.figures:q} --ledger-html {output.ledger:q} "
+        "--metrics-html {output.metrics:q} --out {output.summary:q} > {log:q} 2>&1"
 
 
 # One rule per figure notebook: (figure, report caption or None for files that are not report items), the

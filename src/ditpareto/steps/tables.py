@@ -200,7 +200,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
                               for name, group in ledger.groupby("guidance")}}
 
 
-def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: str | None = None) -> dict:
+def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: str | None = None,
+            metrics: str | None = None, ledger_html: str | None = None, metrics_html: str | None = None) -> dict:
     """The study's answer on one page (Markdown): the question, the run's scale, the verdict ledger as a table,
     its caveats and the figures; with ``readme``, also that file's generated ledger block rewritten from the same
     table.
@@ -210,7 +211,7 @@ def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: 
     """
     import pandas as pd
 
-    from ditpareto.summary import ledger_markdown, replace_block, summary_markdown
+    from ditpareto.summary import COMPACT_METRICS, html_table, ledger_markdown, replace_block, summary_markdown
 
     if not Path(verdicts).is_file():
         raise InputError(f"verdict table {verdicts} does not exist")
@@ -220,6 +221,18 @@ def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: 
         raise InputError(f"verdict table {verdicts} lacks columns {missing}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(summary_markdown(table, list(figures), scale, str(Path(out).parent)))
+    if ledger_html:
+        shown = [c for c in ("method", "claim", "estimate", "ci_low", "ci_high", "verdict", "verdict_holm",
+                             "p_value", "p_holm", "executed_compute_ratio", "compute_mismatch", "precision", "recall",
+                             "comparator_precision", "comparator_recall", "verdict_by_training", "regime")
+                 if c in table]
+        Path(ledger_html).write_text(html_table(table[shown], f"Verdicts ({scale})"))
+    if metrics_html:
+        if not metrics or not Path(metrics).is_file():
+            raise InputError("--metrics-html needs the metrics table (--metrics)")
+        grid = pd.read_csv(metrics, dtype={"budget": str, "ft": str})
+        Path(metrics_html).write_text(html_table(grid[[c for c in COMPACT_METRICS if c in grid]],
+                                                 f"Grid points ({scale})"))
     if readme:
         try:
             Path(readme).write_text(replace_block(Path(readme).read_text(), ledger_markdown(table)))
