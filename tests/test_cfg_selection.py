@@ -160,3 +160,9 @@ def test_a_recorded_selection_extended_by_new_candidates_picks_the_best_over_bot
         extend_choices(earlier, choose_scales([_record(1.0, 4096, 5.2, 500)]))
     with pytest.raises(ValueError, match="extend with new candidates only"):
         extend_choices(earlier, choose_scales([_record(2.0, 4095, 5.2, 500)]))
+    # the executed training compute agrees within a step (a table may carry it rounded); another budget does not
+    rounded = earlier.assign(train_gmacs=20996.0)
+    new = [{**_record(1.0, 4095, 5.2, 500), "train_gmacs": 20995.987}]
+    assert extend_choices(rounded, choose_scales(new)).iloc[0]["cfg_selected"] == 1.0
+    with pytest.raises(ValueError, match="train_gmacs"):
+        extend_choices(rounded, choose_scales([{**new[0], "train_gmacs": 42000.0}]))

@@ -403,3 +403,30 @@ def test_the_guidance_regime_figure_stands_beside_every_verdict():
     verdict = ledger[ledger["claim"].str.startswith("beats")].iloc[0]
     assert verdict["regime"].startswith("guidance regime 1.04x") and "may not transfer" in verdict["regime"]
     assert np.isnan(verdict["p_holm"]) or verdict["p_holm"] >= verdict["p_value"]
+
+
+def test_where_the_selection_chose_cfg_1_at_full_steps_the_unguided_base_is_the_comparator():
+    """The held-out selection may choose CFG 1 for the untouched DiT at full steps: the claims then compare with
+    that unguided point, executed compute stays relative to the DiT guided at every step (twice the unguided
+    compute), and the regime figure says guidance did not help."""
+    b = np.linspace(-0.1, 0.1, 50)
+    records = [{**_record("dit", "10", 10, 0.5, 5.0, list(5.0 + b), ft="0.00"), "cfg_scale": 1.0},
+               {**_record("dit", "5", 5, 0.5, 6.0, list(6.0 + b), 0.5, ft="0.00"), "cfg_scale": 3.0},
+               _record("dit-ft", "10", 10, 1.0, 4.0, list(4.0 + b)),
+               _record("dit-ft", "5", 5, 0.5, 5.0, list(5.0 + b), 0.5),
+               _record("dydit", "0.50", 10, 0.5, 4.5, list(4.5 + b), 0.5)]
+    selected = {("dit", "10", 10, "0.00"): 1.0, ("dit", "5", 5, "0.00"): 3.0, ("dit-ft", "10", 10, "1.00"): 2.0,
+                ("dit-ft", "5", 5, "1.00"): 2.0, ("dydit", "0.50", 10, "1.00"): 2.0}
+    points = load_points(records, fixed_cfg=1.5, selected=selected)
+    comparisons = compare_with_envelopes(points)
+    assert comparisons.iloc[0]["executed_compute_ratio"] == pytest.approx(0.5)  # 0.5 / (2 x 0.5)
+    claims = pd.DataFrame([
+        {"method": "dit", "model": "DiT-XL/2", "resolution": 256, "setting": "250", "fid": 2.27, "compute_ratio": 1},
+        {"method": "dydit", "model": "DiT-XL/2", "resolution": 256, "setting": "lambda=0.5", "fid": 2.07,
+         "compute_ratio": 0.488}])
+    ledger = claims_ledger(points, comparisons, claims, full_steps=10)
+    claim = ledger[ledger["claim"].str.startswith("lambda=0.5")].iloc[0]
+    assert claim["estimate"] == pytest.approx(4.5 / 5.0 - 1) and claim["comparator_fid"] == 5.0
+    assert "at CFG 1" in claim["basis"]
+    regime = ledger[ledger["claim"].str.startswith("guidance regime")].iloc[0]
+    assert regime["estimate"] == 1.0 and "chose CFG 1" in regime["regime"]

@@ -18,7 +18,7 @@ import math
 
 import pandas as pd
 
-from ditpareto.study import DEPENDENCY_COLUMNS
+from ditpareto.study import DEPENDENCY_COLUMNS, TRAIN_GMACS_TOLERANCE
 
 KEYS = ["method", "budget", "steps", "ft"]
 CHOICE_COLUMNS = [*KEYS, "cfg_selected", "fid_selection", "selection_samples", "selection_seed", "scales",
@@ -66,7 +66,8 @@ def extend_choices(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
             rows[key] = r
             continue
         differs = [c for c in columns if str(old[c]) != str(r[c])]
-        if differs or abs(float(old["train_gmacs"] or 0) - float(r["train_gmacs"] or 0)) > 1e-6:
+        gmacs = [float(v or 0) for v in (old["train_gmacs"], r["train_gmacs"])]
+        if differs or abs(gmacs[0] - gmacs[1]) > TRAIN_GMACS_TOLERANCE * max(gmacs):
             raise ValueError(f"{'/'.join(map(str, key))}: the earlier selection differs in {differs or ['train_gmacs']}"
                              ": not the same selection, select again over every candidate")
         old_scales, new_scales = ({float(v) for v in str(t["scales"]).split()} for t in (old, r))
