@@ -93,3 +93,5 @@ def test_the_full_static_mark_is_the_guided_full_step_point():
                           "nominal_compute_ratio": [1.0, 1.0, 1.0, 0.5], "gmacs_per_image": [2.0, 1.0, 1.5, 1.0]})
     ratios = with_compute_ratio(table)["measured_compute_ratio"].tolist()
     assert ratios == [1.0, 0.5, 0.75, 0.5]
+    unguided_only = table[table["cfg_scale"] != 1.5].assign(nominal_compute_ratio=1.0)  # the selection chose CFG 1
+    assert with_compute_ratio(unguided_only)["measured_compute_ratio"].tolist() == [0.5]
