@@ -51,7 +51,9 @@ def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp
                   "gmacs_per_image": [0.888], "fid": [3.47], "extra": [1]}).to_csv(metrics, index=False)
     summary(verdicts=str(verdicts), out=str(tmp_path / "out/summary.md"), scale="toy scale: test",
             figures=[str(tmp_path / "figures/pareto.png")], readme=str(readme), metrics=str(metrics),
-            ledger_html=str(tmp_path / "verdicts.html"), metrics_html=str(tmp_path / "metrics.html"))
+            ledger_html=str(tmp_path / "verdicts.html"), metrics_html=str(tmp_path / "metrics.html"),
+            config_json='{"device": "cpu", "sampling": {"steps": [10, 5]}}', config_out=str(tmp_path / "run.yaml"))
+    assert "device: cpu" in (tmp_path / "run.yaml").read_text()
     ledger = (tmp_path / "verdicts.html").read_text()
     assert "<table" in ledger and "reproduced" in ledger and "toy scale: test" in ledger
     grid = (tmp_path / "metrics.html").read_text()

@@ -389,6 +389,8 @@ def _summary_args(p):
     p.add_argument("--metrics", default=None, metavar="CSV", help="the metrics table (for --metrics-html)")
     p.add_argument("--ledger-html", default=None, metavar="HTML", help="also the ledger as an HTML table")
     p.add_argument("--metrics-html", default=None, metavar="HTML", help="also a compact metrics table as HTML")
+    p.add_argument("--config-json", default=None, metavar="JSON", help="the run's configuration (for --config-out)")
+    p.add_argument("--config-out", default=None, metavar="YAML", help="also the run's configuration as YAML")
     p.add_argument("--out", required=True, metavar="MD", help="the summary (Markdown)")
 
 

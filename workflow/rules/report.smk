@@ -121,17 +121,24 @@ rule summary:
             category="1. The answer",
             labels={"item": "grid points"},
         ),
+        run_config=report(
+            "results/run-config.yaml",
+            caption="../report/run_config.rst",
+            category="5. Configuration",
+        ),
     log:
         "logs/summary/summary.log",
     conda:
         ENV
     params:
         scale=study_scale(),
+        config=json.dumps(config, sort_keys=True),
         version=VERSION,
     shell:
         "python -m ditpareto summary --verdicts {input.verdicts:q} --metrics {input.metrics:q} "
         "--scale {params.scale:q} --figures {input.figures:q} --ledger-html {output.ledger:q} "
-        "--metrics-html {output.metrics:q} --out {output.summary:q} > {log:q} 2>&1"
+        "--metrics-html {output.metrics:q} --config-json {params.config:q} --config-out {output.run_config:q} "
+        "--out {output.summary:q} > {log:q} 2>&1"
 
 
 # One rule per figure notebook: (figure, report caption or None for files that are not report items), the

@@ -201,7 +201,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
 
 
 def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: str | None = None,
-            metrics: str | None = None, ledger_html: str | None = None, metrics_html: str | None = None) -> dict:
+            metrics: str | None = None, ledger_html: str | None = None, metrics_html: str | None = None,
+            config_json: str | None = None, config_out: str | None = None) -> dict:
     """The study's answer on one page (Markdown): the question, the run's scale, the verdict ledger as a table,
     its caveats and the figures; with ``readme``, also that file's generated ledger block rewritten from the same
     table.
@@ -233,6 +234,15 @@ def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: 
         grid = pd.read_csv(metrics, dtype={"budget": str, "ft": str})
         Path(metrics_html).write_text(html_table(grid[[c for c in COMPACT_METRICS if c in grid]],
                                                  f"Grid points ({scale})"))
+    if config_out:
+        import yaml
+
+        try:
+            run_config = json.loads(config_json or "")
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--config-json is not JSON: {exc}") from None
+        Path(config_out).write_text("# The configuration this run used (config files merged, schema defaults filled)\n"
+                                    + yaml.safe_dump(run_config, sort_keys=False))
     if readme:
         try:
             Path(readme).write_text(replace_block(Path(readme).read_text(), ledger_markdown(table)))
