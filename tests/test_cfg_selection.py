@@ -44,6 +44,10 @@ def test_a_selection_seed_that_is_an_evaluation_seed_is_refused():
 def test_a_selected_scale_without_its_evaluation_point_is_refused():
     with pytest.raises(ValueError, match="no evaluation point at the selected scale 3"):
         select_scales([_record(2.0, 9, 5.0), _record(3.0, 9, 4.0)], [_record(2.0, 0, 5.0)])
+    # a recorded choice for a point the study does not sample is left out, not an error
+    other = {**_record(2.0, 9, 5.0), "budget": "0.70"}
+    scored = select_scales([_record(2.0, 9, 5.0), other], [_record(2.0, 0, 5.0)])
+    assert scored["budget"].tolist() == ["0.50"]
 
 
 def test_recorded_choices_are_scored_on_the_evaluation_seeds_without_the_other_candidates(tmp_path):

@@ -2,7 +2,8 @@
 
 Every (method, budget, steps, ft) is sampled at each candidate scale on the selection seed (``study.selection_points``).
 The selected scale is the one of lowest FID there (``choose_scales``); the evaluation FID at that scale is unbiased by
-the choice (``score_choices``). Picking the scale on the evaluation FID itself is optimistic: ``optimism`` is how much
+the choice (``score_choices``; a recorded table may hold choices for points a study does not sample: left out).
+Picking the scale on the evaluation FID itself is optimistic: ``optimism`` is how much
 lower that looks (known only where the evaluation seeds were sampled at every candidate, as in the long config).
 The selection's own optimism (the winner's curse of a minimum over candidates) is its selection FID minus the FID of
 the first ``selection_samples`` evaluation samples at the selected scale: equal N, so FID's small-sample bias cancels
@@ -85,8 +86,8 @@ def extend_choices(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 def score_choices(choices: pd.DataFrame, evaluation: list[dict]) -> pd.DataFrame:
     """The choices with their evaluation FID (mean over evaluation seeds at the selected scale), the selection bias
     (selection-seed FID minus evaluation FID) and, where every candidate was evaluated, the scale and FID a choice on
-    the evaluation FID would give and its optimism. Raises ValueError when a selection seed is an evaluation seed or
-    a selected scale lacks its evaluation point."""
+    the evaluation FID would give and its optimism; choices for points without evaluation records are left out.
+    Raises ValueError when a selection seed is an evaluation seed or a sampled point lacks its selected scale."""
     scored = _frame(evaluation)
     shared = set(choices["selection_seed"].astype(int)) & set(scored["seed"])
     if shared:
@@ -99,6 +100,8 @@ def score_choices(choices: pd.DataFrame, evaluation: list[dict]) -> pd.DataFrame
         key = tuple(getattr(choice, k) for k in KEYS)
         candidates = scored[(scored["method"] == choice.method) & (scored["budget"] == str(choice.budget))
                             & (scored["steps"] == int(choice.steps)) & (scored["ft"] == str(choice.ft))]
+        if candidates.empty:  # a recorded choice for a point this study does not sample
+            continue
         at_selected = candidates[(candidates["cfg"] - float(choice.cfg_selected)).abs() < 1e-9]
         if at_selected.empty:
             raise ValueError(f"{'/'.join(map(str, key))}: no evaluation point at the selected scale "

@@ -359,9 +359,9 @@ def plot_claims(table: pd.DataFrame, claims: pd.DataFrame, out_paths, fixed_cfg:
         label = METHOD_LABELS.get(method, method)
         paper = source.startswith("paper")
         if not paper and sub["pct_low"].notna().any():
-            ax.errorbar(sub["compute_ratio"], sub["fid_change_pct"],
-                        yerr=[sub["fid_change_pct"] - sub["pct_low"], sub["pct_high"] - sub["fid_change_pct"]],
-                        fmt="none", ecolor=palette.get(label), elinewidth=0.8, alpha=0.6, zorder=2)
+            # the basic-bootstrap interval of the population FID may lie below the finite-N point: a segment
+            ax.vlines(sub["compute_ratio"], sub["pct_low"], sub["pct_high"], color=palette.get(label),
+                      linewidth=0.8, alpha=0.6, zorder=2)
         ax.scatter(sub["compute_ratio"], sub["fid_change_pct"], color=palette.get(label), marker=markers[source],
                    s=44 if paper else 30, label=f"{label}, {source}", zorder=3,
                    edgecolor="black" if paper else None, linewidth=0.5)

@@ -24,6 +24,8 @@ def _kind(claim: str) -> str:
 
 
 def _number(value: float, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
     if kind == "claim":
         return f"{value:+.1%}".replace("-", "−")
     if kind == "regime":
