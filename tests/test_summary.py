@@ -69,3 +69,9 @@ def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp
         summary(verdicts=str(verdicts), out=str(tmp_path / "s.md"), scale="toy", readme=str(readme))
     with pytest.raises(ValueError):
         replace_block("no markers", "x")
+
+
+def test_the_readme_ledger_is_the_frozen_default_ledger():
+    """README.md's ledger is generated from results/published/default-verdicts.csv (the default study's
+    verdicts.csv, frozen): hand edits or a stale copy fail here."""
+    assert read_block((REPO / "README.md").read_text()) == ledger_markdown(pd.read_csv(FROZEN))

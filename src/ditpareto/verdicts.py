@@ -556,8 +556,8 @@ def _beats_rows(comparisons: pd.DataFrame, group: pd.DataFrame, seed) -> list[di
         near = ladder.iloc[(ladder["gmacs"] - best["gmacs_per_image"]).abs().argsort()[:1]] if len(ladder) else None
         rows.append({
             "method": method, "seed": seed, "claim": BEATS_FEWER_STEPS,
-            "toy_analogue": "FID difference from the dit-ft envelope (lower envelope of its unguided and guided "
-                            "ladders, log-GMACs chords between measured neighbours), best point",
+            "toy_analogue": "FID difference from the dit-ft envelope (lower envelope of its unguided, guided and "
+                            "guidance-interval ladders, log-GMACs chords between measured neighbours), best point",
             "estimate": best["diff_vs_envelope"], "ci_low": best["diff_ci_low"], "ci_high": best["diff_ci_high"],
             "tolerance": 0.0, "verdict": verdict, "p_value": p,
             "fid": best["fid"], "precision": best.get("precision"), "recall": best.get("recall"),
