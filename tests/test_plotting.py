@@ -58,9 +58,20 @@ def test_recorded_scales_draw_one_frontier_per_method():
     table = _table().drop_duplicates(["method", "budget", "seed"]).assign(cfg_selected=True)
     fixed, best = cfg_curves(summarize_seeds(table, "gmacs_per_image", "fid"), fixed_cfg=None)
     assert len(fixed) == 4 and best.empty
+    # recorded scales plus unguided extras (cfg_sweep [1.0]): still one frontier over every point, no dashed copy
+    mixed = _table().assign(cfg_selected=lambda t: t["cfg_scale"] == 3.0)
+    fixed, best = cfg_curves(summarize_seeds(mixed, "gmacs_per_image", "fid"), fixed_cfg=None)
+    assert len(fixed) == len(summarize_seeds(mixed, "gmacs_per_image", "fid")) and best.empty
     fixed, best = cfg_curves(summarize_seeds(_table().assign(cfg_selected=lambda t: t["cfg_scale"] == 3.0),
                                              "gmacs_per_image", "fid"), fixed_cfg=2.0)
     assert set(fixed["cfg_scale"]) == {2.0} and set(best["cfg_scale"]) == {3.0}
+
+
+def test_every_step_count_of_a_dense_ladder_has_its_own_marker():
+    from ditpareto.plotting import step_markers
+
+    markers = step_markers(pd.DataFrame({"steps": list(range(2, 11))}))
+    assert len(set(markers.values())) == 9
 
 
 def test_a_method_left_out_by_the_guidance_filter_says_so(capsys):

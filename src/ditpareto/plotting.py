@@ -147,7 +147,7 @@ def cfg_curves(points: pd.DataFrame, fixed_cfg: float | None, y: str = "fid") ->
         return points, points.iloc[0:0]
     fixed = at_cfg(points, fixed_cfg)
     selected = points["cfg_selected"].fillna(False).astype(bool) if "cfg_selected" in points else None
-    if selected is not None and fixed_cfg is None and selected.all():  # every point at its recorded scale
+    if selected is not None and fixed_cfg is None:  # every point at its own (recorded or swept) scale: one frontier
         return points, points.iloc[0:0]
     if selected is not None and selected.any():
         return fixed, points[selected]
@@ -158,7 +158,7 @@ def cfg_curves(points: pd.DataFrame, fixed_cfg: float | None, y: str = "fid") ->
     return fixed, best
 
 
-STEP_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+STEP_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p"]
 
 
 def step_markers(points: pd.DataFrame) -> dict:
@@ -203,8 +203,8 @@ def plot_pareto(
                             alpha=0.5, capsize=2, markersize=5, markerfacecolor="none" if hollow else color)
         front = pareto_frontier(sub, x, y)
         cfg = f" (CFG {fixed_cfg:g})" if fixed_cfg is not None and not best.empty else ""
-        if fixed_cfg is None and "cfg_selected" in sub and sub["cfg_selected"].fillna(False).astype(bool).all():
-            cfg = " (CFG selected on a held-out seed)"
+        if fixed_cfg is None and "cfg_selected" in sub and sub["cfg_selected"].fillna(False).astype(bool).any():
+            cfg = " (each point at its own CFG)"
         ax.plot(front[x], front[y], "-", color=color, label=label + cfg)
         if method in set(best["method"]):
             front = pareto_frontier(best[best["method"] == method], x, y)
@@ -225,7 +225,7 @@ def plot_pareto(
     ax.set_ylabel(y.upper() if y == "fid" else y)
     ax.set_title(title or "toy scale (dit-toy-2, 16 px glyphs): FID vs compute", fontsize="medium")
     # below the axes: a long legend never widens the figure beyond the plot
-    ax.legend(frameon=True, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    ax.legend(frameon=True, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.tight_layout()
     _save(fig, out_paths)
 
