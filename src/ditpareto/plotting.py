@@ -296,8 +296,9 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
     set_style()
     points = at_cfg(with_compute_ratio(main_grid(table)), fixed_cfg)
     palette = method_palette()
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
     keys = [k for k in ("budget", "steps", "cfg_scale") if k in points]
+    labels = []  # (x, y, text, colour) of the dynamic methods' points, placed after the loop
     for method in _methods_in(points):
         # one point per configuration (budget, step count, guidance): seeds averaged, nothing else
         sub = points[points["method"] == method].groupby(keys, as_index=False)[
@@ -308,15 +309,35 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
         if method in ("dit", "dit-ft"):
             continue  # the step ladders sit on the diagonal (unguided: at half) and need no labels
         for _, row in sub[(sub["nominal_compute_ratio"] - 1).abs() > 1e-9].iterrows():  # parity points: legend
-            ax.annotate(f"{row['budget']}, {row['steps']} st", (row["nominal_compute_ratio"],
-                        row["measured_compute_ratio"]), fontsize="x-small", xytext=(3, 3),
-                        textcoords="offset points")
+            labels.append((row["nominal_compute_ratio"], row["measured_compute_ratio"],
+                           f"{label} {row['budget']}, {row['steps']} steps"))
+    # a short number beside each point, its configuration in a key below the axes: no two labels overlap
+    labels.sort()
+    _place_labels(ax, [(x, y, str(i + 1)) for i, (x, y, _) in enumerate(labels)], near=(0.03, 0.03))
+    key = "\n".join(f"{i + 1}: {text}" for i, (_, _, text) in enumerate(labels))
+    ax.text(1.03, 1.0, key, transform=ax.transAxes, fontsize="x-small", va="top", ha="left")
     ax.plot([0, 1.05], [0, 1.05], color="0.5", linestyle=":", linewidth=1, label="measured = nominal")
     ax.set_xlabel("nominal compute ratio (the budget's label)")
     ax.set_ylabel("measured compute ratio (executed GMACs / static DiT)")
-    ax.legend(frameon=True, fontsize="small")
+    ax.legend(frameon=True, fontsize="small", loc="upper left")
     fig.tight_layout()
     _save(fig, out_paths)
+
+
+# Label offsets (points) tried in turn for a point whose neighbours are close: right-up, right-down, left-up, left-down.
+LABEL_OFFSETS = [((4, 3), "left"), ((4, -10), "left"), ((-4, 3), "right"), ((-4, -10), "right")]
+
+
+def _place_labels(ax, labels: list[tuple[float, float, str]], near: tuple[float, float] = (0.16, 0.05)) -> None:
+    """Annotate each (x, y, text), choosing for a point the first offset no nearby labelled point (closer than
+    ``near`` in data units: a label's width, a line's height) has used, so clustered labels do not overlap."""
+    placed: list[tuple[float, float, int]] = []
+    for x, y, text in sorted(labels):
+        used = {k for px, py, k in placed if abs(px - x) < near[0] and abs(py - y) < near[1]}
+        k = next((i for i in range(len(LABEL_OFFSETS)) if i not in used), len(placed) % len(LABEL_OFFSETS))
+        (dx, dy), ha = LABEL_OFFSETS[k]
+        ax.annotate(text, (x, y), fontsize="x-small", xytext=(dx, dy), textcoords="offset points", ha=ha)
+        placed.append((x, y, k))
 
 
 def relative_points(table: pd.DataFrame, claims: pd.DataFrame, fixed_cfg: float | None = None) -> pd.DataFrame:
