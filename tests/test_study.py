@@ -66,6 +66,17 @@ def test_grid_points_cover_budgets_steps_parity_and_plateau():
     assert len(points) == len(set(points))
 
 
+def test_the_plateau_is_planned_only_where_its_budgets_are_in_the_grid():
+    from ditpareto.study import plateau_planned
+
+    config = {"sampling": {"steps": [10], "cfg_scale": 2.0, "seeds": [0]},
+              "finetune": {"plateau": {"multipliers": [0.5], "budgets": {"dit-ft": "4"}}},
+              "methods": {"dit": {"budgets": ["10"]}}}
+    assert not plateau_planned(config)
+    config["methods"]["dit-ft"] = {"budgets": ["4"]}
+    assert plateau_planned(config)
+
+
 def test_interval_budgets_are_step_counts_never_sampled_unguided():
     config = {"sampling": {"steps": [10], "cfg_scale": 2.0, "seeds": [0], "num_samples": 1000,
                            "cfg_selection": {"scales": [1.0, 3.0], "seed": 4095, "num_samples": 500}},

@@ -450,6 +450,11 @@ def grid_points(config: dict, recorded: dict | None = None) -> list[GridPoint]:
     return list(dict.fromkeys(points))
 
 
+def plateau_planned(config: dict) -> bool:
+    """Whether the grid samples any plateau point (a fine-tune at another multiple of the shared compute)."""
+    return any(parse_ft(p.ft)[1] is None and p.ft not in (NO_FINETUNE, UNIT_FINETUNE) for p in grid_points(config))
+
+
 def finetunes(config: dict) -> list[tuple[str, str, str]]:
     """(method, checkpoint budget or "" for shared, ft) of every fine-tune the grid samples."""
     out = []

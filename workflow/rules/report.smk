@@ -152,7 +152,7 @@ NOTEBOOKS = {
         # only where the study runs the plateau check: no empty figure
         + (
             [("results/figures/plateau_fid_vs_train_gmacs.png", "plateau.rst")]
-            if config["finetune"].get("plateau", {}).get("multipliers")
+            if study.plateau_planned(config)
             else []
         ),
     },
