@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ditpareto.study import (  # noqa: E402
-    OFFICIAL, GridPoint, cfg_label, ft_label, interval_budget, parse_ft, samples_file,
+    OFFICIAL, STEP_BUDGET_METHODS, GridPoint, cfg_label, ft_label, interval_budget, parse_ft, samples_file,
 )
 
 METHOD_LABELS = {
@@ -276,9 +276,9 @@ def with_compute_ratio(table: pd.DataFrame) -> pd.DataFrame:
     """Adds ``measured_compute_ratio``: executed GMACs per image over the static DiT's at the full step count."""
     out = table.copy()
     full = full_static(table)
-    guided = full["cfg_scale"] != 1.0 if "cfg_scale" in full else pd.Series(True, index=full.index)
     # only the unguided point sampled (the selection chose CFG 1): CFG doubles the static DiT's calls
-    gmacs = float(full["gmacs_per_image"].mean()) * (1 if guided.any() else 2)
+    unguided_only = "cfg_scale" in full and bool((full["cfg_scale"] == 1.0).all())
+    gmacs = float(full["gmacs_per_image"].mean()) * (2 if unguided_only else 1)
     out["measured_compute_ratio"] = out["gmacs_per_image"] / gmacs
     return out
 
@@ -298,7 +298,7 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
     palette = method_palette()
     fig, ax = plt.subplots(figsize=(7.4, 4.6))
     keys = [k for k in ("budget", "steps", "cfg_scale") if k in points]
-    labels = []  # (x, y, text, colour) of the dynamic methods' points, placed after the loop
+    labels = []  # (x, y, text) of the dynamic methods' points, placed after the loop
     for method in _methods_in(points):
         # one point per configuration (budget, step count, guidance): seeds averaged, nothing else
         sub = points[points["method"] == method].groupby(keys, as_index=False)[
@@ -306,7 +306,7 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
         label = METHOD_LABELS.get(method, method)
         ax.scatter(sub["nominal_compute_ratio"], sub["measured_compute_ratio"], color=palette.get(label),
                    label=label, s=36, zorder=3)
-        if method in ("dit", "dit-ft"):
+        if method in STEP_BUDGET_METHODS:
             continue  # the step ladders sit on the diagonal (unguided: at half) and need no labels
         for _, row in sub[(sub["nominal_compute_ratio"] - 1).abs() > 1e-9].iterrows():  # parity points: legend
             labels.append((row["nominal_compute_ratio"], row["measured_compute_ratio"],
@@ -328,9 +328,9 @@ def plot_measured_vs_nominal(table: pd.DataFrame, out_paths, fixed_cfg: float | 
 LABEL_OFFSETS = [((4, 3), "left"), ((4, -10), "left"), ((-4, 3), "right"), ((-4, -10), "right")]
 
 
-def _place_labels(ax, labels: list[tuple[float, float, str]], near: tuple[float, float] = (0.16, 0.05)) -> None:
+def _place_labels(ax, labels: list[tuple[float, float, str]], near: tuple[float, float]) -> None:
     """Annotate each (x, y, text), choosing for a point the first offset no nearby labelled point (closer than
-    ``near`` in data units: a label's width, a line's height) has used, so clustered labels do not overlap."""
+    ``near`` in data units: a label's width and height) has used, so clustered labels do not overlap."""
     placed: list[tuple[float, float, int]] = []
     for x, y, text in sorted(labels):
         used = {k for px, py, k in placed if abs(px - x) < near[0] and abs(py - y) < near[1]}
