@@ -122,3 +122,24 @@ def test_the_claims_figure_draws_intervals_that_exclude_their_point(tmp_path):
                             "fid": 2.07, "compute_ratio": 0.49}])
     plot_claims(table, claims, [tmp_path / "claims.png"])
     assert (tmp_path / "claims.png").stat().st_size > 1000
+
+
+def test_the_claims_figure_keeps_its_range_on_the_claims():
+    """A 2-step ladder point at +300 % would flatten the ±10 % claims: it sits on the top edge (a triangle), the
+    axis stops at +100 % and the title says how many points lie beyond."""
+    import matplotlib.pyplot as plt
+
+    from ditpareto.plotting import _clip_far_points
+
+    points = pd.DataFrame({"method": ["dit", "dit", "dydit"], "compute_ratio": [0.2, 1.0, 0.5],
+                           "fid_change_pct": [300.0, 0.0, -5.0], "pct_low": [250.0, -3.0, -9.0],
+                           "pct_high": [350.0, 3.0, -1.0]})
+    fig, ax = plt.subplots()
+    ax.scatter(points["compute_ratio"], points["fid_change_pct"])
+    _clip_far_points(ax, points, {})
+    assert ax.get_ylim()[1] == 100.0
+    assert ax.get_title(loc="left").startswith("▲ on the top edge: 1 point(s) beyond +100 %")
+    fig_nothing, ax_nothing = plt.subplots()
+    _clip_far_points(ax_nothing, points.iloc[1:], {})
+    assert ax_nothing.get_title(loc="left") == ""
+    plt.close("all")

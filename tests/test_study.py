@@ -36,7 +36,8 @@ def test_schema_defaults_equal_the_settings_dataclasses():
     assert pretrain == {key: train[key] for key in pretrain}
     assert schema_defaults("finetune") == {**dataclass_defaults(FinetuneRecipe),
                                            **{k: v for k, v in schema_defaults("finetune").items()
-                                              if k in ("plateau", "shipped_dir", "seed_noise", "noise_recorded")}}
+                                              if k in ("plateau", "shipped_dir", "seed_noise", "noise_recorded",
+                                                       "plateau_recorded")}}
     sampling, settings = schema_defaults("sampling"), dataclass_defaults(SamplingSettings)
     assert sampling["steps"] == [settings["steps"]]
     for key in ("sampler", "cfg_scale", "guidance_channels"):

@@ -38,6 +38,21 @@ def test_the_ledger_table_formats_each_kind_of_row():
     assert "1.01× [0.99×, 1.03×]" in lines[4] and "0.50 / 0.60 vs 0.63 / 0.47" in lines[4]
 
 
+def test_the_answer_in_three_lines():
+    from ditpareto.summary import answer_lines
+
+    lines = answer_lines(_ledger())
+    assert len(lines) == 3
+    assert lines[0].endswith("equal executed compute: flexidit reproduced.")
+    assert lines[1] == "The papers' 1 headline claim: 1 inconclusive."
+    assert "1.01×" in lines[2] and "guidance hardly matters here" in lines[2]
+    strong = _ledger().assign(verdict=["better than claimed", "reproduced", "reproduced"],
+                              verdict_holm=["inconclusive", "reproduced", "reproduced"])
+    lines = answer_lines(strong)
+    assert "guidance matters here" in lines[2] and "1 better than claimed" in lines[1]
+    assert answer_lines(strong.iloc[:1])[0].endswith("not tested in this run.")
+
+
 def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp_path):
     from ditpareto.errors import InputError
     from ditpareto.steps.tables import summary
@@ -52,7 +67,11 @@ def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp
     summary(verdicts=str(verdicts), out=str(tmp_path / "out/summary.md"), scale="toy scale: test",
             figures=[str(tmp_path / "figures/pareto.png")], readme=str(readme), metrics=str(metrics),
             ledger_html=str(tmp_path / "verdicts.html"), metrics_html=str(tmp_path / "metrics.html"),
-            config_json='{"device": "cpu", "sampling": {"steps": [10, 5]}}', config_out=str(tmp_path / "run.yaml"))
+            config_json='{"device": "cpu", "sampling": {"steps": [10, 5]}}', config_out=str(tmp_path / "run.yaml"),
+            answer_html=str(tmp_path / "answer.html"))
+    answer = (tmp_path / "answer.html").read_text()
+    assert answer.startswith("<div") and "<html" not in answer and "toy scale: test" in answer
+    assert answer.count("<tr>") == 4 and "−1.50 [−1.88, −1.07]" in answer  # header + three rows
     assert "device: cpu" in (tmp_path / "run.yaml").read_text()
     ledger = (tmp_path / "verdicts.html").read_text()
     assert "<table" in ledger and "reproduced" in ledger and "toy scale: test" in ledger

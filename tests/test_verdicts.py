@@ -387,6 +387,80 @@ def test_a_claims_verdict_is_given_at_every_training_compute_the_plateau_runs_me
     assert alone.iloc[0]["verdict_by_training"].startswith("1x: better than claimed (no plateau")
 
 
+def test_recorded_plateau_points_give_the_same_budget_curve_and_must_pair(study, tmp_path):
+    """A long run's plateau points, written with their replicates and read back, give the default the outcome at
+    0.5x and 2x its own run would; a table with another N, replicate count or bootstrap seed is refused."""
+    import json
+
+    from ditpareto.study import read_plateau_table
+    from ditpareto.verdicts import load_plateau, plateau_rows, recorded_plateau
+
+    b = np.linspace(-0.1, 0.1, 50)
+    extra = {"params": {"num_samples": 50, "sampler": "ddim"}, "bootstrap": {"seed": 0}, "train_gmacs": 10.0,
+             "checkpoint_sha256": "ab" * 32}
+    records = [{**_record("dydit", "0.50", 10, 0.7, 4.6, list(4.6 + b), 0.5, ft="0.50"), **extra},
+               {**_record("dydit", "0.50", 10, 0.7, 4.2, list(4.2 + b), 0.5, ft="2.00"), **extra},
+               {**_record("dit", "10", 10, 1.0, 5.0, list(5.0 + b), ft="0.00"), "checkpoint_sha256": "cd" * 32}]
+    rows = plateau_rows(records, fixed_cfg=2.0)
+    assert [(r["multiple"], r["base_sha256"], r["num_samples"]) for r in rows] == [(0.5, "cd" * 32, 50),
+                                                                                   (2.0, "cd" * 32, 50)]
+    path = tmp_path / "plateau.json"
+    path.write_text(json.dumps({"rows": rows}))
+    read = read_plateau_table(path)
+    points = study.assign(num_samples=50)
+    recorded = recorded_plateau(read, points, bootstrap_seed=0)
+    own = load_plateau(records, fixed_cfg=2.0)
+    assert recorded["fid"].tolist() == own["fid"].tolist() and set(recorded["source"]) == {"recorded"}
+    claims = pd.DataFrame([
+        {"method": "dit", "model": "DiT-XL/2", "resolution": 256, "setting": "250", "fid": 2.27, "compute_ratio": 1},
+        {"method": "dydit", "model": "DiT-XL/2", "resolution": 256, "setting": "lambda=0.5", "fid": 2.07,
+         "compute_ratio": 0.488}])
+    ledger = claims_ledger(points, compare_with_envelopes(points), claims, full_steps=10, plateau=recorded)
+    assert ledger.iloc[0]["verdict_by_training"] == (
+        "0.5x: reproduced; 1x: better than claimed; 2x: better than claimed (the other multiples: the recorded "
+        "plateau fine-tunes)")
+    with pytest.raises(ValueError, match="has N 50 and 50 replicates, this run's seed 0 has N 1000"):
+        recorded_plateau(read, study.assign(num_samples=1000), bootstrap_seed=0)
+    with pytest.raises(ValueError, match="bootstrap seed 0, this run with 7: not paired"):
+        recorded_plateau(read, points, bootstrap_seed=7)
+
+
+def test_a_recorded_plateau_table_is_validated_and_checked_for_staleness(tmp_path):
+    import json
+
+    from ditpareto.study import read_plateau_table, stale_plateau_rows
+
+    row = {"method": "dydit", "budget": "0.50", "steps": 10, "seed": 0, "multiple": 0.5, "cfg_scale": 1.25,
+           "fid": 4.0, "num_samples": 1000, "bootstrap_seed": 0, "replicates": [4.0, 4.1],
+           "checkpoint_sha256": "ab" * 32, "base_sha256": "cd" * 32, "sampler": "ddim", "train_gmacs": 10500.0}
+    path = tmp_path / "plateau.json"
+    for bad, message in [({"fid": float("nan")}, "non-finite"), ({"multiple": 1.0}, "multiple"),
+                         ({"replicates": []}, "no or non-finite replicates"), ({"fid": "x"}, "non-numeric")]:
+        path.write_text(json.dumps({"rows": [{**row, **bad}]}))
+        with pytest.raises(ValueError, match=message):
+            read_plateau_table(path)
+    path.write_text(json.dumps({"rows": [{k: v for k, v in row.items() if k != "sampler"}]}))
+    with pytest.raises(ValueError, match=r"row 0 lacks \['sampler'\]"):
+        read_plateau_table(path)
+    path.write_text(json.dumps({"rows": [row, row]}))
+    with pytest.raises(ValueError, match="repeated"):
+        read_plateau_table(path)
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="has no rows"):
+        read_plateau_table(path)
+    path.write_text(json.dumps({"rows": [row]}))
+    rows = read_plateau_table(path)
+    config = {"base": {"source": "checkpoint", "sha256": "cd" * 32}, "finetune": {"train_gmacs": 21000},
+              "sampling": {"sampler": "ddim"}, "methods": {"dydit": {}}}
+    stale_plateau_rows(path, rows, config, "re-record")
+    for change, what in [({"base": {"source": "checkpoint", "sha256": "ee" * 32}}, "from base cdcdcdcdcdcd"),
+                         ({"finetune": {"train_gmacs": 30000}}, "train_gmacs 10500; the study uses eeee|15000"),
+                         ({"sampling": {"sampler": "ddpm"}}, "sampler ddim")]:
+        with pytest.raises(ValueError, match=f"stale for dydit/0.50 at 0.5x: .*({what}).*re-record"):
+            stale_plateau_rows(path, rows, {**config, **change}, "re-record")
+    stale_plateau_rows(path, rows, {**config, "methods": {"dit": {}}}, "re-record")  # a method not run: not checked
+
+
 def test_the_guidance_regime_figure_stands_beside_every_verdict():
     b = np.linspace(-0.1, 0.1, 50)
     records = [_record("dit", "10", 10, 1.0, 5.0, list(5.0 + b), ft="0.00"),
@@ -430,3 +504,45 @@ def test_where_the_selection_chose_cfg_1_at_full_steps_the_unguided_base_is_the_
     assert "at CFG 1" in claim["basis"]
     regime = ledger[ledger["claim"].str.startswith("guidance regime")].iloc[0]
     assert regime["estimate"] == 1.0 and "chose CFG 1" in regime["regime"]
+
+
+def test_the_verdicts_step_records_its_plateau_and_a_shorter_run_reads_it_back(tmp_path):
+    """`verdicts --plateau-out` writes the run's plateau points; a run without them, given that table (pinned by
+    sha256), states the same outcomes at 0.5x and 2x; a wrong sha256 is refused."""
+    import hashlib
+    import json
+
+    from ditpareto.errors import InputError
+    from ditpareto.steps.tables import verdicts
+
+    b = np.linspace(-0.1, 0.1, 50)
+    extra = {"params": {"num_samples": 50, "sampler": "ddim"}, "bootstrap": {"seed": 0}}
+    grid = [_record("dit", "10", 10, 1.0, 5.0, list(5.0 + b), ft="0.00"),
+            _record("dit-ft", "10", 10, 1.0, 4.0, list(4.0 + b)),
+            _record("dit-ft", "5", 5, 0.5, 5.0, list(5.0 + b), 0.5),
+            _record("dydit", "0.50", 10, 0.7, 4.2, list(4.2 + b), 0.5)]
+    plateau = [_record("dydit", "0.50", 10, 0.7, 4.6, list(4.6 + b), 0.5, ft="0.50"),
+               _record("dydit", "0.50", 10, 0.7, 4.2, list(4.2 + b), 0.5, ft="2.00")]
+    paths = []
+    for i, record in enumerate(grid + plateau):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps({**record, **extra}))
+    claims = tmp_path / "claims.csv"
+    pd.DataFrame([
+        {"method": "dit", "model": "DiT-XL/2", "resolution": 256, "setting": "250", "fid": 2.27, "compute_ratio": 1},
+        {"method": "dydit", "model": "DiT-XL/2", "resolution": 256, "setting": "lambda=0.5", "fid": 2.07,
+         "compute_ratio": 0.488}]).to_csv(claims, index=False)
+    common = {"claims": str(claims), "comparisons": str(tmp_path / "c.csv"), "fixed_cfg": 2.0, "full_steps": 10}
+    verdicts(metrics=[str(p) for p in paths], out=str(tmp_path / "long.csv"),
+             plateau_out=str(tmp_path / "plateau.json"), **common)
+    recorded = tmp_path / "plateau.json"
+    assert len(json.loads(recorded.read_text())["rows"]) == 2
+    sha = hashlib.sha256(recorded.read_bytes()).hexdigest()
+    verdicts(metrics=[str(p) for p in paths[:len(grid)]], out=str(tmp_path / "short.csv"),
+             plateau_recorded=str(recorded), plateau_sha256=sha, **common)
+    long, short = (pd.read_csv(tmp_path / f"{n}.csv").iloc[0]["verdict_by_training"] for n in ("long", "short"))
+    assert long == "0.5x: reproduced; 1x: better than claimed; 2x: better than claimed"
+    assert short == long + " (the other multiples: the recorded plateau fine-tunes)"
+    with pytest.raises(InputError, match="has sha256 .*, expected 0000"):
+        verdicts(metrics=[str(p) for p in paths[:len(grid)]], out=str(tmp_path / "short.csv"),
+                 plateau_recorded=str(recorded), plateau_sha256="0" * 64, **common)

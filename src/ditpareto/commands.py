@@ -389,6 +389,8 @@ def _summary_args(p):
     p.add_argument("--metrics", default=None, metavar="CSV", help="the metrics table (for --metrics-html)")
     p.add_argument("--ledger-html", default=None, metavar="HTML", help="also the ledger as an HTML table")
     p.add_argument("--metrics-html", default=None, metavar="HTML", help="also a compact metrics table as HTML")
+    p.add_argument("--answer-html", default=None, metavar="HTML",
+                   help="also the report's landing block: the question, the scale, the answer and the ledger (HTML)")
     p.add_argument("--config-json", default=None, metavar="JSON", help="the run's configuration (for --config-out)")
     p.add_argument("--config-out", default=None, metavar="YAML", help="also the run's configuration as YAML")
     p.add_argument("--out", required=True, metavar="MD", help="the summary (Markdown)")
@@ -410,6 +412,12 @@ def _verdicts_args(p):
                    help="fine-tune seed spreads a long run recorded (its --finetune-noise table), used when this run "
                    "measures none (finetune.noise_recorded)")
     p.add_argument("--noise-sha256", default=None, metavar="HEX", help="the recorded table's expected sha256")
+    p.add_argument("--plateau-out", default=None, metavar="JSON",
+                   help="also this run's plateau points with their replicates (finetune.plateau), to record")
+    p.add_argument("--plateau-recorded", default=None, metavar="JSON",
+                   help="plateau points a long run recorded (its --plateau-out), for the points this run has none "
+                   "of (finetune.plateau_recorded)")
+    p.add_argument("--plateau-sha256", default=None, metavar="HEX", help="the recorded plateau table's sha256")
     p.add_argument("--out", required=True, metavar="CSV", help="the claims ledger (verdicts)")
 
 

@@ -12,8 +12,8 @@ from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
     FINETUNE_MODES, OFFICIAL, OFFICIAL_METHODS, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget,
-    guidance_keys, read_recorded_scales, read_noise_table, recorded_selection_seeds, shipped_checkpoint,
-    stale_rows,
+    guidance_keys, read_plateau_table, read_recorded_scales, read_noise_table, recorded_selection_seeds,
+    shipped_checkpoint, stale_plateau_rows, stale_rows,
 )
 from ditpareto.vocab import get_vocabulary
 
@@ -75,6 +75,8 @@ def check_study(config: dict, root: str | Path) -> None:
         _check_recorded(config, root)
     if (config.get("finetune", {}).get("noise_recorded") or {}).get("table"):
         _check_recorded_noise(config, root)
+    if (config.get("finetune", {}).get("plateau_recorded") or {}).get("table"):
+        _check_recorded_plateau(config, root)
     for section, keys in (("finetune", ("train_gmacs", "lr")), ("base.pretrain", ("lr",))):
         values = config.get("finetune", {}) if section == "finetune" else base.get("pretrain", {})
         for key in keys:
@@ -189,6 +191,21 @@ def _check_recorded_noise(config: dict, root: str | Path) -> None:
         stale_rows(path, config, [(r["method"], r["budget"], r["steps"]) for r in rows
                                   if r["method"] in config["methods"]],
                    "config finetune.noise_recorded.table", RERECORD_NOISE)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+RERECORD_PLATEAU = ("either re-record it (config/cpu-full.yaml's plateau fine-tunes, its "
+                    "results/tables/plateau_points.json, then pin the new sha256: assets/README.md) or run the plateau "
+                    "in this study (finetune.plateau) instead of finetune.plateau_recorded")
+
+
+def _check_recorded_plateau(config: dict, root: str | Path) -> None:
+    """finetune.plateau_recorded: the table exists, has the pinned sha256, parses, and every row of a method the
+    study runs was made from its base, sampler and a multiple of its training compute."""
+    path = _pinned_table(config["finetune"]["plateau_recorded"], root, "finetune.plateau_recorded")
+    try:
+        stale_plateau_rows(path, read_plateau_table(path), config, RERECORD_PLATEAU)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

@@ -15,6 +15,7 @@ Paths (the Snakefile's scheme):
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shlex
 from collections.abc import Iterable
@@ -349,6 +350,65 @@ def read_recorded_scales(path: str | Path) -> dict[tuple[str, str, int, str], fl
 
 
 NOISE_TABLE_COLUMNS = ("method", "budget", "steps", "finetune_seed_std", "finetune_seeds")
+
+
+PLATEAU_TABLE_KEYS = ("method", "budget", "steps", "seed", "multiple", "cfg_scale", "fid", "num_samples",
+                      "bootstrap_seed", "replicates", "checkpoint_sha256", "base_sha256", "sampler", "train_gmacs")
+
+
+def read_plateau_table(path: str | Path) -> list[dict]:
+    """A recorded plateau table (JSON ``{"rows": [...]}``, ``verdicts.plateau_rows``'s rows), checked: every key,
+    a finite FID, a multiple > 0 other than 1, finite replicates, one row per (method, budget, steps, seed,
+    multiple). Raises ValueError naming what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"plateau table {path} cannot be read ({exc})") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"plateau table {path} has no rows (a JSON object with a non-empty list \"rows\")")
+    out, seen = [], set()
+    for i, row in enumerate(rows):
+        missing = [k for k in PLATEAU_TABLE_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"plateau table {path}: row {i} lacks {missing}")
+        key = (row["method"], str(row["budget"]), row["steps"], row["seed"], row["multiple"])
+        try:
+            numbers = [float(row[k]) for k in ("multiple", "fid", "train_gmacs")]
+            replicates = [float(v) for v in row["replicates"]]
+            counts = [int(row[k]) for k in ("steps", "seed", "num_samples", "bootstrap_seed")]
+        except (TypeError, ValueError):
+            raise ValueError(f"plateau table {path}: row {i} has a non-numeric value") from None
+        if not all(math.isfinite(v) for v in numbers + replicates) or not replicates or numbers[0] <= 0 \
+                or numbers[0] == 1.0 or key in seen:
+            raise ValueError(f"plateau table {path}: row {i} ({'/'.join(map(str, key))}) is repeated, has no or "
+                             "non-finite replicates, a non-finite FID or a multiple that is not > 0 and != 1")
+        seen.add(key)
+        out.append({**row, "budget": str(row["budget"]), "multiple": numbers[0], "fid": numbers[1],
+                    "train_gmacs": numbers[2], "replicates": replicates,
+                    **dict(zip(("steps", "seed", "num_samples", "bootstrap_seed"), counts))})
+    return out
+
+
+def stale_plateau_rows(path: str | Path, rows: list[dict], config: dict, how: str) -> None:
+    """Check that every recorded plateau row of a method the study runs was fine-tuned from the study's base (when
+    the config pins it), sampled with its sampler, at its multiple of the study's training compute. Raises
+    ValueError with one line naming the first stale row and ``how`` to re-record the table."""
+    base = config["base"]
+    base_sha = (base.get("sha256") or "").lower() if base.get("source") == "checkpoint" else ""
+    gmacs = float(config.get("finetune", {}).get("train_gmacs") or 0.0)
+    sampler = config["sampling"]["sampler"]
+    for row in rows:
+        if row["method"] not in config["methods"]:
+            continue
+        wanted = row["multiple"] * gmacs
+        if not (row["sampler"] == sampler and abs(row["train_gmacs"] - wanted) <= TRAIN_GMACS_TOLERANCE * wanted
+                and (not base_sha or (row["base_sha256"] or "").lower() == base_sha)):
+            raise ValueError(
+                f"config finetune.plateau_recorded.table {path} is stale for {row['method']}/{row['budget']} at "
+                f"{row['multiple']:g}x: recorded from base {(row['base_sha256'] or '?')[:12]}, sampler "
+                f"{row['sampler']}, train_gmacs {row['train_gmacs']:g}; the study uses "
+                f"{base_sha[:12] or 'a base trained here'}, {sampler}, {wanted:g}; {how}")
 
 
 def read_noise_table(path: str | Path) -> list[dict]:

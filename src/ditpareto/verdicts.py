@@ -93,23 +93,70 @@ def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = N
     return points.reset_index(drop=True)
 
 
-def load_plateau(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> pd.DataFrame:
-    """The plateau points (finetune.plateau: fine-tunes at another multiple of the training compute, study seed),
-    each at the guidance its study's own fine-tune takes there (the fixed scale, or the selected one): columns
-    method, budget, steps, seed, multiple, fid, replicates."""
-    rows = []
+def _plateau_records(records: list[dict], fixed_cfg: float, selected: dict | None):
+    """The plateau records (another multiple of the training compute, the study's fine-tune seed) at the guidance
+    their study's own fine-tune takes there: (record, multiple) pairs."""
     for r in records:
         multiple, ft_seed = parse_ft(r.get("ft", "1.00"))
         if ft_seed is not None or multiple in (0.0, 1.0) or "fid_bootstrap" not in r:
             continue
         scale = fixed_cfg if selected is None else selected.get((r["method"], str(r["budget"]), int(r["steps"]),
                                                                  "1.00"))
-        if scale is None or abs(float(r["cfg_scale"]) - scale) > 1e-9:
+        if scale is not None and abs(float(r["cfg_scale"]) - scale) <= 1e-9:
+            yield r, multiple
+
+
+PLATEAU_COLUMNS = ["method", "budget", "steps", "seed", "multiple", "fid", "replicates", "source"]
+
+
+def load_plateau(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> pd.DataFrame:
+    """The plateau points (finetune.plateau: fine-tunes at another multiple of the training compute, study seed),
+    each at the guidance its study's own fine-tune takes there (the fixed scale, or the selected one): columns
+    ``PLATEAU_COLUMNS`` (source "this run")."""
+    rows = [{"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]), "seed": int(r["seed"]),
+             "multiple": multiple, "fid": float(r["fid"]),
+             "replicates": np.asarray(r["fid_bootstrap"], dtype=np.float64), "source": "this run"}
+            for r, multiple in _plateau_records(records, fixed_cfg, selected)]
+    return pd.DataFrame(rows, columns=PLATEAU_COLUMNS)
+
+
+def plateau_rows(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> list[dict]:
+    """The plateau points as a table to record (``study.read_plateau_table`` reads it back): each with its FID
+    replicates, what pairs them (sample count, bootstrap seed) and what it depends on: the base it was fine-tuned
+    from (the untouched DiT's checkpoint in these records), the sampler and the training GMACs."""
+    bases = {r.get("checkpoint_sha256") for r in records if r["method"] == "dit" and r.get("checkpoint_sha256")}
+    base = bases.pop() if len(bases) == 1 else None
+    return [{"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]), "seed": int(r["seed"]),
+             "multiple": multiple, "cfg_scale": float(r["cfg_scale"]), "fid": float(r["fid"]),
+             "num_samples": int(r.get("params", {}).get("num_samples", len(r["fid_bootstrap"]))),
+             "bootstrap_seed": int(r.get("bootstrap", {}).get("seed", 0)),
+             "replicates": [float(v) for v in r["fid_bootstrap"]],
+             "checkpoint_sha256": r.get("checkpoint_sha256"), "base_sha256": base,
+             "sampler": r.get("params", {}).get("sampler"), "train_gmacs": float(r.get("train_gmacs") or 0.0)}
+            for r, multiple in _plateau_records(records, fixed_cfg, selected)]
+
+
+def recorded_plateau(rows: list[dict], points: pd.DataFrame, bootstrap_seed: int) -> pd.DataFrame:
+    """Recorded plateau rows (``plateau_rows``) as plateau points (source "recorded"), each checked to pair with this
+    run's points of its seed: the same sample count, replicate count and bootstrap seed (ValueError naming the row
+    otherwise); rows of a seed this run does not sample are left out."""
+    out = []
+    for row in rows:
+        if row["bootstrap_seed"] != bootstrap_seed:
+            raise ValueError(f"recorded plateau point {row['method']}/{row['budget']}/{row['multiple']:g}x was "
+                             f"resampled with bootstrap seed {row['bootstrap_seed']}, this run with {bootstrap_seed}: "
+                             "not paired")
+        group = points[points["seed"] == row["seed"]]
+        if group.empty:
             continue
-        rows.append({"method": r["method"], "budget": str(r["budget"]), "steps": int(r["steps"]),
-                     "seed": int(r["seed"]), "multiple": multiple, "fid": float(r["fid"]),
-                     "replicates": np.asarray(r["fid_bootstrap"], dtype=np.float64)})
-    return pd.DataFrame(rows, columns=["method", "budget", "steps", "seed", "multiple", "fid", "replicates"])
+        n, b = int(group["num_samples"].iloc[0]), len(group["replicates"].iloc[0])
+        if row["num_samples"] != n or len(row["replicates"]) != b:
+            raise ValueError(f"recorded plateau point {row['method']}/{row['budget']}/{row['multiple']:g}x has N "
+                             f"{row['num_samples']} and {len(row['replicates'])} replicates, this run's seed "
+                             f"{row['seed']} has N {n} and {b}: not paired")
+        out.append({**{k: row[k] for k in ("method", "budget", "steps", "seed", "multiple", "fid")},
+                    "replicates": np.asarray(row["replicates"], dtype=np.float64), "source": "recorded"})
+    return pd.DataFrame(out, columns=PLATEAU_COLUMNS)
 
 
 def check_paired(points: pd.DataFrame) -> None:
@@ -403,10 +450,14 @@ def budget_curve(plateau: pd.DataFrame | None, method: str, budget: str, steps: 
     if plateau is not None and len(plateau):
         rows = plateau[(plateau["method"] == method) & (plateau["budget"] == budget) & (plateau["steps"] == steps)
                        & (plateau["seed"] == seed)]
+        recorded = rows["source"] == "recorded" if "source" in rows else pd.Series(False, index=rows.index)
         for r in rows.itertuples():
             estimate = Estimate(r.fid / base["fid"] - 1, r.replicates / base["replicates"] - 1, "percentile",
                                 noise[0] / base["fid"], noise[1])
             parts[r.multiple] = claim_outcome(*estimate.interval(), claimed, tolerance)
+        if len(parts) > 1 and recorded.any():
+            return ("; ".join(f"{m:g}x: {o}" for m, o in sorted(parts.items()))
+                    + " (the other multiples: the recorded plateau fine-tunes)")
     if len(parts) == 1:
         return f"1x: {outcome_at_1x} (no plateau fine-tunes at this budget: config/cpu-full.yaml runs them)"
     return "; ".join(f"{m:g}x: {o}" for m, o in sorted(parts.items()))

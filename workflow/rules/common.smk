@@ -167,6 +167,19 @@ def recorded_noise_flags(input):
     return f"--noise-recorded {q(input.noise_recorded[0])} --noise-sha256 {sha}"
 
 
+def get_recorded_plateau(wildcards):
+    """The plateau points a long run recorded (finetune.plateau_recorded; checked at start), if any."""
+    table = (config.get("finetune", {}).get("plateau_recorded") or {}).get("table")
+    return [repo_file(table)] if table else []
+
+
+def recorded_plateau_flags(input):
+    if not input.plateau_recorded:
+        return ""
+    sha = config["finetune"]["plateau_recorded"]["sha256"]
+    return f"--plateau-recorded {q(input.plateau_recorded[0])} --plateau-sha256 {sha}"
+
+
 def get_reference_stats(wildcards):
     """The reference draw's features, k-NN radii and resampled statistics, shared by every evaluate job (none for
     a reference batch)."""

@@ -64,6 +64,7 @@ rule verdicts:
         claims=repo_file("results/published/claims.csv"),
         cfg_selection=get_cfg_selection_table,
         noise_recorded=get_recorded_noise,
+        plateau_recorded=get_recorded_plateau,
     output:
         verdicts=report(
             "results/tables/verdicts.csv",
@@ -76,6 +77,7 @@ rule verdicts:
             category="2. Verdicts",
         ),
         noise="results/tables/finetune_noise.csv",
+        plateau="results/tables/plateau_points.json",
     log:
         "logs/verdicts/verdicts.log",
     conda:
@@ -86,11 +88,13 @@ rule verdicts:
         selection=lambda wildcards, input: cfg_selection_flag(input),
         guidance=guidance_flag(),
         noise=lambda wildcards, input: recorded_noise_flags(input),
+        plateau=lambda wildcards, input: recorded_plateau_flags(input),
         version=VERSION,
     shell:
         "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
         "--full-steps {params.full_steps} --comparisons {output.comparisons:q} {params.selection} {params.guidance} "
-        "{params.noise} --finetune-noise {output.noise:q} --out {output.verdicts:q} "
+        "{params.noise} --finetune-noise {output.noise:q} {params.plateau} --plateau-out {output.plateau:q} "
+        "--out {output.verdicts:q} "
         "> {log:q} 2>&1"
 
 
@@ -126,6 +130,7 @@ rule summary:
             caption="../report/run_config.rst",
             category="5. Configuration",
         ),
+        answer="results/answer.html",
     log:
         "logs/summary/summary.log",
     conda:
@@ -137,7 +142,7 @@ rule summary:
     shell:
         "python -m ditpareto summary --verdicts {input.verdicts:q} --metrics {input.metrics:q} "
         "--scale {params.scale:q} --figures {input.figures:q} --ledger-html {output.ledger:q} "
-        "--metrics-html {output.metrics:q} --config-json {params.config:q} --config-out {output.run_config:q} "
+        "--metrics-html {output.metrics:q} --answer-html {output.answer:q} --config-json {params.config:q} --config-out {output.run_config:q} "
         "--out {output.summary:q} > {log:q} 2>&1"
 
 

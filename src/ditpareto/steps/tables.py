@@ -130,7 +130,9 @@ def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, s
 
 def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cfg: float, full_steps: int,
              finetune_noise: str | None = None, cfg_selection: str | None = None,
-             guidance: list = ("fixed",), noise_recorded: str | None = None, noise_sha256: str | None = None) -> dict:
+             guidance: list = ("fixed",), noise_recorded: str | None = None, noise_sha256: str | None = None,
+             plateau_out: str | None = None, plateau_recorded: str | None = None,
+             plateau_sha256: str | None = None) -> dict:
     """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
     matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
     row per method), with paired-bootstrap CIs; per ``guidance`` (column of the same name): every point at the fixed
@@ -142,6 +144,9 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
 
     The fine-tune seed spread: measured in this run (finetune.seed_noise; written to ``finetune_noise``), else the
     table a long run recorded (``noise_recorded``, sha256-checked; finetune.noise_recorded).
+    The plateau points (fine-tunes at other training computes): this run's (finetune.plateau; written to
+    ``plateau_out`` with their replicates, to be recorded), and where this run has none for a point, the ones a long
+    run recorded (``plateau_recorded``, sha256-checked; finetune.plateau_recorded).
     """
     import pandas as pd
 
@@ -150,6 +155,7 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     from ditpareto.study import read_noise_table
     from ditpareto.verdicts import (
         SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_plateau, load_points,
+        plateau_rows, recorded_plateau,
     )
 
     try:
@@ -167,6 +173,10 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         records = [read_record(p) for p in metrics]
         points = {name: load_points(records, fixed_cfg, selected) for name, selected in bases}
         plateaus = {name: load_plateau(records, fixed_cfg, selected) for name, selected in bases}
+        if plateau_recorded:
+            recorded = _read_recorded_plateau(plateau_recorded, plateau_sha256)
+            for name, selected in bases:
+                plateaus[name] = _with_recorded(plateaus[name], recorded, points[name], records, fixed_cfg, selected)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     noise = finetune_seed_noise(records)
@@ -188,6 +198,9 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         ledger.append(claims_ledger(points[name], table, published, full_steps, seed_noise,
                                     plateaus[name]).assign(guidance=name))
     compared, ledger = pd.concat(compared, ignore_index=True), pd.concat(ledger, ignore_index=True)
+    if plateau_out:
+        Path(plateau_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(plateau_out).write_text(json.dumps({"rows": plateau_rows(records, fixed_cfg, bases[-1][1])}) + "\n")
     tables = [(compared, comparisons), (ledger, out)] + ([(noise, finetune_noise)] if finetune_noise else [])
     for table, path in tables:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -200,9 +213,37 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
                               for name, group in ledger.groupby("guidance")}}
 
 
+def _read_recorded_plateau(path: str, sha256: str | None) -> list[dict]:
+    from ditpareto.study import read_plateau_table
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else None
+    if digest is None or (sha256 and digest != sha256.lower()):
+        raise InputError(f"recorded plateau table {path} has sha256 {digest}, expected {sha256}")
+    return read_plateau_table(path)
+
+
+def _with_recorded(own, recorded: list[dict], points, records: list[dict], fixed_cfg: float, selected: dict | None):
+    """This run's plateau points, plus the recorded ones at the scale this run samples their key at, where this run
+    has no point of that (method, budget, steps, seed, multiple)."""
+    import pandas as pd
+
+    from ditpareto.verdicts import recorded_plateau
+
+    seeds = {int(r.get("bootstrap", {}).get("seed", 0)) for r in records if "fid_bootstrap" in r}
+    if len(seeds) > 1:
+        raise ValueError(f"the metrics records were resampled with several bootstrap seeds {sorted(seeds)}")
+    scale = (lambda r: fixed_cfg) if selected is None else \
+        (lambda r: selected.get((r["method"], r["budget"], int(r["steps"]), "1.00")))
+    mine = {tuple(k) for k in own[["method", "budget", "steps", "seed", "multiple"]].itertuples(index=False)}
+    rows = [r for r in recorded if scale(r) is not None and abs(float(r["cfg_scale"]) - scale(r)) <= 1e-9
+            and (r["method"], r["budget"], r["steps"], r["seed"], r["multiple"]) not in mine]
+    extra = recorded_plateau(rows, points, seeds.pop() if seeds else 0)
+    return pd.concat([own, extra], ignore_index=True) if len(own) else extra
+
+
 def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: str | None = None,
             metrics: str | None = None, ledger_html: str | None = None, metrics_html: str | None = None,
-            config_json: str | None = None, config_out: str | None = None) -> dict:
+            config_json: str | None = None, config_out: str | None = None, answer_html: str | None = None) -> dict:
     """The study's answer on one page (Markdown): the question, the run's scale, the verdict ledger as a table,
     its caveats and the figures; with ``readme``, also that file's generated ledger block rewritten from the same
     table.
@@ -212,7 +253,8 @@ def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: 
     """
     import pandas as pd
 
-    from ditpareto.summary import COMPACT_METRICS, html_table, ledger_markdown, replace_block, summary_markdown
+    from ditpareto.summary import (COMPACT_METRICS, answer_html as answer_block, html_table, ledger_markdown,
+                                   replace_block, summary_markdown)
 
     if not Path(verdicts).is_file():
         raise InputError(f"verdict table {verdicts} does not exist")
@@ -222,6 +264,8 @@ def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: 
         raise InputError(f"verdict table {verdicts} lacks columns {missing}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(summary_markdown(table, list(figures), scale, str(Path(out).parent)))
+    if answer_html:
+        Path(answer_html).write_text(answer_block(table, scale))
     if ledger_html:
         shown = [c for c in ("method", "claim", "estimate", "ci_low", "ci_high", "verdict", "verdict_holm",
                              "p_value", "p_holm", "executed_compute_ratio", "compute_mismatch", "precision", "recall",
