@@ -310,3 +310,50 @@ def test_latent_draws_are_memory_mapped_and_checked(tmp_path):
 
     with pytest.raises(InputError, match="finite"):
         again(tmp_path / "nan.npz")
+
+
+def _point(**change):
+    record = {"method": "dydit", "budget": "0.50", "steps": 10, "ft": "1.00", "cfg_scale": 1.5, "seed": 0,
+              "fid": 3.5, "gmacs_per_image": 0.48, "fid_bootstrap": [3.4, 3.6]}
+    record.update(change)
+    return {k: v for k, v in record.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"fid": "abc"}, "fid is 'abc', expected a finite FID >= 0"),
+    ({"fid": float("nan")}, "fid is nan"),
+    ({"fid": -1.0}, "fid is -1.0"),
+    ({"method": _DROP}, "lacks ['method']"),
+    ({"steps": 0}, "steps is 0, expected an integer >= 1"),
+    ({"cfg_scale": 1e400}, "cfg_scale is inf"),
+    ({"gmacs_per_image": 0}, "gmacs_per_image is 0"),
+    ({"fid_bootstrap": [3.4, None]}, "fid_bootstrap is not a list of finite numbers"),
+])
+def test_tables_and_verdicts_refuse_a_malformed_metrics_record(tmp_path, change, fragment):
+    """A NaN, negative or non-numeric FID, a missing key or a bad step count never reaches a table or a verdict."""
+    path = tmp_path / "point.json"
+    path.write_text(json.dumps(_point(**change)))
+    result = cli("aggregate", str(path), "--out", str(tmp_path / "table.csv"))
+    assert_one_error_line(result, str(path), fragment)
+    assert not (tmp_path / "table.csv").exists()
+    from ditpareto.steps.tables import verdicts
+
+    claims = tmp_path / "claims.csv"
+    claims.write_text("method,model,resolution,setting,fid,compute_ratio\n")
+    with pytest.raises(InputError, match="expected|lacks|finite"):
+        verdicts(metrics=[str(path)], claims=str(claims), out=str(tmp_path / "v.csv"),
+                 comparisons=str(tmp_path / "c.csv"), fixed_cfg=1.5, full_steps=10)
+
+
+def test_the_same_grid_point_twice_is_refused(tmp_path):
+    path = tmp_path / "point.json"
+    path.write_text(json.dumps(_point()))
+    copy = tmp_path / "copy.json"
+    copy.write_text(json.dumps(_point()))
+    result = cli("aggregate", str(path), str(copy), "--out", str(tmp_path / "table.csv"))
+    assert_one_error_line(result, "are the same grid point (dydit/0.50/10/1.00/1.5/0)")
+    result = cli("aggregate", str(path), str(path), "--out", str(tmp_path / "table.csv"))
+    assert_one_error_line(result, "are the same grid point")

@@ -66,6 +66,62 @@ def read_json(path: str | os.PathLike) -> dict:
     return read_record(path)
 
 
+# What a grid point's metrics record must hold, and of what kind, before any table or verdict reads it.
+POINT_KEYS = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
+
+
+def read_metrics_record(path: str | os.PathLike) -> dict:
+    """A grid point's metrics record (``evaluate``'s JSON), checked: its key fields (a method name, budget and ft
+    labels, an integer step count >= 1 and seed >= 0, a finite guidance scale >= 1), a finite FID >= 0, finite
+    GMACs > 0, and finite FID replicates where it has them. InputError naming the file and the field."""
+    import math
+
+    from ditpareto.errors import InputError
+
+    record = read_record(path, required=(*POINT_KEYS, "fid", "gmacs_per_image"))
+
+    def bad(field: str, wanted: str):
+        return InputError(f"metrics record {path}: {field} is {record.get(field)!r}, expected {wanted}")
+
+    def number(value) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+    for field in ("method", "budget", "ft"):
+        if not isinstance(record[field], str) or not record[field]:
+            raise bad(field, "a non-empty string")
+    for field, low in (("steps", 1), ("seed", 0)):
+        if isinstance(record[field], bool) or not isinstance(record[field], int) or record[field] < low:
+            raise bad(field, f"an integer >= {low}")
+    checks = (("cfg_scale", lambda v: v >= 1, "a finite number >= 1"), ("fid", lambda v: v >= 0, "a finite FID >= 0"),
+              ("gmacs_per_image", lambda v: v > 0, "finite GMACs > 0"))
+    for field, ok, wanted in checks:
+        value = number(record[field])
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise bad(field, wanted)
+    replicates = record.get("fid_bootstrap")
+    if replicates is not None:
+        values = [number(v) for v in replicates] if isinstance(replicates, list) else [None]
+        if not values or any(v is None or not math.isfinite(v) for v in values):
+            raise InputError(f"metrics record {path}: fid_bootstrap is not a list of finite numbers")
+    return record
+
+
+def unique_points(records: list[dict], paths: list) -> None:
+    """Refuse two records of one grid point (the same method, budget, steps, ft, guidance scale and seed): InputError
+    naming both files."""
+    from ditpareto.errors import InputError
+
+    seen: dict[tuple, str] = {}
+    for record, path in zip(records, paths):
+        key = tuple(record[k] for k in POINT_KEYS)
+        if key in seen:
+            raise InputError(f"metrics records {seen[key]} and {path} are the same grid point "
+                             f"({'/'.join(map(str, key))})")
+        seen[key] = str(path)
+
+
 def read_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
     """A JSON record (an object) with the ``required`` keys; InputError naming the file and the problem."""
     from ditpareto.errors import InputError
@@ -101,7 +157,9 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
     if not paths:
         raise ValueError("no metrics files given")
     # bootstrap replicates stay in the JSON records (verdicts read them there); the table keeps their CI
-    rows = [{k: v for k, v in flatten(read_json(p)).items() if not k.endswith("_bootstrap")} for p in paths]
+    records = [read_metrics_record(p) for p in paths]
+    unique_points(records, paths)
+    rows = [{k: v for k, v in flatten(r).items() if not k.endswith("_bootstrap")} for r in records]
     table = pd.DataFrame(rows)
     order = [c for c in ("method", "budget", "steps", "ft", "cfg_scale", "seed", "nominal_compute_ratio",
                          "gmacs_per_image", "fid", "train_gmacs", "optimizer_steps", "samples_seen")

@@ -151,7 +151,7 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     import pandas as pd
 
     from ditpareto.cfg_selection import read_choices
-    from ditpareto.results import read_record
+    from ditpareto.results import read_metrics_record, unique_points
     from ditpareto.study import read_noise_table
     from ditpareto.verdicts import (
         SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_plateau, load_points,
@@ -170,7 +170,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
             chosen = read_choices(cfg_selection)
             bases.append(("selected", {(r.method, str(r.budget), int(r.steps), str(r.ft)): float(r.cfg_selected)
                                        for r in chosen.itertuples()}))
-        records = [read_record(p) for p in metrics]
+        records = [read_metrics_record(p) for p in metrics]
+        unique_points(records, metrics)
         points = {name: load_points(records, fixed_cfg, selected) for name, selected in bases}
         plateaus = {name: load_plateau(records, fixed_cfg, selected) for name, selected in bases}
         if plateau_recorded:
