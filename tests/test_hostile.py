@@ -357,3 +357,20 @@ def test_the_same_grid_point_twice_is_refused(tmp_path):
     assert_one_error_line(result, "are the same grid point (dydit/0.50/10/1.00/1.5/0)")
     result = cli("aggregate", str(path), str(path), "--out", str(tmp_path / "table.csv"))
     assert_one_error_line(result, "are the same grid point")
+
+
+def test_notebook_parameters_must_be_declared_names(tmp_path, marker):
+    """papermill writes each parameter name into code: only the names the parameters cell assigns are accepted, and
+    a file that is not a notebook gets one error line."""
+    from ditpareto.steps.tables import declared_parameters
+
+    assert declared_parameters("notebooks/pareto.ipynb") == {"fixed_cfg", "out_dir", "reference_path", "table_path"}
+    payload = json.dumps({f'x=__import__("os").system("touch {marker}")#': 1})
+    result = cli("notebook", "--notebook", "notebooks/pareto.ipynb", "--out", str(tmp_path / "out.ipynb"),
+                 "--parameters", payload)
+    assert_one_error_line(result, "are not declared in notebooks/pareto.ipynb's parameters cell")
+    assert not marker.exists() and not (tmp_path / "out.ipynb").exists()
+    text = tmp_path / "notes.ipynb"
+    text.write_text("not a notebook")
+    result = cli("notebook", "--notebook", str(text), "--out", str(tmp_path / "out.ipynb"))
+    assert_one_error_line(result, "is not a readable Jupyter notebook")

@@ -74,6 +74,9 @@ def notebook(*, notebook: str, out: str, parameters: str = "{}", figures: list =
         raise InputError(f"--parameters is not JSON: {exc}") from None
     if not isinstance(values, dict):
         raise InputError("--parameters must be a JSON object")
+    unknown = sorted(set(values) - declared_parameters(notebook))
+    if unknown:
+        raise InputError(f"--parameters {unknown} are not declared in {notebook}'s parameters cell")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 4):
         try:
@@ -88,6 +91,28 @@ def notebook(*, notebook: str, out: str, parameters: str = "{}", figures: list =
     if missing:
         raise InputError(f"{notebook} ran but did not write {missing}")
     return {"notebook": notebook, "out": out, "figures": list(figures)}
+
+
+def declared_parameters(notebook: str) -> set[str]:
+    """The names a notebook's cell tagged "parameters" assigns (papermill injects only these). InputError when the
+    file is not a notebook or has no such cell."""
+    import ast
+
+    import nbformat
+
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise InputError(f"{notebook} is not a readable Jupyter notebook ({type(exc).__name__})") from None
+    sources = [c.source for c in cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not sources:
+        raise InputError(f"{notebook} has no cell tagged 'parameters'")
+    try:
+        tree = ast.parse("\n".join(sources))
+    except SyntaxError:
+        raise InputError(f"{notebook}'s parameters cell is not Python") from None
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
 
 
 def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, sha256: str | None = None,
