@@ -59,8 +59,11 @@ def test_checkpoint_loader_refuses_a_payload(tmp_path, marker):
 
     path = tmp_path / "evil.pt"
     torch.save({"w": Exploit(marker)}, path)
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors") as caught:
         read_checkpoint(path)
+    assert "weights_only" not in str(caught.value)  # never torch's advice to load it unsafely
+    with pytest.raises(CheckpointError, match="is a directory, not a file"):
+        read_checkpoint(tmp_path)
 
 
 @pytest.mark.parametrize("entry", ["settings", "evaluate_reference_batch_without_images"])

@@ -28,12 +28,19 @@ def read_checkpoint(path: str | os.PathLike, allowed_globals: tuple = ()) -> dic
     """``torch.load(..., weights_only=True)`` with errors that name the file and the problem; ``allowed_globals``:
     classes the file may hold besides tensors and containers (``torch.serialization.safe_globals``)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of a forbidden type, not a torch file at all
+        if "Weights only load failed" in str(exc):  # torch's advice (weights_only=False) would run the file's code
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects besides tensors and containers: refused, since loading "
+                "them could run code from the file"
+            ) from None
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or ['empty'])[0]}); "
             "is it truncated or not a PyTorch file?"
