@@ -195,3 +195,29 @@ def test_snapshots_and_the_convergence_command(tmp_path):
     table = pd.read_csv(out)
     assert table["step"].tolist() == [3, 6] and table["fid"].notna().all()
     assert table["fid_change_from_previous"].iloc[1] == pytest.approx(table["fid"].iloc[1] - table["fid"].iloc[0])
+
+
+def test_a_loss_that_is_not_finite_stops_training_before_it_touches_the_weights(tmp_path):
+    """A NaN loss at step 4 stops the run with TrainingDiverged: the weights are those after step 3, the state
+    saved at step 3 stays, and nothing is written as the final result."""
+    import math
+
+    from ditpareto.errors import TrainingDiverged
+    from ditpareto.train import diffusion_loss
+
+    calls = {"n": 0}
+
+    def nan_at_four(model, x0, y, diffusion):
+        calls["n"] += 1
+        terms = diffusion_loss(model, x0, y, diffusion)
+        return {**terms, "loss": terms["loss"] * math.nan} if calls["n"] == 4 else terms
+
+    data = prepare_digits()["train"]
+    torch.manual_seed(123)
+    model = build_dit("dit-micro-2", 16, in_channels=1, num_classes=10)
+    config = TrainConfig(steps=6, batch_size=8, checkpoint_every=3, log_every=1, seed=5, lr=1e-3)
+    with pytest.raises(TrainingDiverged, match="not finite at step 4 of 6"):
+        run_training(model, data.as_model_input()[:64], torch.from_numpy(data.labels[:64]), config,
+                     tmp_path / "state.pt", tmp_path / "loss.csv", loss_fn=nan_at_four)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert resume_step(tmp_path / "state.pt", config) == 3 and not (tmp_path / "loss.csv").exists()

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from ditpareto import __version__
-from ditpareto.errors import InputError
+from ditpareto.errors import InputError, TrainingDiverged
 
 log = logging.getLogger("ditpareto.cli")
 
@@ -165,5 +165,9 @@ def _main(argv: list[str], worker: bool) -> None:
         if main_process:
             print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingDiverged as exc:
+        if main_process:
+            print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     if result is not None and main_process:
         print(json.dumps(result, indent=2, sort_keys=True))

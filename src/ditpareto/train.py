@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ditpareto.diffusion import GaussianDiffusion
-from ditpareto.errors import InputError
+from ditpareto.errors import InputError, TrainingDiverged
 from ditpareto.models.checkpoint import atomic_save, read_checkpoint
 from ditpareto.runtime import describe, precision_scope, resolve_device
 from ditpareto.study import TrainConfig
@@ -337,6 +337,12 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
             optimizer.zero_grad(set_to_none=True)
             with precision_scope(config.precision, device):
                 terms = step_loss(x0[idx].to(device), labels[idx].to(device))
+            diverged = not bool(torch.isfinite(terms["loss"].detach()))
+            if _any_rank(diverged, device) if world > 1 else diverged:
+                raise TrainingDiverged(
+                    f"the training loss is not finite at step {step + 1} of {config.steps} (lr "
+                    f"{optimizer.param_groups[0]['lr']:.3g}): stopped before the step; the last saved state "
+                    f"({state_path}) holds the weights before it (a lower lr, or another precision, may help)")
             terms["loss"].backward()
             stop = _any_rank(sigterm["set"], device) if world > 1 else sigterm["set"]
             optimizer.step()
