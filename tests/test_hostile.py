@@ -287,6 +287,11 @@ def _mini():
     (lambda c: c["finetune"].update(lr=float("inf")), "finetune.lr must be a finite"),
     (lambda c: c["dataset"].update(image_size=18), "not divisible by the weak patch size 4"),
     (lambda c: c["dataset"].update(image_size=15), "not divisible by dit-micro-2's patch size 2"),
+    (lambda c: c["methods"]["flexidit"].update(cfg_sweep=[2.0, 2.004]), "2.004 has more than two decimals"),
+    (lambda c: c["sampling"].update(cfg_scale=1e300), "is outside"),
+    (lambda c: c["finetune"].update(plateau={"multipliers": [0.004], "budgets": {}}), "multipliers: 0.004 is outside"),
+    (lambda c: c["finetune"].update(plateau={"multipliers": [1.0], "budgets": {}}),
+     "finetune.plateau.multipliers has duplicates"),
 ])
 def test_config_refuses_before_any_job_naming_the_key(edit, message):
     from pathlib import Path

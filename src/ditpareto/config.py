@@ -44,6 +44,25 @@ def _finite(key: str, value) -> None:
         raise InputError(f"config {key} must be a finite number, got {value}")
 
 
+# Guidance scales and training-compute multipliers name paths at two decimals (cfg~2.00, ft~0.50): a value must be
+# what its label says, within these bounds (a path component stays short).
+LABEL_BOUNDS = {"scale": (1.0, 100.0), "multiplier": (0.01, 100.0)}
+
+
+def _labelled(key: str, values: list, kind: str) -> None:
+    """Each value must be its own two-decimal label (2.004 would be sampled as 2.00) within ``LABEL_BOUNDS``, and no
+    two values may share a label."""
+    low, high = LABEL_BOUNDS[kind]
+    for value in values:
+        _finite(key, value)
+        if not low <= float(value) <= high:
+            raise InputError(f"config {key}: {value} is outside [{low:g}, {high:g}]")
+        if abs(float(f"{float(value):.2f}") - float(value)) > 1e-9:
+            raise InputError(f"config {key}: {value} has more than two decimals; its paths and rows would say "
+                             f"{float(value):.2f}")
+    _unique(key, [f"{float(v):.2f}" for v in values])
+
+
 def check_study(config: dict, root: str | Path) -> None:
     """Raise InputError naming the first problem: unknown method, budget out of range, duplicate or non-finite
     value, a shape a method cannot take, missing file, ..."""
@@ -56,12 +75,10 @@ def check_study(config: dict, root: str | Path) -> None:
     steps = sampling["steps"]
     _unique("sampling.steps", steps)
     _unique("sampling.seeds", sampling["seeds"])
-    _finite("sampling.cfg_scale", sampling["cfg_scale"])
+    _labelled("sampling.cfg_scale", [sampling["cfg_scale"]], "scale")
     selection = sampling.get("cfg_selection", {})
     if selection.get("scales"):
-        for scale in selection["scales"]:
-            _finite("sampling.cfg_selection.scales", scale)
-        _unique("sampling.cfg_selection.scales", [float(v) for v in selection["scales"]])
+        _labelled("sampling.cfg_selection.scales", selection["scales"], "scale")
         if selection["seed"] in sampling["seeds"]:
             raise InputError(f"config sampling.cfg_selection.seed {selection['seed']} is an evaluation seed "
                              f"(sampling.seeds {sampling['seeds']}): the scale must be chosen on held-out samples")
@@ -86,6 +103,7 @@ def check_study(config: dict, root: str | Path) -> None:
         space_timesteps(1000, sampling["sampler"], n)
     settings = SamplingSettings(sampler=sampling["sampler"], steps=steps[0])
     plateau = config.get("finetune", {}).get("plateau", {})
+    _labelled("finetune.plateau.multipliers", [*plateau.get("multipliers", []), 1.0], "multiplier")
     noise = config.get("finetune", {}).get("seed_noise", {})
     if noise.get("seeds"):
         _unique("finetune.seed_noise.seeds", noise["seeds"])
@@ -99,9 +117,7 @@ def check_study(config: dict, root: str | Path) -> None:
             options = method.parse_options(entry.get("options", {}))
         except InputError as exc:
             raise InputError(f"config methods.{name}.options: {exc}") from None
-        for scale in entry.get("cfg_sweep", []):
-            _finite(f"methods.{name}.cfg_sweep", scale)
-        _unique(f"methods.{name}.cfg_sweep", [float(v) for v in entry.get("cfg_sweep", [])])
+        _labelled(f"methods.{name}.cfg_sweep", entry.get("cfg_sweep", []), "scale")
         if name == "flexidit":
             weak = options.weak_patch_size or 2 * model.patch_size
             if model.input_size % weak:
