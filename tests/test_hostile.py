@@ -290,6 +290,8 @@ def _mini():
     (lambda c: c["methods"]["flexidit"].update(cfg_sweep=[2.0, 2.004]), "2.004 has more than two decimals"),
     (lambda c: c["sampling"].update(cfg_scale=1e300), "is outside"),
     (lambda c: c["finetune"].update(plateau={"multipliers": [0.004], "budgets": {}}), "multipliers: 0.004 is outside"),
+    (lambda c: c["base"].update(num_classes=5), "base.num_classes is 5, but dataset glyphs provides 10"),
+    (lambda c: c["base"].update(in_channels=4), "base.in_channels is 4, but dataset glyphs provides 1"),
     (lambda c: c["finetune"].update(plateau={"multipliers": [1.0], "budgets": {}}),
      "finetune.plateau.multipliers has duplicates"),
 ])

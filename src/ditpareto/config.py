@@ -67,6 +67,7 @@ def check_study(config: dict, root: str | Path) -> None:
     """Raise InputError naming the first problem: unknown method, budget out of range, duplicate or non-finite
     value, a shape a method cannot take, missing file, ..."""
     base, sampling = config["base"], config["sampling"]
+    _check_pixel_dataset(config)
     model = dit_config(base["model"], config["dataset"]["image_size"], in_channels=base["in_channels"],
                        num_classes=base["num_classes"])
     if model.input_size % model.patch_size:
@@ -259,6 +260,18 @@ def _check_official(config: dict, name: str, method, options, heads: int) -> Non
         if name in config.get("finetune", {}).get(section, {}).get("budgets", {}):
             raise InputError(f"config finetune.{section}.budgets.{name}: {name} samples the authors' checkpoints "
                              "(source: official), there is no fine-tune of this study to repeat")
+
+
+# What the generated pixel datasets provide: grey images of the ten digits.
+PIXEL_DATASETS = {"glyphs": {"in_channels": 1, "num_classes": 10}, "digits": {"in_channels": 1, "num_classes": 10}}
+
+
+def _check_pixel_dataset(config: dict) -> None:
+    dataset = config["dataset"]
+    for key, value in PIXEL_DATASETS.get(dataset["name"], {}).items():
+        if config["base"][key] != value:
+            raise InputError(f"config base.{key} is {config['base'][key]}, but dataset {dataset['name']} provides "
+                             f"{value} ({'grey images' if key == 'in_channels' else 'the ten digits'})")
 
 
 def _check_dataset(config: dict) -> None:
