@@ -65,6 +65,16 @@ def test_a_budget_without_a_recorded_scale_stops_planning_with_one_line_and_the_
     assert "Traceback" not in result.stderr and 'File "' not in result.stderr
 
 
+def test_a_config_file_naming_a_key_twice_stops_planning_with_one_line(venv_env, tmp_path):
+    text = (REPO / "config/config.yaml").read_text().replace("device: cpu\n", "device: cpu\ndevice: cuda\n", 1)
+    edited = tmp_path / "twice.yaml"
+    edited.write_text(text)
+    result = run_study(venv_env, tmp_path / "study", edited, "-n", check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("ditpareto:")]
+    assert result.returncode != 0 and len(lines) == 1, result.stderr[-2000:]
+    assert f"config file {edited} names 'device' twice in one mapping (line" in lines[0]
+
+
 def test_cpu_full_plans_cfg_selection_on_a_held_out_seed_and_fine_tune_seed_repeats(venv_env, tmp_path):
     full = yaml.safe_load((REPO / "config/cpu-full.yaml").read_text())
     config, noise = full["sampling"], full["finetune"]["seed_noise"]

@@ -63,6 +63,32 @@ def _labelled(key: str, values: list, kind: str) -> None:
     _unique(key, [f"{float(v):.2f}" for v in values])
 
 
+def check_config_files(paths) -> None:
+    """Refuse a config file that names one key twice in a mapping (YAML keeps the last value silently): InputError
+    naming the file, the key and its line."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise InputError(f"config file {path} names {key!r} twice in one mapping (line "
+                                 f"{key_node.start_mark.line + 1}): YAML would keep only the last")
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in paths:
+        try:
+            yaml.load(Path(path).read_text(), Loader=Strict)
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"config file {path} cannot be read ({type(exc).__name__})") from None
+
+
 def check_study(config: dict, root: str | Path) -> None:
     """Raise InputError naming the first problem: unknown method, budget out of range, duplicate or non-finite
     value, a shape a method cannot take, missing file, ..."""

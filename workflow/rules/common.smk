@@ -8,12 +8,13 @@ from pathlib import Path
 
 import ditpareto
 from ditpareto import study
-from ditpareto.config import check_study, resolve_path
+from ditpareto.config import check_config_files, check_study, resolve_path
 from ditpareto.errors import InputError
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
 try:
+    check_config_files(workflow.configfiles)
+    validate(config, schema="../schemas/config.schema.yaml")
     check_study(config, workflow.basedir)
 except InputError as exc:  # one line, no traceback: what is wrong and the ways forward
     sys.exit(f"ditpareto: {exc}")
