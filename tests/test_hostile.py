@@ -234,6 +234,23 @@ def good_samples(tmp_path, micro_checkpoint):
     return out
 
 
+@pytest.mark.parametrize("damage", ["fewer", "repeated_index"])
+def test_evaluate_cross_checks_the_samples_against_their_record(tmp_path, good_samples, damage):
+    """Samples whose count or indices disagree with their record (a shard of another run, a half-written merge)
+    are refused before any compute."""
+    data = dict(np.load(good_samples))
+    bad = tmp_path / "bad.npz"
+    if damage == "fewer":
+        np.savez(bad, **{k: v[:-1] for k, v in data.items()})
+    else:
+        np.savez(bad, images=data["images"], labels=data["labels"], indices=np.zeros_like(data["indices"]))
+    weights = os.path.join(os.path.dirname(__file__), "..", "assets", "extractor", "glyph-cnn-16.pt")
+    evaluated = cli("evaluate", "--samples", str(bad), "--record", str(good_samples) + ".json", "--reference",
+                    str(good_samples), "--extractor-weights", weights, "--out", str(tmp_path / "e.json"))
+    assert_one_error_line(evaluated, "bad.npz hold", "says num_samples")
+    assert not (tmp_path / "e.json").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "missing_key", "wrong_dtype", "not_npz"])
 def test_evaluate_and_merge_refuse_malformed_samples(tmp_path, good_samples, damage):
     bad = tmp_path / "bad.npz"

@@ -180,6 +180,10 @@ def load_reference_stats(path: str, settings: MetricSettings, size: int) -> tupl
     return {name: torch.from_numpy(value) for name, value in features.items()}, data["radii"], replicates
 
 
+def _span(indices) -> str:
+    return f"{int(indices.min())}..{int(indices.max())}, {len(np.unique(indices))} distinct" if len(indices) else "none"
+
+
 def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out: str, reference: str | None = None,
              reference_batch: str | None = None, features: str | None = None,
              reference_stats: str | None = None) -> dict:
@@ -194,6 +198,11 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
         raise InputError(f"record {record}: params must be an object")
     loaded = load_samples(samples)
     images = loaded["images"]
+    count = result["params"].get("num_samples")
+    if len(images) != count or not np.array_equal(np.sort(loaded["indices"]), np.arange(len(images))):
+        raise InputError(f"samples {samples} hold {len(images)} samples (indices {_span(loaded['indices'])}); their "
+                         f"record {record} says num_samples {count}, indices 0..{count - 1 if isinstance(count, int) else '?'}"
+                         " each once")
     layer = metric_layers(metric_settings)["fid"]
     if reference_batch:
         batch = load_reference_batch(reference_batch)
