@@ -401,3 +401,29 @@ def test_notebook_parameters_must_be_declared_names(tmp_path, marker):
     text.write_text("not a notebook")
     result = cli("notebook", "--notebook", str(text), "--out", str(tmp_path / "out.ipynb"))
     assert_one_error_line(result, "is not a readable Jupyter notebook")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    ({"method": "dydit"}, "method is 'dydit', expected 'dit-ft'"),
+    ({"sha256": "0" * 64}, "sha256 is '000"),
+    ({"train_gmacs": 123456789}, "train_gmacs is 123456789, expected the study's 21000"),
+    ({"train_gmacs": "lots"}, "train_gmacs is 'lots', expected a finite number > 0"),
+    ({"optimizer_steps": -3}, "optimizer_steps is -3"),
+    ({"train_gmacs_budget": 42000.0}, "train_gmacs_budget is 42000.0, expected the study's 21000"),
+])
+def test_a_fine_tunes_training_record_is_checked_on_import(tmp_path, edit, fragment):
+    """The record beside shipped weights reaches the equal-compute columns: an edited method, digest or training
+    compute is refused with one line, and nothing is copied."""
+    import shutil
+
+    shipped = os.path.join(os.path.dirname(__file__), "..", "assets", "finetuned", "dit-ft", "finetuned.pt")
+    weights = tmp_path / "finetuned.pt"
+    shutil.copyfile(shipped, weights)
+    record = json.loads(open(shipped + ".json").read())
+    (tmp_path / "finetuned.pt.json").write_text(json.dumps({**record, **edit}))
+    out = tmp_path / "out" / "finetuned.pt"
+    result = cli("import-finetuned", "--method", "dit-ft", "--model", "dit-toy-2", "--image-size", "16",
+                 "--in-channels", "1", "--num-classes", "10", "--checkpoint", str(weights), "--train-gmacs", "21000",
+                 "--out", str(out))
+    assert_one_error_line(result, "finetuned.pt.json", fragment)
+    assert not out.exists()

@@ -328,6 +328,15 @@ def finetuned_sha256_flag(wildcards):
     return f"--sha256 {sha}" if sha else ""
 
 
+def record_gmacs_flag(wildcards):
+    """import-finetuned checks the record's training GMACs against the run's target (finetune.train_gmacs x its
+    multiple); the authors' checkpoints state none."""
+    gmacs = config["finetune"].get("train_gmacs")
+    if official_checkpoint(wildcards) or not gmacs:
+        return ""
+    return f"--train-gmacs {gmacs * study.parse_ft(run_ft(wildcards))[0]:g}"
+
+
 def budget_flag(wildcards):
     budget = run_budget(wildcards)
     return f"--budget {q(budget)}" if budget else ""

@@ -69,8 +69,10 @@ rule import_finetuned:
         options=options_flag,
         budget=budget_flag,
         sha256=finetuned_sha256_flag,
+        train_gmacs=record_gmacs_flag,
         command=import_command,
         version=VERSION,
     shell:
         "python -m ditpareto {params.command} --method {wildcards.method} {params.options} {params.budget} "
-        "{params.model} --checkpoint {input.weights:q} {params.sha256} --out {output.weights:q} > {log:q} 2>&1"
+        "{params.model} --checkpoint {input.weights:q} {params.sha256} {params.train_gmacs} "
+        "--out {output.weights:q} > {log:q} 2>&1"

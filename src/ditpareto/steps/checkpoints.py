@@ -29,16 +29,19 @@ def verified_digest(checkpoint: str, sha256: str | None, what: str) -> str:
     return digest
 
 
-def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate) -> str:
-    """Check a file's sha256 (when given) and contents (``validate(path)``), then copy it (and its .json record,
-    when one lies beside it) to ``out``; returns the digest."""
+def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate, check_record=None) -> str:
+    """Check a file's sha256 (when given), its .json record when one lies beside it (``check_record(record,
+    digest)``) and its contents (``validate(path)``), then copy both to ``out``; returns the digest."""
     digest = verified_digest(checkpoint, sha256, what)
+    path = Path(str(checkpoint) + ".json")
+    record = read_record(path) if path.is_file() else None
+    if check_record is not None:
+        check_record(record, digest)
     validate(checkpoint)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, out)
-    record = Path(str(checkpoint) + ".json")
-    if record.is_file():
-        write_json(read_record(record), str(out) + ".json")
+    if record is not None:
+        write_json(record, str(out) + ".json")
     return digest
 
 
@@ -64,7 +67,7 @@ def import_extractor(*, extractor: str, checkpoint: str, out: str, sha256: str |
 
 
 def import_finetuned(*, method: Method, options: MethodOptions, spec: ModelSpec, checkpoint: str, out: str,
-                     sha256: str | None = None, budget: str | None = None) -> dict:
+                     sha256: str | None = None, budget: str | None = None, train_gmacs: float | None = None) -> dict:
     """Check a fine-tune (sha256, keys, shapes, its training record) and copy both into the study.
 
     Example: python -m ditpareto import-finetuned --method dydit --budget 0.50 --model dit-toy-2 --image-size 16
@@ -74,8 +77,47 @@ def import_finetuned(*, method: Method, options: MethodOptions, spec: ModelSpec,
         raise InputError(f"fine-tune {checkpoint} has no training record {checkpoint}.json "
                          "(train_gmacs, steps, samples seen)")
     digest = checked_copy(checkpoint, sha256, out, f"{method.name} fine-tune",
-                          lambda path: method.load_model(path, spec, options))
+                          lambda path: method.load_model(path, spec, options),
+                          lambda record, digest: check_finetune_record(record, f"{checkpoint}.json", method, budget,
+                                                                       digest, train_gmacs))
     return {"method": method.name, "budget": budget, "out": out, "sha256": digest}
+
+
+def check_finetune_record(record: dict, path: str, method: Method, budget: str | None, digest: str,
+                          train_gmacs: float | None = None) -> None:
+    """A fine-tune's training record, checked before it reaches the equal-compute columns: its method and budget
+    are the target's, its sha256 is the weights' digest, its training GMACs, optimizer steps and samples seen are
+    finite positive numbers, and (given ``train_gmacs``, the study's target for this run) within 1 % of it. InputError
+    naming the field."""
+    import math
+
+    from ditpareto.study import TRAIN_GMACS_TOLERANCE
+
+    def bad(field: str, wanted: str):
+        return InputError(f"training record {path}: {field} is {record.get(field)!r}, expected {wanted}")
+
+    if record.get("method") != method.name:
+        raise bad("method", repr(method.name))
+    if budget is not None and record.get("budget") is not None and str(record["budget"]) != str(budget):
+        raise bad("budget", repr(budget))
+    if str(record.get("sha256", "")).lower() != digest:
+        raise bad("sha256", f"the weights' digest {digest}")
+    for field, kind in (("train_gmacs", float), ("optimizer_steps", int), ("samples_seen", int)):
+        value = record.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
+                or (kind is int and value != int(value)):
+            raise bad(field, f"a finite {'integer' if kind is int else 'number'} > 0")
+    if not train_gmacs:
+        return
+    target = record.get("train_gmacs_budget", train_gmacs)
+    if not isinstance(target, (int, float)) or abs(float(target) - train_gmacs) > 1e-6 * train_gmacs:
+        raise bad("train_gmacs_budget", f"the study's {train_gmacs:g} (finetune.train_gmacs x the run's multiple)")
+    # a run stops at the first step that reaches its budget: it may pass it by less than two steps' compute
+    step = record.get("gmacs_per_step_first")
+    slack = max(TRAIN_GMACS_TOLERANCE * train_gmacs, 2 * step if isinstance(step, (int, float)) else 0.0)
+    if abs(record["train_gmacs"] - train_gmacs) > slack:
+        raise bad("train_gmacs", f"the study's {train_gmacs:g} (finetune.train_gmacs x the run's multiple) within "
+                                 f"{slack:g}")
 
 
 def import_official(*, method: Method, options: MethodOptions, spec: ModelSpec, checkpoint: str, out: str,
