@@ -130,10 +130,24 @@ def _tiny_run(tmp_path, name="state.pt", steps=3):
     return run_training(model, x, y, config, tmp_path / name, tmp_path / "loss.csv")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "no_step", "payload"])
+@pytest.mark.parametrize("damage", ["truncated", "no_step", "payload", "misshaped", "optimizer_groups", "rng",
+                                    "negative_step"])
 def test_a_damaged_state_is_set_aside_and_the_run_starts_over(tmp_path, marker, damage):
     state = tmp_path / "state.pt"
-    if damage == "truncated":
+    if damage in ("misshaped", "optimizer_groups", "rng", "negative_step"):
+        _tiny_run(tmp_path, steps=2)
+        saved = torch.load(state, weights_only=True)
+        if damage == "misshaped":
+            key = next(iter(saved["model"]))
+            saved["model"][key] = torch.zeros(3)
+        elif damage == "optimizer_groups":
+            saved["opt"]["param_groups"].append(dict(saved["opt"]["param_groups"][0]))
+        elif damage == "rng":
+            saved["rng"] = [{"cpu": torch.zeros(5)}]
+        else:
+            saved["step"] = -1
+        torch.save(saved, state)
+    elif damage == "truncated":
         _tiny_run(tmp_path, steps=2)
         state.write_bytes(state.read_bytes()[:100])
     elif damage == "no_step":

@@ -176,6 +176,36 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
 
 
+def _restore_problem(state: dict, model: torch.nn.Module, optimizer, world: int) -> str | None:
+    """Why a saved state cannot be restored into ``model`` and ``optimizer`` (None when it can), checked before any
+    of it is applied: a negative step, weights that do not fit the model, optimizer groups that do not match, RNG
+    states that are not byte tensors for each rank."""
+    from ditpareto.models.checkpoint import CheckpointError, validate_state_dict
+
+    if int(state["step"]) < 0:
+        return f"step {int(state['step'])} is negative"
+    expected = model.state_dict()
+    for key in ("model", "ema"):
+        try:
+            validate_state_dict(state[key], expected, f"its {key} weights")
+        except (CheckpointError, AttributeError, TypeError) as exc:
+            return str(exc)
+    saved = state["opt"]
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or [len(g.get("params", [])) for g in groups] != \
+            [len(g["params"]) for g in optimizer.param_groups] or not isinstance(saved.get("state"), dict):
+        return "its optimizer groups do not match this run's"
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    for rng in rngs:
+        rng = {"cpu": rng} if torch.is_tensor(rng) else rng
+        if not isinstance(rng, dict) or not all(torch.is_tensor(v) and v.dtype == torch.uint8 for v in rng.values()) \
+                or "cpu" not in rng or rng["cpu"].numel() != torch.get_rng_state().numel():
+            return "its RNG states are not those of a generator"
+    if isinstance(state["rng"], list) and len(state["rng"]) != world:
+        return f"it holds RNG states for {len(state['rng'])} processes, this run has {world}"
+    return None
+
+
 def _rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -274,6 +304,14 @@ def _train(model, x0, labels, config, state_path, final_csv, loss_fn, diffusion,
         group["peak_lr"] = group["lr"]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     state, stale = _saved_state(state_path, config)
+    problem = None if state is None or stale else _restore_problem(state, model, optimizer, world)
+    if problem:
+        if main:
+            kept = state_path.with_name(state_path.name + ".damaged")
+            os.replace(state_path, kept)
+            log.warning("training state %s cannot be restored (%s): kept as %s, starting from step 0", state_path,
+                        problem, kept)
+        state = None
     start = 0
     if stale:
         if main:
