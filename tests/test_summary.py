@@ -38,6 +38,15 @@ def test_the_ledger_table_formats_each_kind_of_row():
     assert "1.01× [0.99×, 1.03×]" in lines[4] and "0.50 / 0.60 vs 0.63 / 0.47" in lines[4]
 
 
+def test_the_landing_table_names_claims_in_a_few_words():
+    from ditpareto.summary import _short_claim
+
+    assert _short_claim("lambda=0.7 (DiT-XL/2 256px): FID 2.12 vs DiT 2.27 (-6.6%) at 71% compute") == \
+        "lambda=0.7: −6.6 % FID at 71 %"
+    assert _short_claim("beats fewer steps: lower FID") == "beats fewer steps"
+    assert _short_claim(REGIME_CLAIM) == "guidance regime"
+
+
 def test_the_answer_in_three_lines():
     from ditpareto.summary import answer_lines
 

@@ -97,26 +97,50 @@ def answer_lines(verdicts: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _short_claim(claim: str) -> str:
+    """A claim in a few words for the landing table: "lambda=0.7: −6.6 % at 71 %", "beats fewer steps", "regime"."""
+    import re
+
+    kind = _kind(claim)
+    if kind != "claim":
+        return "beats fewer steps" if kind == "beats" else "guidance regime"
+    match = re.match(r"^(.*?) \(.*\): FID .*\(([-+]?[0-9.]+)%\) at (\d+)% compute", claim)
+    if not match:
+        return claim
+    setting, change, compute = match.groups()
+    return f"{setting}: {float(change):+.1f} % FID at {compute} %".replace("-", "−")
+
+
 def answer_html(verdicts: pd.DataFrame, scale: str) -> str:
-    """The report's landing-page block (an HTML fragment): the question, this run's scale, the answer in three lines
-    and the ledger as a table (the README's columns)."""
+    """The report's landing-page block (an HTML fragment, short enough for one screen beside the rule graph): the
+    question, this run's scale, the answer in three lines and the ledger as a compact table (the full one is the
+    first result in "1. The answer")."""
     import html
 
-    header, _, *rows = ledger_markdown(verdicts).strip().splitlines()
-    cells = [[html.escape(c.strip()) for c in line.strip().strip("|").split(" | ")] for line in [header, *rows]]
-    table = ("<table class='ditpareto-ledger'><thead><tr>" + "".join(f"<th>{c}</th>" for c in cells[0])
+    rows = []
+    for _, row in verdicts.iterrows():
+        kind = _kind(str(row["claim"]))
+        estimate = f"{_number(row['estimate'], kind)} [{_number(row['ci_low'], kind)}, {_number(row['ci_high'], kind)}]"
+        holm = row.get("verdict_holm")
+        verdict = str(row["verdict"]) + (f" (Holm: {holm})" if isinstance(holm, str) and holm != row["verdict"]
+                                         and kind != "regime" else "")
+        rows.append([str(row["method"]), _short_claim(str(row["claim"])), estimate, _compute(row), verdict])
+    head = ["method", "claim (paper)", "toy estimate [95 % CI]", "executed compute", "verdict"]
+    cell = "padding:1px 4px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top"
+    keep = [False, False, True, False, False]  # the estimate stays on one line; the rest may wrap
+    table = ("<table class='ditpareto-ledger' style='border-collapse:collapse;font-size:11px;line-height:1.25;"
+             "margin:4px 0;width:100%'><thead><tr>"
+             + "".join(f"<th style='{cell};background:#f4f4f4'>{html.escape(c)}</th>" for c in head)
              + "</tr></thead><tbody>"
-             + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
+             + "".join("<tr>" + "".join(f"<td style='{cell}{';white-space:nowrap' if k else ''}'>{html.escape(c)}</td>"
+                                        for c, k in zip(r, keep)) + "</tr>" for r in rows)
              + "</tbody></table>")
-    style = ("<style>.ditpareto-ledger{border-collapse:collapse;font-size:12px;margin:6px 0}"
-             ".ditpareto-ledger th,.ditpareto-ledger td{padding:2px 6px;border-bottom:1px solid #ddd;"
-             "text-align:left;vertical-align:top}.ditpareto-ledger th{background:#f4f4f4}</style>")
     answer = "".join(f"<li>{html.escape(line)}</li>" for line in answer_lines(verdicts))
-    return (f"<div class='ditpareto-answer'>{style}<p><b>{html.escape(QUESTION)}</b></p>"
+    return (f"<div class='ditpareto-answer' style='font-size:12px'><p><b>{html.escape(QUESTION)}</b></p>"
             f"<p>This run: <b>{html.escape(scale)}</b>.</p><ul>{answer}</ul>{table}"
-            "<p>CIs: 95 % paired-bootstrap intervals widened by the recorded fine-tune seed spread; one evaluation "
-            "seed. Claims rows: relative FID change against the untouched DiT at full steps; beats rows: FID minus "
-            "the dit-ft step-ladder envelope at equal GMACs.</p></div>\n")
+            "<p>Claims: relative FID change against the untouched DiT at full steps; beats fewer steps: FID minus "
+            "the dit-ft step-ladder envelope at equal GMACs. CIs: 95 % paired bootstrap widened by the recorded "
+            "fine-tune seed spread; one evaluation seed.</p></div>\n")
 
 
 def summary_markdown(verdicts: pd.DataFrame, figures: list[str], scale: str, out_dir: str) -> str:
