@@ -144,3 +144,25 @@ def test_the_shipped_seed_noise_table_is_checked_like_the_guidance_table():
     with pytest.raises(InputError, match=r"finetune.noise_recorded.table .* is stale for dydit/0.50/10: recorded "
                                          r"with checkpoint 592ca933ee02.*either re-record it.*or measure the noise"):
         check_study(config, REPO)
+
+
+def test_the_shipped_plateau_table_is_checked_against_the_base_and_the_training_compute():
+    """The recorded plateau points name the base they were fine-tuned from and their training GMACs: another base or
+    another finetune.train_gmacs makes them stale, refused at start with one line and both ways forward."""
+    config = with_defaults(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    config["sampling"].pop("cfg_recorded")
+    config["finetune"].pop("noise_recorded")
+    check_study(config, REPO)
+    other_base = copy.deepcopy(config)
+    other_base["base"]["sha256"] = "ef" * 32
+    with pytest.raises(InputError, match=r"plateau_recorded.table .* is stale for .* recorded from base 0caba70b0dd2.*"
+                                         r"either re-record it.*or run the plateau in this study"):
+        check_study(other_base, REPO)
+    longer = copy.deepcopy(config)
+    longer["finetune"]["train_gmacs"] = 42000
+    with pytest.raises(InputError, match=r"is stale for .* at 0.5x: .*train_gmacs 1050\d"):
+        check_study(longer, REPO)
+    tampered = copy.deepcopy(config)
+    tampered["finetune"]["plateau_recorded"]["sha256"] = "0" * 64
+    with pytest.raises(InputError, match="plateau_recorded.table .* has sha256"):
+        check_study(tampered, REPO)

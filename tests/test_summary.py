@@ -16,7 +16,8 @@ FROZEN = REPO / "results/published/default-verdicts.csv"
 
 def _ledger():
     common = {"precision": 0.5, "recall": 0.6, "comparator_precision": 0.63, "comparator_recall": 0.47,
-              "compute_mismatch": False, "verdict_holm": "inconclusive", "regime": "guidance regime 1.01x"}
+              "compute_mismatch": False, "verdict_holm": "inconclusive", "regime": "guidance regime 1.01x",
+              "verdict_by_training": "0.5x: reproduced; 1x: inconclusive"}
     return pd.DataFrame([
         {**common, "method": "dydit", "claim": "lambda=0.7 (DiT-XL/2 256px): FID 2.12 vs DiT 2.27 (-6.6%)",
          "estimate": 0.004, "ci_low": -0.071, "ci_high": 0.078, "verdict": "inconclusive",
@@ -89,6 +90,8 @@ def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp
     page = (tmp_path / "out/summary.md").read_text()
     assert "**Scale: toy scale: test.**" in page and ledger_markdown(_ledger()) in page
     assert "guidance regime 1.01x" in page and "(../figures/pareto.png)" in page
+    assert "- dydit lambda=0.7: −6.6 % FID at" not in page  # the test ledger's claim has no compute: kept whole
+    assert "verdict at the training computes measured" in page and "0.5x: reproduced; 1x: inconclusive" in page
     text = readme.read_text()
     assert text.startswith("# title") and text.endswith("the rest\n") and "stale" not in text
     assert read_block(text) == ledger_markdown(_ledger())

@@ -162,6 +162,12 @@ def summary_markdown(verdicts: pd.DataFrame, figures: list[str], scale: str, out
     ]
     if not regime.empty:
         parts.append(f"- {regime.iloc[0]}")
+    curves = verdicts[verdicts["claim"].map(_kind) == "claim"]
+    if "verdict_by_training" in curves and len(curves):
+        parts += ["", "Each claim's verdict at the training computes measured (fine-tunes at 0.5x and 2x the shared "
+                      "compute, where recorded):", ""]
+        parts += [f"- {r['method']} {_short_claim(str(r['claim']))}: {r['verdict_by_training']}"
+                  for _, r in curves.iterrows()]
     parts += ["", "Figures:", ""]
     parts += [f"- [{os.path.basename(f)}]({os.path.relpath(f, out_dir)})" for f in figures]
     return "\n".join(parts) + "\n"
