@@ -17,11 +17,10 @@ from conftest import randomize_
 from simulated_device import DeviceMixError, OnDevice, simulated_device
 
 from ditpareto.errors import InputError
-from ditpareto.flops import plan_macs
 from ditpareto.latency import measure, prepare
 from ditpareto.methods import METHODS, SamplingSettings
 from ditpareto.runtime import precision_scope, resolve_device
-from ditpareto.sampling import generate
+from ditpareto.sampling import counted_macs, generate
 
 # Every kind of plan: step ladders, DyDiT sliced and with routers bypassed, FlexDiT sparse and full, FlexiDiT with
 # both branches weak and with weak-model guidance (cond weak fewer steps than the guidance branch).
@@ -104,11 +103,11 @@ def test_sampling_flops_and_latency_run_on_the_device(name, budget, base, tiny_s
     model = method_model(name, base)
     cpu_plan = method.plan(copy.deepcopy(model), method.parse_budget(budget), SETTINGS, tiny_spec)
     expected, _ = generate(cpu_plan, tiny_spec, SETTINGS, seed=0, indices=range(3), batch_size=3, progress=False)
-    expected_macs = plan_macs(cpu_plan, tiny_spec, (1, 16, 16))
+    expected_macs = counted_macs(cpu_plan, tiny_spec, (1, 16, 16))
     with simulated_device() as device:
         plan = method.plan(model.to(device), method.parse_budget(budget), SETTINGS, tiny_spec)
         batch, _ = generate(plan, tiny_spec, SETTINGS, seed=0, indices=range(3), batch_size=3, progress=False)
-        macs = plan_macs(plan, tiny_spec, (1, 16, 16))
+        macs = counted_macs(plan, tiny_spec, (1, 16, 16))
         timed = prepare("point", plan, tiny_spec, SETTINGS, seed=0)
         assert all(isinstance(x, OnDevice) and isinstance(t, OnDevice) for x, t, _ in timed.states)
         rows = measure([timed], batches=[2], rounds=1)

@@ -140,6 +140,15 @@ def test_merge_refuses_incomplete_or_mismatched_shards(pixel_checkpoint, tmp_pat
         cli(["merge-samples", "--shards", str(tmp_path / "shard0-of-2.npz"), "--records",
              str(tmp_path / "shard0-of-2.json"), "--out", str(tmp_path / "bad.npz"), "--record", str(tmp_path / "b.json")])
     assert not (tmp_path / "bad.npz").exists()
+    # a shard sampled by other code (killed, the code edited, rerun) never merges with the first one's
+    record = json.loads((tmp_path / "shard1-of-2.json").read_text())
+    assert len(record["code"]) == 16
+    (tmp_path / "shard1-of-2.json").write_text(json.dumps({**record, "code": "0" * 16}))
+    with pytest.raises(SystemExit):
+        cli(["merge-samples", "--shards", str(tmp_path / "shard0-of-2.npz"), str(tmp_path / "shard1-of-2.npz"),
+             "--records", str(tmp_path / "shard0-of-2.json"), str(tmp_path / "shard1-of-2.json"), "--out",
+             str(tmp_path / "bad.npz"), "--record", str(tmp_path / "b.json")])
+    assert not (tmp_path / "bad.npz").exists()
 
 
 # ------------------------------------------------------------------------------- miniature paper run (end to end)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -338,7 +339,8 @@ def test_a_checkout_path_with_spaces_and_shell_metacharacters(venv_env, tmp_path
     weird = tmp_path / "check out; touch PWNED $(touch PWNED2) `touch PWNED3`"
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in tracked.splitlines():
-        if name.startswith(("Snakefile", "workflow/", "notebooks/", "profiles/", "envs/", "results/published/")):
+        if name.startswith(("Snakefile", "workflow/", "notebooks/", "profiles/", "envs/", "results/published/",
+                            "src/")):
             (weird / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, weird / name)
     inputs = weird / "inputs $HOME"
@@ -377,6 +379,17 @@ def test_a_checkout_path_with_spaces_and_shell_metacharacters(venv_env, tmp_path
     weird.rename(moved)
     result = plan(moved, "-n")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+    # a version bump alone reruns nothing; an edit to the sampler reruns sampling and what reads its samples only
+    init = moved / "src/ditpareto/__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.'))
+    result = plan(moved, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+    sampler = moved / "src/ditpareto/sampling.py"
+    sampler.write_text(sampler.read_text() + "\n# an edit\n")
+    result = plan(moved, "-n")
+    planned = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, re.MULTILINE))
+    assert {"sample", "merge_samples", "evaluate", "aggregate"} <= planned, result.stdout[-3000:]
+    assert not planned & {"prepare_data", "import_base", "import_extractor"}, planned
 
 
 def test_planning_needs_no_torch(venv_env, tmp_path):

@@ -71,12 +71,16 @@ def dit_macs_per_call(config: DiTConfig) -> int:
 
 
 @torch.no_grad()
-def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]) -> dict:
+def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...], sampled_macs=None) -> dict:
     """MACs per image over the plan's whole trajectory, CFG included, counted by executing each distinct
     step once (steps sharing ``plan.step_key`` have identical compute) on one image; plans whose compute depends
-    on the data count on real trajectories instead (``plan.macs_counter``)."""
+    on the data count on real trajectories instead (``plan.macs_counter(sampled_macs)``, given the sampler's counter
+    ``sampling.sampled_macs``: ``sampling.counted_macs`` passes it)."""
     if plan.macs_counter is not None:
-        return plan.macs_counter()
+        if sampled_macs is None:
+            raise ValueError("this plan's compute depends on the data: count it on sampled trajectories "
+                             "(sampling.counted_macs)")
+        return plan.macs_counter(sampled_macs)
     x = torch.randn(1, *latent_shape).to(plan.device)
     y = torch.zeros(1, dtype=torch.long, device=plan.device)
     per_key: dict = {}
@@ -92,23 +96,6 @@ def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]
     return {
         "macs_per_image": total,
         "macs_per_call": total / calls,
-        "network_calls_per_image": calls,
-        "steps": plan.num_steps,
-    }
-
-
-@torch.no_grad()
-def sampled_macs(plan: SamplingPlan, spec: ModelSpec, settings, num_samples: int, seed: int = 0,
-                 batch_size: int = 64) -> dict:
-    """MACs per image counted while the real sampler generates samples 0..num_samples-1 of ``seed`` (the grid's
-    own labels and noise), CFG included: for methods whose compute depends on the data."""
-    from ditpareto.sampling import generate
-
-    total = count_macs(lambda: generate(plan, spec, settings, seed, range(num_samples), batch_size, progress=False))
-    calls = plan.network_calls
-    return {
-        "macs_per_image": total / num_samples,
-        "macs_per_call": total / num_samples / calls,
         "network_calls_per_image": calls,
         "steps": plan.num_steps,
     }

@@ -21,8 +21,9 @@ class SamplingPlan:
     ``step_key(step)`` is equal for steps with identical compute, so FLOPs can be counted once per key;
     ``calls_per_step`` is the number of single-image network calls per image and step (2 with CFG; the mean over
     the steps when only some are guided);
-    ``macs_counter``, when set, replaces per-key counting for data-dependent compute (e.g. token routing): it
-    returns ``plan_macs``'s dict counted on real sampling trajectories (see ``flops.sampled_macs``);
+    ``macs_counter(sampled_macs)``, when set, replaces per-key counting for data-dependent compute (e.g. token
+    routing): given the sampler's counter (``sampling.sampled_macs``: the sampling layer hands it down, so no method
+    imports the sampler), it returns ``plan_macs``'s dict counted on real sampling trajectories;
     ``device`` is where the model and every tensor the plan holds live: build a plan after moving its model.
     """
 
@@ -31,7 +32,7 @@ class SamplingPlan:
     calls_per_step: float
     step_key: Callable[[int], Hashable] = field(default=lambda step: None)
     details: dict = field(default_factory=dict)
-    macs_counter: Callable[[], dict] | None = None
+    macs_counter: Callable[[Callable], dict] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ditpareto.diffusion import per_sample_labels, per_sample_randn, sample_generators, sample_loop
 from ditpareto.errors import InputError
+from ditpareto.flops import count_macs, plan_macs
 from ditpareto.models import dit_config
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.plans import SamplingPlan
@@ -76,3 +77,25 @@ def generate(
     if not images:
         raise ValueError("no sample indices given")
     return SampleBatch(to_uint8(torch.cat(images)), torch.cat(labels).numpy(), indices), seconds_per_image
+
+
+@torch.no_grad()
+def sampled_macs(plan: SamplingPlan, spec: ModelSpec, settings: SamplingSettings, num_samples: int, seed: int = 0,
+                 batch_size: int = 64) -> dict:
+    """MACs per image counted while the sampler generates samples 0..num_samples-1 of ``seed`` (the grid's own
+    labels and noise), CFG included: for methods whose compute depends on the data (a plan's ``macs_counter`` is
+    handed this function)."""
+    total = count_macs(lambda: generate(plan, spec, settings, seed, range(num_samples), batch_size, progress=False))
+    calls = plan.network_calls
+    return {
+        "macs_per_image": total / num_samples,
+        "macs_per_call": total / num_samples / calls,
+        "network_calls_per_image": calls,
+        "steps": plan.num_steps,
+    }
+
+
+def counted_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]) -> dict:
+    """A plan's MACs per image: per distinct step (``flops.plan_macs``), or on sampled trajectories where its compute
+    depends on the data (``sampled_macs``)."""
+    return plan_macs(plan, spec, latent_shape, sampled_macs=sampled_macs)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import ditpareto
 from ditpareto import study
+from ditpareto.codehash import code_hash
 from ditpareto.config import check_config_files, check_study, resolve_path
 from ditpareto.errors import InputError
 from snakemake.utils import validate
@@ -19,11 +20,22 @@ try:
 except InputError as exc:  # one line, no traceback: what is wrong and the ways forward
     sys.exit(f"ditpareto: {exc}")
 
-VERSION = ditpareto.__version__
+
+def code_of(*modules):
+    """The digest of the code a rule's step runs (ditpareto.codehash over this checkout's src): in each rule's
+    params, so an edit reruns exactly the jobs whose code it touches, and a version bump alone reruns nothing.
+    """
+    return code_hash(SOURCE_DIR, *(f"ditpareto.{m}" for m in modules))
+
+
 # Third-party packages only: every job imports ditpareto from this checkout (PYTHONPATH below), so the venv and a
 # `--sdm conda` environment run the same code.
 ENV = "../../envs/ditpareto.yaml"
-SOURCE = shlex.quote(str(resolve_path("src", workflow.basedir)))
+# the code the jobs run: this checkout's src, else (a workflow copied without it) the installed package's
+SOURCE_DIR = str(resolve_path("src", workflow.basedir))
+if not Path(SOURCE_DIR, "ditpareto").is_dir():
+    SOURCE_DIR = str(Path(ditpareto.__file__).resolve().parents[1])
+SOURCE = shlex.quote(SOURCE_DIR)
 # (doubled braces: Snakemake formats the prefix like a shell command)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")

@@ -16,7 +16,7 @@ rule prepare_data:
     threads: 2
     params:
         dataset=dataset_flags,
-        version=VERSION,
+        code=code_of("steps.data"),
     shell:
         "python -m ditpareto --threads {threads} prepare-data {params.dataset} --draw {wildcards.draw} "
         "--workers {threads} --out {output.data:q} > {log:q} 2>&1"
@@ -42,7 +42,7 @@ rule pretrain:
         model=model_flags(),
         train=pretrain_flags(),
         state="results/training/pretrain/state.pt",
-        version=VERSION,
+        code=code_of("steps.training"),
     shell:
         "python -m ditpareto --threads {threads} --nproc {resources.gpu} pretrain {params.model} {params.train} "
         "--data {input.data:q} --state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} "
@@ -61,7 +61,7 @@ rule import_base:
     params:
         model=model_flags(),
         sha256=sha256_flag(),
-        version=VERSION,
+        code=code_of("steps.checkpoints"),
     shell:
         "python -m ditpareto import-base {params.model} --checkpoint {input:q} {params.sha256} "
         "--out {output:q} > {log:q} 2>&1"
@@ -85,7 +85,7 @@ rule train_extractor:
         extractor=config["metrics"]["feature_extractor"],
         steps=config["metrics"]["extractor"]["steps"],
         seed=config["metrics"]["extractor"]["seed"],
-        version=VERSION,
+        code=code_of("steps.metrics"),
     shell:
         "python -m ditpareto --threads {threads} train-extractor --extractor {params.extractor} "
         "--data {input.data:q} --val {input.val:q} --steps {params.steps} --seed {params.seed} "
@@ -104,7 +104,7 @@ rule import_extractor:
     params:
         extractor=config["metrics"]["feature_extractor"],
         sha256=extractor_sha256_flag(),
-        version=VERSION,
+        code=code_of("steps.checkpoints"),
     shell:
         "python -m ditpareto import-extractor --extractor {params.extractor} --checkpoint {input:q} "
         "{params.sha256} --out {output:q} > {log:q} 2>&1"
@@ -134,7 +134,7 @@ rule calibrate:
         samples=config["sampling"]["num_samples"],
         replicates=config["metrics"]["calibration"]["replicates"],
         min_ratio=config["metrics"]["calibration"]["min_ratio"],
-        version=VERSION,
+        code=code_of("steps.metrics"),
     shell:
         "python -m ditpareto --threads {threads} calibrate --reference {input.reference:q} --floor {input.floor:q} "
         "--samples {params.samples} --replicates {params.replicates} --min-ratio {params.min_ratio} "
@@ -159,7 +159,7 @@ rule reference:
         metrics=metric_flags(),
         reference=reference_flag(),
         floor=lambda wildcards, input: floor_flags(input),
-        version=VERSION,
+        code=code_of("steps.metrics"),
     shell:
         "python -m ditpareto --threads {threads} reference {params.reference} {input.reference:q} {params.floor} "
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"
@@ -180,7 +180,7 @@ rule reference_stats:
     threads: 2
     params:
         metrics=metric_flags(),
-        version=VERSION,
+        code=code_of("steps.metrics"),
     shell:
         "python -m ditpareto --threads {threads} reference-stats --reference {input.reference:q} "
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"

@@ -26,7 +26,7 @@ rule sample:
         latents=latent_flags(),
         options=options_flag,
         device=device_flag(),
-        version=VERSION,
+        code=code_of("steps.sampling"),
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
         "--budget {wildcards.budget:q} --steps {wildcards.steps} --ft {wildcards.ft} --cfg-scale {wildcards.cfg} "
@@ -47,7 +47,7 @@ rule merge_samples:
     conda:
         ENV
     params:
-        version=VERSION,
+        code=code_of("steps.shards"),
     shell:
         "python -m ditpareto merge-samples --shards {input.shards:q} --records {input.records:q} "
         "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
@@ -74,7 +74,7 @@ rule evaluate:
         metrics=metric_flags(),
         reference=reference_flag(),
         stats=lambda wildcards, input: flag_of("--reference-stats", input.reference_stats),
-        version=VERSION,
+        code=code_of("steps.metrics"),
     shell:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
         "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
@@ -105,7 +105,7 @@ rule latency:
         guidance=config["sampling"]["guidance_channels"],
         precision=config["sampling"]["precision"],
         device=device_flag(),
-        version=VERSION,
+        code=code_of("steps.sampling"),
     shell:
         "python -m ditpareto --threads {threads} latency --points {params.points:q} {params.model} "
         "--batch-sizes {params.batches} --rounds {params.rounds} --sampler {params.sampler} "

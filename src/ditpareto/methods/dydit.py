@@ -3,7 +3,7 @@
 Budget = the FLOPs target λ in (0, 1] (label with two decimals, "0.50"). Training follows the released scripts
 (straight-through Gumbel-sigmoid routers, (mean ratio - target)^2 FLOPs loss with weight 2, target ramp
 1 -> λ, optional weight-shared complete-model loss, 4-bin stratified timesteps); sampling runs the sliced path
-(``DyDiT.forward_sliced``) and its MACs are counted on real trajectories (``flops.sampled_macs``).
+(``DyDiT.forward_sliced``) and its MACs are counted on real trajectories (``sampling.sampled_macs``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.flops import count_train_macs, dit_macs_per_call, sampled_macs
+from ditpareto.flops import count_train_macs, dit_macs_per_call
 from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
@@ -192,7 +192,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
                             step_key=lambda step: step, details=details, device=model_device(model))
         n = getattr(model, "method_options", DyDiTOptions()).flops_samples
 
-        def count() -> dict:
+        def count(sampled_macs) -> dict:
             stats.kept.clear(), stats.total.clear()
             stats.enabled = True
             try:

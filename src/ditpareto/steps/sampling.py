@@ -18,14 +18,15 @@ from ditpareto.diffusion import MAX_SEED
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import sha256_of
 from ditpareto.npzfiles import save_npz
-from ditpareto.flops import dit_macs_per_call, plan_macs, summarize
+from ditpareto.codehash import running_code_hash
+from ditpareto.flops import dit_macs_per_call, summarize
 from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
 from ditpareto.models import build_dit
 from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
-from ditpareto.sampling import generate
+from ditpareto.sampling import counted_macs, generate
 from ditpareto.shards import shard_indices
 from ditpareto.study import NO_SOURCE, PIPELINE, STEP_BUDGET_METHODS, GridPoint, ModelSpec, SamplingSettings, cfg_label
 from ditpareto.timing import DeviceClock, summarize as summarize_timings
@@ -82,7 +83,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
             with torch.autocast(target.type, enabled=False):
                 return decode_latents(autoencoder, z.float(), latent_scale)
     with precision_scope(precision, target):
-        macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+        macs = counted_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
         start = time.perf_counter()
         batch, seconds = generate(plan, spec, settings, seed, indices, batch_size, decode=decode)
         wall = time.perf_counter() - start
@@ -118,6 +119,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
             "options": options.to_dict(),
         },
         **provenance(),
+        "code": running_code_hash("ditpareto.steps.sampling"),  # shards of two code versions never merge
         "checkpoint_sha256": sha256_of(checkpoint),  # what a recorded table keyed by this point depends on
         **training_fields(checkpoint),
         "machine": machine(target),  # what the timing columns depend on
@@ -204,7 +206,7 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
             base = build_dit(spec.name, spec.image_size, **spec.overrides())
         model = method.convert(base, options).eval()
     plan = method.plan(model, parsed, settings, spec, options)
-    macs = plan_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+    macs = counted_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
             "image_size": spec.image_size, **summarize(macs),
             "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9, "details": plan.details}
