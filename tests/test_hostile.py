@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -34,7 +35,9 @@ def cli(*args, cwd=None):
 
 def assert_one_error_line(result, *fragments):
     assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    # ours ("error: ...") or argparse's for a flag out of range ("python -m ditpareto CMD: error: ...")
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith("error:") or re.match(r"python -m ditpareto [\w-]+: error: ", line)]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
@@ -441,3 +444,19 @@ def test_a_fine_tunes_training_record_is_checked_on_import(tmp_path, edit, fragm
                  "--out", str(out))
     assert_one_error_line(result, "finetuned.pt.json", fragment)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["prepare-data", "--heldout-fraction", "1.5", "--out", "x.npz"], "--heldout-fraction: must lie strictly"),
+    (["prepare-data", "--seed", "-1", "--out", "x.npz"], "--seed: must be an integer >= 0"),
+    (["finetune", "--method", "dit-ft", "--checkpoint", "a", "--data", "b", *MODEL, "--lr", "nan", "--state", "s",
+      "--log-csv", "l", "--out", "o"], "--lr must be a finite number > 0, got nan"),
+    (["evaluate", "--samples", "s", "--record", "r", "--reference", "x", "--extractor-weights", "w",
+      "--bootstrap-replicates", "-1", "--out", "o"], "--bootstrap-replicates: must be an integer >= 0"),
+    (["latency", "--points", "[1]", *MODEL, "--out", "o"], "--points[0] is a int"),
+    (["latency", "--points", '[{"method": "dit"}]', *MODEL, "--out", "o"], "--points[0] lacks 'budget'"),
+])
+def test_flags_out_of_range_get_one_error_line_before_any_work(tmp_path, args, fragment):
+    result = cli(*args, cwd=tmp_path)
+    assert_one_error_line(result, fragment)
+    assert not list(tmp_path.iterdir())

@@ -26,24 +26,48 @@ def _prepare_data_args(p):
     p.add_argument("--draw", default="train", choices=["train", "reference", "floor", "extractor", "extractor_val"],
                    help="which independent draw: training, FID reference, FID floor, extractor train/validation "
                    "(default: train; imagefolder has train only)")
-    p.add_argument("--image-size", type=int, default=16, metavar="PX", help="output image side (default: 16)")
+    p.add_argument("--image-size", type=count, default=16, metavar="PX", help="output image side (default: 16)")
     g = p.add_argument_group("glyphs")
-    g.add_argument("--num", type=int, default=None, metavar="N", help="glyphs: samples in the draw")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="glyphs: dataset seed (default: 0)")
+    g.add_argument("--num", type=count, default=None, metavar="N", help="glyphs: samples in the draw")
+    g.add_argument("--seed", type=index, default=0, metavar="S", help="glyphs: dataset seed (default: 0)")
     g = p.add_argument_group("digits")
-    g.add_argument("--heldout-fraction", type=float, default=0.3, metavar="F", help="held-out share (default: 0.3)")
-    g.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the split (default: 0)")
+    g.add_argument("--heldout-fraction", type=fraction, default=0.3, metavar="F", help="held-out share (default: 0.3)")
+    g.add_argument("--split-seed", type=index, default=0, metavar="S", help="seed of the split (default: 0)")
     g = p.add_argument_group("imagefolder")
     g.add_argument("--path", default=None, metavar="DIR", help="train folder, one sub-folder per class (ImageNet layout)")
-    g.add_argument("--max-per-class", type=int, default=None, metavar="N", help="first N images per class (default: all)")
-    g.add_argument("--encode-batch-size", type=int, default=64, metavar="B", help="VAE batch size (default: 64)")
-    g.add_argument("--encode-seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default: 0)")
-    g.add_argument("--workers", type=int, default=0, metavar="N",
+    g.add_argument("--max-per-class", type=count, default=None, metavar="N", help="first N images per class (default: all)")
+    g.add_argument("--encode-batch-size", type=count, default=64, metavar="B", help="VAE batch size (default: 64)")
+    g.add_argument("--encode-seed", type=index, default=0, metavar="S", help="seed of the posterior samples (default: 0)")
+    g.add_argument("--workers", type=index, default=0, metavar="N",
                    help="image decoding worker processes; 0 or 1 decodes in this process (default: 0)")
     g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available (default)")
     _latent_args(p)
     p.add_argument("--out", required=True, metavar="NPZ", help="output .npz: images (N,H,W,C) uint8 or latents, "
                    "labels, attr_* (glyphs); a record <out>.json beside it")
+
+
+def count(text: str) -> int:
+    """An integer >= 1 (argparse type: a bad value is one usage error, before any work)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def index(text: str) -> int:
+    """An integer >= 0 (a seed, a shard, a replicate count that may be 0)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return value
 
 
 def add_flags(group, cls, names) -> None:
@@ -122,8 +146,8 @@ def _classifier_args(p):
                    "glyphs draw) or digits-classifier (default: glyph-cnn)")
     p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data (--draw extractor)")
     p.add_argument("--val", required=True, metavar="NPZ", help="validation draw (--draw extractor_val)")
-    p.add_argument("--steps", type=int, default=600, metavar="N", help="training steps (default: 600)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default: 0)")
+    p.add_argument("--steps", type=count, default=600, metavar="N", help="training steps (default: 600)")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed (default: 0)")
     p.add_argument("--out", required=True, metavar="PT", help="extractor weights (state dict)")
     p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
 
@@ -138,14 +162,14 @@ def _metric_args(p):
                    help="torch-fidelity feature extractor (default: glyph-cnn)")
     g.add_argument("--extractor-weights", required=True, metavar="PT",
                    help="local weights file of the extractor (never downloaded)")
-    g.add_argument("--kid-subset-size", type=int, default=500, metavar="N", help="KID subset size (default: 500)")
-    g.add_argument("--bootstrap-replicates", type=int, default=2000, metavar="B",
+    g.add_argument("--kid-subset-size", type=count, default=500, metavar="N", help="KID subset size (default: 500)")
+    g.add_argument("--bootstrap-replicates", type=index, default=2000, metavar="B",
                    help="paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none "
                    "(default: 2000)")
-    g.add_argument("--head-samples", type=int, default=500, metavar="N",
+    g.add_argument("--head-samples", type=count, default=500, metavar="N",
                    help="also the FID of the first N samples by index (the CFG selection's N: its optimism at equal N); "
                    "0: none (default: 500)")
-    g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+    g.add_argument("--bootstrap-seed", type=index, default=0, metavar="S",
                    help="bootstrap seed: the same in every job, so every grid point resamples the same indices "
                    "(default: 0)")
     _device_arg(g)
@@ -162,7 +186,7 @@ def metric_settings(args):
 def _reference_args(p):
     _metric_args(p)
     p.add_argument("--floor", default=None, metavar="NPZ", help="independent real draw (--draw floor): the floor")
-    p.add_argument("--floor-samples", type=int, default=None, metavar="N",
+    p.add_argument("--floor-samples", type=count, default=None, metavar="N",
                    help="use the floor draw's first N images (a grid point's size; default: all)")
     p.add_argument("--out", required=True, metavar="JSON", help="floor (real vs reference) and noise metrics")
 
@@ -176,8 +200,8 @@ def _reference_stats_args(p):
 def _calibrate_args(p):
     _metric_args(p)
     p.add_argument("--floor", required=True, metavar="NPZ", help="independent real draw of at least K x N images")
-    p.add_argument("--samples", type=int, default=1000, metavar="N", help="images per set: a grid point's size")
-    p.add_argument("--replicates", type=int, default=5, metavar="K",
+    p.add_argument("--samples", type=count, default=1000, metavar="N", help="images per set: a grid point's size")
+    p.add_argument("--replicates", type=count, default=5, metavar="K",
                    help="independent clean sets of N for the seed-to-seed spread (default: 5)")
     p.add_argument("--min-ratio", type=float, default=4.0, metavar="R",
                    help="the smallest degradation must raise FID by R x the spread (default: 4)")
@@ -205,7 +229,7 @@ def _sampling_args(p):
 
     g = p.add_argument_group("sampling")
     g.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="respaced sampler (default: ddim)")
-    g.add_argument("--steps", type=int, default=10, metavar="N",
+    g.add_argument("--steps", type=count, default=10, metavar="N",
                    help="sampling steps of dynamic methods; the dit baseline's budget overrides it (default: 10)")
     g.add_argument("--cfg-scale", type=float, default=1.5, metavar="S", help="guidance scale; 1 = off (default: 1.5)")
     g.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"],
@@ -265,14 +289,14 @@ def _sample_args(p):
     _method_args(p)
     p.add_argument("--checkpoint", required=True, metavar="PT",
                    help="the method's model checkpoint (a fine-tune's training record <checkpoint>.json is read too)")
-    p.add_argument("--seed", type=int, required=True, metavar="S", help="seed: sample i uses generator S*2**20+i (S < 4096)")
-    p.add_argument("--num-samples", type=int, default=1000, metavar="N",
+    p.add_argument("--seed", type=index, required=True, metavar="S", help="seed: sample i uses generator S*2**20+i (S < 4096)")
+    p.add_argument("--num-samples", type=count, default=1000, metavar="N",
                    help="samples of the whole grid point, over all shards (default: 1000)")
-    p.add_argument("--shard", type=int, default=0, metavar="I", help="this job's shard, 0-based (default: 0)")
-    p.add_argument("--shards", type=int, default=1, metavar="K",
+    p.add_argument("--shard", type=index, default=0, metavar="I", help="this job's shard, 0-based (default: 0)")
+    p.add_argument("--shards", type=count, default=1, metavar="K",
                    help="shards the N samples are split into; merge them with merge-samples (default: 1)")
-    p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
-    p.add_argument("--reference-steps", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size (default: 250)")
+    p.add_argument("--reference-steps", type=count, default=None, metavar="N",
                    help="the full step count nominal compute ratios refer to (default: this point's steps)")
     p.add_argument("--ft", default="1.00", metavar="X",
                    help="the checkpoint's fine-tuning compute as a multiple of the shared budget, a table label "
@@ -310,9 +334,9 @@ def _latency_args(p):
     p.add_argument("--points", required=True, metavar="JSON",
                    help='grid points as a JSON list of {"method", "budget", "steps", "ft", "cfg_scale", "seed", '
                    '"options", "checkpoint"}')
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 250], metavar="B",
+    p.add_argument("--batch-sizes", type=count, nargs="+", default=[1, 250], metavar="B",
                    help="batch sizes to time (default: 1 250: batch 1 and the sampling batch)")
-    p.add_argument("--rounds", type=int, default=3, metavar="R", help="timed rounds after one warm-up (default: 3)")
+    p.add_argument("--rounds", type=count, default=3, metavar="R", help="timed rounds after one warm-up (default: 3)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="respaced sampler (default: ddim)")
     p.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"], help="guided channels")
     _device_arg(p)
@@ -342,9 +366,9 @@ def _evaluate_args(p):
 def _convergence_args(p):
     p.add_argument("--snapshots", nargs="+", required=True, metavar="PT",
                    help="EMA snapshots of a pretraining run (pretrain --snapshot-every): ema-step<N>.pt")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed, the same for every snapshot")
-    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples per snapshot (default: 1000)")
-    p.add_argument("--batch-size", type=int, default=250, metavar="B", help="sampling batch size (default: 250)")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="sampling seed, the same for every snapshot")
+    p.add_argument("--num-samples", type=count, default=1000, metavar="N", help="samples per snapshot (default: 1000)")
+    p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size (default: 250)")
     _sampling_args(p)
     _metric_args(p)
     p.add_argument("--out", required=True, metavar="CSV", help="FID (and KID, precision, recall) per snapshot step")
@@ -402,7 +426,7 @@ def _verdicts_args(p):
     p.add_argument("metrics", nargs="+", metavar="JSON", help="metrics records of the grid points (with fid_bootstrap)")
     p.add_argument("--claims", required=True, metavar="CSV", help="published claims (results/published/claims.csv)")
     p.add_argument("--fixed-cfg", type=float, required=True, metavar="S", help="the study's fixed guidance scale")
-    p.add_argument("--full-steps", type=int, required=True, metavar="N", help="the study's full step count")
+    p.add_argument("--full-steps", type=count, required=True, metavar="N", help="the study's full step count")
     p.add_argument("--comparisons", required=True, metavar="CSV", help="per-point comparison with the envelopes")
     p.add_argument("--finetune-noise", default=None, metavar="CSV",
                    help="FID spread across fine-tune seeds per repeated (method, budget) (finetune.seed_noise)")

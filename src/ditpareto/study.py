@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ditpareto.errors import InputError
+
 # How each method fine-tunes: "none" (samples the base), "shared" (one fine-tune for all budgets), "per_budget".
 FINETUNE_MODES = {"dit": "none", "dit-ft": "shared", "flexidit": "shared", "dydit": "per_budget",
                   "flexdit": "per_budget"}
@@ -114,15 +116,15 @@ class TrainConfig:
     run_id: str = ""
 
     def __post_init__(self):
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
-            raise ValueError(f"invalid training settings: {self}")
-        if self.schedule not in SCHEDULES or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"invalid learning-rate schedule: {self.schedule}, warm-up {self.warmup_steps}, "
-                             f"min_lr_ratio {self.min_lr_ratio}")
-        if self.snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+        _check_ranges(self, {"steps": (0, None), "batch_size": (1, None), "seed": (0, None),
+                             "checkpoint_every": (1, None), "warmup_steps": (0, None), "snapshot_every": (0, None),
+                             "min_lr_ratio": (0, 1)})
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.ema_decay < 1:
+            raise InputError(f"lr must be finite and > 0 and ema_decay in [0, 1), got {self.lr}, {self.ema_decay}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the peak learning rate for the update that ends at step ``step + 1``."""
@@ -132,6 +134,17 @@ class TrainConfig:
             return 1.0
         progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _check_ranges(settings, bounds: dict) -> None:
+    """Each named field is a finite number within [low, high] (None: unbounded): InputError naming its flag."""
+    for name, (low, high) in bounds.items():
+        value = getattr(settings, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and (low is None or value >= low) and (high is None or value <= high)
+        if not ok:
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise InputError(f"--{name.replace('_', '-')} must be {span}, got {value}")
 
 
 # The flags of the pretrain command (the rest of TrainConfig is set by the code).
@@ -158,6 +171,14 @@ class FinetuneRecipe:
     seed: int = field(default=0, metadata=_help("fine-tuning seed"))
     checkpoint_every: int = field(default=500, metadata=_help("resumable state every N steps"))
     precision: str = field(default="fp32", metadata=_precision_help())
+
+    def __post_init__(self):
+        _check_ranges(self, {"steps": (1, None), "batch_size": (1, None), "seed": (0, None),
+                             "checkpoint_every": (1, None), "warmup_fraction": (0, 1), "min_lr_ratio": (0, 1)})
+        for name in ("lr", "ema_horizon") + (("train_gmacs",) if self.train_gmacs is not None else ()):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
     def train_config(self, steps: int, run_id: str, device: str = "auto") -> TrainConfig:
         """The run's TrainConfig once its step count is known."""

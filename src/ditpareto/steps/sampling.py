@@ -128,6 +128,24 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
     return {k: result[k] for k in ("method", "budget", "seed", "gmacs_per_image", "latency_ms_per_image")}
 
 
+LATENCY_POINT_KEYS = {"method": str, "budget": str, "steps": int, "ft": str, "cfg_scale": (int, float), "seed": int,
+                      "checkpoint": str}
+
+
+def _check_point(i: int, point) -> None:
+    """A latency point: an object with each of ``LATENCY_POINT_KEYS`` of its type (InputError naming the first
+    problem)."""
+    if not isinstance(point, dict):
+        raise InputError(f"--points[{i}] is a {type(point).__name__}, not an object with {sorted(LATENCY_POINT_KEYS)}")
+    for key, kind in LATENCY_POINT_KEYS.items():
+        if key not in point:
+            raise InputError(f"--points[{i}] lacks {key!r}")
+        if isinstance(point[key], bool) or not isinstance(point[key], kind):
+            raise InputError(f"--points[{i}].{key} is {point[key]!r}, of the wrong type")
+    if "options" in point and not isinstance(point["options"], dict):
+        raise InputError(f"--points[{i}].options must be an object")
+
+
 def _timed_points(entries: list, spec: ModelSpec, sampler: str, guidance_channels: str, target: torch.device,
                   precision: str):
     """Each latency point's model on ``target``, its plan (built in fp32, as the sampling job builds it) and the
@@ -167,6 +185,8 @@ def latency(*, spec: ModelSpec, points: str, out: str, batch_sizes: list = (1, 2
         raise InputError(f"--points is not JSON: {exc}") from None
     if not isinstance(entries, list) or not entries or rounds < 1 or min(batch_sizes) < 1:
         raise InputError("latency needs a non-empty --points list, --rounds >= 1 and --batch-sizes >= 1")
+    for i, point in enumerate(entries):  # every point checked before any model loads
+        _check_point(i, point)
     check_precision(precision)
     target = resolve_device(device)
     timed, keys = _timed_points(entries, spec, sampler, guidance_channels, target, precision)
