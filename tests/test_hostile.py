@@ -354,6 +354,13 @@ def test_latent_draws_are_memory_mapped_and_checked(tmp_path):
 
     with pytest.raises(InputError, match="finite"):
         again(tmp_path / "nan.npz")
+    # one flipped bit in the mapped member (a damaged copy of a 21-84 GB draw) fails the zip's CRC-32
+    data = bytearray((tmp_path / "train.npz").read_bytes())
+    at = data.find(latents[3].tobytes()[:16])
+    data[at + 5] ^= 0x01
+    (tmp_path / "flipped.npz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="fails its CRC-32 check"):
+        again(tmp_path / "flipped.npz")
 
 
 def _point(**change):
