@@ -546,3 +546,21 @@ def test_the_verdicts_step_records_its_plateau_and_a_shorter_run_reads_it_back(t
     with pytest.raises(InputError, match="has sha256 .*, expected 0000"):
         verdicts(metrics=[str(p) for p in paths[:len(grid)]], out=str(tmp_path / "short.csv"),
                  plateau_recorded=str(recorded), plateau_sha256="0" * 64, **common)
+
+
+def test_a_study_of_static_ladders_only_says_it_has_no_claims_to_test(tmp_path):
+    import json
+
+    from ditpareto.steps.tables import verdicts
+
+    b = list(np.linspace(3.9, 4.1, 20))
+    paths = []
+    for i, record in enumerate([_record("dit", "10", 10, 1.0, 4.0, b, ft="0.00"), _record("dit-ft", "10", 10, 1.0, 4.0, b)]):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(record))
+    claims = tmp_path / "claims.csv"
+    claims.write_text("method,model,resolution,setting,fid,compute_ratio\ndit,DiT-XL/2,256,250,2.27,1\n")
+    result = verdicts(metrics=[str(p) for p in paths], claims=str(claims), out=str(tmp_path / "v.csv"),
+                      comparisons=str(tmp_path / "c.csv"), fixed_cfg=2.0, full_steps=10)
+    assert result["note"] == "no claims to test" and result["claims"] == 0
+    assert "verdict" in pd.read_csv(tmp_path / "v.csv").columns
