@@ -221,3 +221,13 @@ def test_a_loss_that_is_not_finite_stops_training_before_it_touches_the_weights(
                      tmp_path / "state.pt", tmp_path / "loss.csv", loss_fn=nan_at_four)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert resume_step(tmp_path / "state.pt", config) == 3 and not (tmp_path / "loss.csv").exists()
+
+
+def test_a_finished_run_keeps_only_its_last_state(tmp_path):
+    from ditpareto.train import discard_state
+
+    state = tmp_path / "state.pt"
+    for name in ("state.pt", "state.pt.stale", "state.pt.damaged", "state.loss.csv"):
+        (tmp_path / name).write_bytes(b"x")
+    discard_state(state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt.done"]
