@@ -467,3 +467,18 @@ def test_flags_out_of_range_get_one_error_line_before_any_work(tmp_path, args, f
     result = cli(*args, cwd=tmp_path)
     assert_one_error_line(result, fragment)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_short_row_in_a_recorded_table_is_named(tmp_path):
+    from pathlib import Path
+
+    from ditpareto.study import read_noise_table, read_recorded_scales
+
+    repo = Path(__file__).resolve().parents[1]
+    for source, reader in (("assets/guidance/selected-cfg.csv", read_recorded_scales),
+                           ("assets/noise/finetune-noise.csv", read_noise_table)):
+        lines = (repo / source).read_text().splitlines()
+        short = tmp_path / Path(source).name
+        short.write_text("\n".join(lines[:-1] + [lines[-1].split(",", 1)[0]]) + "\n")  # the last row cut short
+        with pytest.raises(ValueError, match=str(short)):
+            reader(short)

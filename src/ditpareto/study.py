@@ -355,11 +355,11 @@ def read_recorded_scales(path: str | Path) -> dict[tuple[str, str, int, str], fl
     for row in rows:
         try:
             key = (row["method"], row["budget"], int(row["steps"]), row["ft"])
-        except ValueError:
+        except (TypeError, ValueError):
             raise ValueError(f"recorded guidance scales {path}: steps {row['steps']!r} is not an integer") from None
         try:
             scale = float(row["cfg_selected"])
-        except ValueError:
+        except (TypeError, ValueError):
             scale = math.nan
         if key in scales:
             raise ValueError(f"recorded guidance scales {path}: {'/'.join(map(str, key))} appears twice")
@@ -448,7 +448,7 @@ def read_noise_table(path: str | Path) -> list[dict]:
         key = (row["method"], row["budget"])
         try:
             std, seeds, steps = float(row["finetune_seed_std"]), int(row["finetune_seeds"]), int(row["steps"])
-        except ValueError:
+        except (TypeError, ValueError):
             raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(key)} has a non-numeric std, seed count "
                              "or step count") from None
         if key in seen or not math.isfinite(std) or std < 0 or seeds < 2:
