@@ -449,10 +449,10 @@ def read_noise_table(path: str | Path) -> list[dict]:
         try:
             std, seeds, steps = float(row["finetune_seed_std"]), int(row["finetune_seeds"]), int(row["steps"])
         except (TypeError, ValueError):
-            raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(key)} has a non-numeric std, seed count "
+            raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(map(str, key))} has a non-numeric std, seed count "
                              "or step count") from None
         if key in seen or not math.isfinite(std) or std < 0 or seeds < 2:
-            raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(key)} is repeated or has std {std} from "
+            raise ValueError(f"fine-tune seed-noise table {path}: {'/'.join(map(str, key))} is repeated or has std {std} from "
                              f"{seeds} seeds (one row per budget, finite std >= 0, >= 2 seeds expected)")
         seen.add(key)
         out.append({**row, "steps": steps, "finetune_seed_std": std, "finetune_seeds": seeds})
