@@ -482,3 +482,30 @@ def test_a_short_row_in_a_recorded_table_is_named(tmp_path):
         short.write_text("\n".join(lines[:-1] + [lines[-1].split(",", 1)[0]]) + "\n")  # the last row cut short
         with pytest.raises(ValueError, match=str(short)):
             reader(short)
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("config_list", "does not describe an AutoencoderKL"),
+    ("other_class", "does not describe an AutoencoderKL .*UNet2DModel"),
+    ("no_weights", "has no weights"),
+    ("misshaped", "does not load as an AutoencoderKL"),
+])
+def test_a_malformed_vae_folder_is_one_error(tmp_path, damage, fragment):
+    """Four broken diffusers folders: each is one InputError naming the folder, not a diffusers traceback."""
+    from paper_assets import tiny_vae
+
+    from ditpareto.latents import load_vae
+
+    folder = tiny_vae(tmp_path / "vae")
+    config = json.loads((folder / "config.json").read_text())
+    if damage == "config_list":
+        (folder / "config.json").write_text("[]")
+    elif damage == "other_class":
+        (folder / "config.json").write_text(json.dumps({**config, "_class_name": "UNet2DModel"}))
+    elif damage == "no_weights":
+        for path in folder.glob("diffusion_pytorch_model*"):
+            path.unlink()
+    else:
+        (folder / "config.json").write_text(json.dumps({**config, "latent_channels": 8}))
+    with pytest.raises(InputError, match=fragment):
+        load_vae(folder)

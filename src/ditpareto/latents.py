@@ -33,13 +33,24 @@ def load_vae(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     from ditpareto.models.checkpoint import extract_state_dict, read_checkpoint
 
     try:
-        json.loads((Path(folder) / "config.json").read_text())
+        config = json.loads((Path(folder) / "config.json").read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"VAE folder {folder}: config.json is not JSON ({exc})") from None
-    for weights in sorted(Path(folder).glob("*.bin")) + sorted(Path(folder).glob("*.pt*")):
+    if not isinstance(config, dict) or config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise InputError(f"VAE folder {folder}: config.json does not describe an AutoencoderKL "
+                         f"(_class_name {config.get('_class_name') if isinstance(config, dict) else config!r})")
+    weights = [p for p in Path(folder).iterdir() if p.name.startswith("diffusion_pytorch_model")]
+    if not weights:
+        raise InputError(f"VAE folder {folder} has no weights (diffusion_pytorch_model.safetensors or .bin)")
+    for path in sorted(Path(folder).glob("*.bin")) + sorted(Path(folder).glob("*.pt*")):
         # pickled weights are checked with weights_only=True before diffusers opens them (safetensors hold no code)
-        extract_state_dict(read_checkpoint(weights), f"VAE weights {weights}")
-    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        extract_state_dict(read_checkpoint(path), f"VAE weights {path}")
+    try:
+        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise InputError(f"VAE folder {folder} does not load as an AutoencoderKL ({type(exc).__name__}: "
+                         f"{first})") from None
     return vae.to(device).eval().requires_grad_(False)
 
 
