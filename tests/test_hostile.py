@@ -509,3 +509,20 @@ def test_a_malformed_vae_folder_is_one_error(tmp_path, damage, fragment):
         (folder / "config.json").write_text(json.dumps({**config, "latent_channels": 8}))
     with pytest.raises(InputError, match=fragment):
         load_vae(folder)
+
+
+@pytest.mark.parametrize("section, key, value", [("sampling", "num_samples", 10**9), ("sampling", "batch_size", 10**7),
+                                                  ("dataset", "image_size", 100000), ("sampling", "cfg_scale", 1e300)])
+def test_the_schema_bounds_sizes(section, key, value):
+    """Sizes beyond sane bounds fail the schema before any job (a path component, an allocation, a loop)."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    config[section][key] = value
+    with pytest.raises(WorkflowError, match=key):
+        validate(config, str(repo / "workflow/schemas/config.schema.yaml"))
