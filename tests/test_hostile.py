@@ -526,3 +526,23 @@ def test_the_schema_bounds_sizes(section, key, value):
     config[section][key] = value
     with pytest.raises(WorkflowError, match=key):
         validate(config, str(repo / "workflow/schemas/config.schema.yaml"))
+
+
+def test_a_pinned_training_record_refuses_a_plausible_edit(tmp_path):
+    """A record edited to a plausible value (one more optimizer step) passes every range check, but not its pin."""
+    import hashlib
+    import shutil
+
+    shipped = os.path.join(os.path.dirname(__file__), "..", "assets", "finetuned", "dit-ft", "finetuned.pt")
+    weights = tmp_path / "finetuned.pt"
+    shutil.copyfile(shipped, weights)
+    text = open(shipped + ".json").read()
+    pin = hashlib.sha256(text.encode()).hexdigest()
+    record = json.loads(text)
+    (tmp_path / "finetuned.pt.json").write_text(json.dumps({**record, "optimizer_steps": 1204}, indent=2))
+    out = tmp_path / "out" / "finetuned.pt"
+    result = cli("import-finetuned", "--method", "dit-ft", "--model", "dit-toy-2", "--image-size", "16",
+                 "--in-channels", "1", "--num-classes", "10", "--checkpoint", str(weights), "--train-gmacs", "21000",
+                 "--record-sha256", pin, "--out", str(out))
+    assert_one_error_line(result, "training record", "config says")
+    assert not out.exists()

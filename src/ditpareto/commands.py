@@ -122,6 +122,8 @@ def _import_finetuned_args(p):
     p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
     p.add_argument("--train-gmacs", type=float, default=None, metavar="G",
                    help="the study's training GMACs for this run: the record's must lie within 1 %% of it")
+    p.add_argument("--record-sha256", default=None, metavar="HEX",
+                   help="expected sha256 of the training record <checkpoint>.json (checked when given)")
     p.add_argument("--out", required=True, metavar="PT", help="validated copy for the pipeline (+ its record)")
 
 

@@ -336,8 +336,8 @@ def finetuned_sha256_flag(wildcards):
     if entry.get("source", "train") != "checkpoint" or run_ft(wildcards) != study.UNIT_FINETUNE:
         return ""
     _, key = study.shipped_checkpoint(wildcards.method, run_budget(wildcards))
-    sha = entry.get("sha256", {}).get(key)
-    return f"--sha256 {sha}" if sha else ""
+    sha, record = entry.get("sha256", {}).get(key), entry.get("record_sha256", {}).get(key)
+    return (f"--sha256 {sha}" if sha else "") + (f" --record-sha256 {record}" if record else "")
 
 
 def record_gmacs_flag(wildcards):

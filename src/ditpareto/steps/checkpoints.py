@@ -67,7 +67,8 @@ def import_extractor(*, extractor: str, checkpoint: str, out: str, sha256: str |
 
 
 def import_finetuned(*, method: Method, options: MethodOptions, spec: ModelSpec, checkpoint: str, out: str,
-                     sha256: str | None = None, budget: str | None = None, train_gmacs: float | None = None) -> dict:
+                     sha256: str | None = None, budget: str | None = None, train_gmacs: float | None = None,
+                     record_sha256: str | None = None) -> dict:
     """Check a fine-tune (sha256, keys, shapes, its training record) and copy both into the study.
 
     Example: python -m ditpareto import-finetuned --method dydit --budget 0.50 --model dit-toy-2 --image-size 16
@@ -76,6 +77,8 @@ def import_finetuned(*, method: Method, options: MethodOptions, spec: ModelSpec,
     if not Path(str(checkpoint) + ".json").is_file():
         raise InputError(f"fine-tune {checkpoint} has no training record {checkpoint}.json "
                          "(train_gmacs, steps, samples seen)")
+    if record_sha256:
+        verified_digest(f"{checkpoint}.json", record_sha256, f"{method.name} fine-tune's training record")
     digest = checked_copy(checkpoint, sha256, out, f"{method.name} fine-tune",
                           lambda path: method.load_model(path, spec, options),
                           lambda record, digest: check_finetune_record(record, f"{checkpoint}.json", method, budget,
