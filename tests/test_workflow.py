@@ -271,6 +271,15 @@ def test_rerun_does_no_work(venv_env, mini_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("profile", ["default", "slurm", "slurm-local"])
+def test_every_profile_redoes_jobs_cut_off_by_a_killed_snakemake(profile):
+    """Without it a rerun after `kill -9` of Snakemake stops with IncompleteFilesException (README: "Interrupted,
+    forced and concurrent runs")."""
+    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    assert settings["rerun-incomplete"] is True
+    assert {"mtime", "params", "input", "code"} <= set(settings["rerun-triggers"])
+
+
 def test_shipped_fine_tunes_regenerate_and_import_as_trained(venv_env, mini_run, tmp_path):
     """The miniature of the shipping path: the mini study's own fine-tunes (its `finetune` rule at the shared budget)
     are collected as a shipped folder, sha256-pinned in the config, and a study with every `source: checkpoint`
