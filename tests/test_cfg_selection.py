@@ -130,7 +130,7 @@ def test_recorded_scales_flow_into_the_selection_table_and_the_verdicts_at_both_
                    "cfg_at_edge": True, "checkpoint_sha256": "", "sampler": "ddim", "train_gmacs": 0.0}
                   for m, bud, n, ft, _, _ in points]).to_csv(recorded, index=False)
     digest = hashlib.sha256(recorded.read_bytes()).hexdigest()
-    with pytest.raises(InputError, match="have sha256"):
+    with pytest.raises(InputError, match="has sha256 .*, expected 0000"):
         select_cfg(recorded=str(recorded), sha256="0" * 64, evaluation=records, out=str(tmp_path / "x.csv"))
     table = tmp_path / "cfg_selection.csv"
     select_cfg(recorded=str(recorded), sha256=digest, evaluation=records, out=str(table))

@@ -86,7 +86,7 @@ def test_import_base_checks_sha256(tmp_path, good_checkpoint):
     result = run_cli("import-base", *MODEL, "--checkpoint", str(good_checkpoint), "--sha256", "0" * 64,
                      "--out", str(out))
     assert result.returncode == 2 and "has sha256" in result.stderr and not out.exists()
-    from ditpareto.models.checkpoint import sha256_of
+    from ditpareto.results import sha256_of
 
     result = run_cli("import-base", *MODEL, "--checkpoint", str(good_checkpoint), "--sha256",
                      sha256_of(good_checkpoint), "--out", str(out))

@@ -24,7 +24,7 @@ from ditpareto.config import check_study
 from ditpareto.errors import InputError
 from ditpareto.methods import ModelSpec, get_method
 from ditpareto.models import build_dit, dit_config
-from ditpareto.models.checkpoint import sha256_of
+from ditpareto.results import sha256_of
 from ditpareto.models.dydit import DyDiT
 
 REPO = Path(__file__).resolve().parents[1]

@@ -544,5 +544,5 @@ def test_a_pinned_training_record_refuses_a_plausible_edit(tmp_path):
     result = cli("import-finetuned", "--method", "dit-ft", "--model", "dit-toy-2", "--image-size", "16",
                  "--in-channels", "1", "--num-classes", "10", "--checkpoint", str(weights), "--train-gmacs", "21000",
                  "--record-sha256", pin, "--out", str(out))
-    assert_one_error_line(result, "training record", "config says")
+    assert_one_error_line(result, "training record", "expected")
     assert not out.exists()

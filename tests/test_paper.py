@@ -17,7 +17,7 @@ from ditpareto.cli import main as cli
 from ditpareto.config import check_study
 from ditpareto.data import center_crop_arr
 from ditpareto.errors import InputError
-from ditpareto.models.checkpoint import sha256_of
+from ditpareto.results import sha256_of
 from ditpareto.results import read_metrics_csv
 from ditpareto.study import grid_points
 

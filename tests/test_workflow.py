@@ -286,7 +286,7 @@ def test_shipped_fine_tunes_regenerate_and_import_as_trained(venv_env, mini_run,
     imports them and reproduces the table bit for bit, training nothing."""
     import shutil
 
-    from ditpareto.models.checkpoint import sha256_of
+    from ditpareto.results import sha256_of
     from ditpareto.study import FINETUNE_MODES, shipped_checkpoint
     from test_config import with_defaults
 
@@ -343,7 +343,8 @@ def test_a_checkout_path_with_spaces_and_shell_metacharacters(venv_env, tmp_path
     from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
     from ditpareto.glyphs import draw_glyphs
     from ditpareto.models import build_dit
-    from ditpareto.models.checkpoint import atomic_save, sha256_of
+    from ditpareto.models.checkpoint import atomic_save
+    from ditpareto.results import sha256_of
 
     weird = tmp_path / "check out; touch PWNED $(touch PWNED2) `touch PWNED3`"
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout

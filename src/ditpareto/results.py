@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ if TYPE_CHECKING:  # pandas loads on first use: the sampling and merge jobs do n
     import pandas as pd
 
 from ditpareto import __version__
+from ditpareto.errors import InputError
 
 # Columns that depend on the machine's speed, not on the config; excluded from determinism checks.
 TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds", "sampling_latency_ms_per_image",
@@ -20,6 +22,24 @@ TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seco
 KEY_COLUMNS = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
 # What a sampling record holds for evaluate and merge-samples (checked before any compute).
 SAMPLE_RECORD_KEYS = ("method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "params")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_digest(path: str | os.PathLike, sha256: str | None, what: str) -> str:
+    """The file's sha256, checked against ``sha256`` when given (InputError naming ``what`` and the file)."""
+    if not Path(path).is_file():
+        raise InputError(f"{what} {path} does not exist")
+    digest = sha256_of(path)
+    if sha256 and digest != sha256.lower():
+        raise InputError(f"{what} {path} has sha256 {digest}, expected {sha256}")
+    return digest
 
 
 def git_commit() -> str:

@@ -100,10 +100,14 @@ def _plateau_records(records: list[dict], fixed_cfg: float, selected: dict | Non
         multiple, ft_seed = parse_ft(r.get("ft", "1.00"))
         if ft_seed is not None or multiple in (0.0, 1.0) or "fid_bootstrap" not in r:
             continue
-        scale = fixed_cfg if selected is None else selected.get((r["method"], str(r["budget"]), int(r["steps"]),
-                                                                 "1.00"))
-        if scale is not None and abs(float(r["cfg_scale"]) - scale) <= 1e-9:
+        if _at_study_scale(r, fixed_cfg, selected):
             yield r, multiple
+
+
+def _at_study_scale(r: dict, fixed_cfg: float, selected: dict | None) -> bool:
+    """Whether a plateau record or row is at the guidance its study's own fine-tune (ft 1.00) takes at its key."""
+    scale = fixed_cfg if selected is None else selected.get((r["method"], str(r["budget"]), int(r["steps"]), "1.00"))
+    return scale is not None and abs(float(r["cfg_scale"]) - scale) <= 1e-9
 
 
 PLATEAU_COLUMNS = ["method", "budget", "steps", "seed", "multiple", "fid", "replicates", "source"]
@@ -157,6 +161,20 @@ def recorded_plateau(rows: list[dict], points: pd.DataFrame, bootstrap_seed: int
         out.append({**{k: row[k] for k in ("method", "budget", "steps", "seed", "multiple", "fid")},
                     "replicates": np.asarray(row["replicates"], dtype=np.float64), "source": "recorded"})
     return pd.DataFrame(out, columns=PLATEAU_COLUMNS)
+
+
+def with_recorded_plateau(own: pd.DataFrame, rows: list[dict], points: pd.DataFrame, records: list[dict],
+                          fixed_cfg: float, selected: dict | None) -> pd.DataFrame:
+    """This run's plateau points (``load_plateau``), plus the recorded rows at the scale this run samples their key
+    at, where this run has no point of that (method, budget, steps, seed, multiple)."""
+    seeds = {int(r.get("bootstrap", {}).get("seed", 0)) for r in records if "fid_bootstrap" in r}
+    if len(seeds) > 1:
+        raise ValueError(f"the metrics records were resampled with several bootstrap seeds {sorted(seeds)}")
+    mine = {tuple(k) for k in own[["method", "budget", "steps", "seed", "multiple"]].itertuples(index=False)}
+    rows = [r for r in rows if _at_study_scale(r, fixed_cfg, selected)
+            and (r["method"], r["budget"], r["steps"], r["seed"], r["multiple"]) not in mine]
+    extra = recorded_plateau(rows, points, seeds.pop() if seeds else 0)
+    return pd.concat([own, extra], ignore_index=True) if len(own) else extra
 
 
 def check_paired(points: pd.DataFrame) -> None:

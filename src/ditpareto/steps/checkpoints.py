@@ -13,20 +13,10 @@ from ditpareto.glyph_extractor import load_glyph_cnn
 from ditpareto.methods import Method
 from ditpareto.metrics import load_classifier
 from ditpareto.models import load_dit
-from ditpareto.models.checkpoint import atomic_save, sha256_of
-from ditpareto.results import provenance, read_record, write_json
+from ditpareto.models.checkpoint import atomic_save
+from ditpareto.results import provenance, read_record, sha256_of, verified_digest, write_json
 from ditpareto.study import OFFICIAL, ModelSpec
 from ditpareto.vocab import FullCompute, MethodOptions
-
-
-def verified_digest(checkpoint: str, sha256: str | None, what: str) -> str:
-    """The file's sha256, checked against ``sha256`` when given (InputError naming ``what`` and the file)."""
-    if not Path(checkpoint).is_file():
-        raise InputError(f"{what} {checkpoint} does not exist")
-    digest = sha256_of(checkpoint)
-    if sha256 and digest != sha256.lower():
-        raise InputError(f"{what} {checkpoint} has sha256 {digest}, config says {sha256}")
-    return digest
 
 
 def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate, check_record=None) -> str:

@@ -9,8 +9,7 @@ import numpy as np
 
 from ditpareto.data import ImageSet, LatentSet, digits_draw, image_folder, save_draw
 from ditpareto.errors import InputError
-from ditpareto.models.checkpoint import sha256_of
-from ditpareto.results import provenance, write_json
+from ditpareto.results import provenance, sha256_of, write_json
 
 
 def prepare_data(*, dataset: str, draw: str, image_size: int, out: str, num: int | None = None, seed: int = 0,

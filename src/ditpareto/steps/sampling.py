@@ -16,7 +16,6 @@ import torch
 from ditpareto.archs import dit_config
 from ditpareto.diffusion import MAX_SEED
 from ditpareto.errors import InputError
-from ditpareto.models.checkpoint import sha256_of
 from ditpareto.npzfiles import save_npz
 from ditpareto.codehash import running_code_hash
 from ditpareto.flops import dit_macs_per_call, summarize
@@ -24,7 +23,7 @@ from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
 from ditpareto.models import build_dit
-from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, write_json
+from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, sha256_of, write_json
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import counted_macs, generate
 from ditpareto.shards import shard_indices

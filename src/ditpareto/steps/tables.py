@@ -5,13 +5,12 @@ One pure function per job: typed inputs, files in, files out, a small summary di
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 from ditpareto.errors import InputError
-from ditpareto.results import mark_parity, metrics_table, with_latency
+from ditpareto.results import mark_parity, metrics_table, verified_digest, with_latency
 
 log = logging.getLogger("ditpareto")
 
@@ -133,9 +132,7 @@ def select_cfg(*, out: str, selection: list = (), recorded: str | None = None, s
     if extend and not selection:
         raise InputError("--extend adds new selection records (--selection) to a recorded table")
     if recorded and sha256 and Path(recorded).is_file():  # a missing file: read_choices says so
-        digest = hashlib.sha256(Path(recorded).read_bytes()).hexdigest()
-        if digest != sha256.lower():
-            raise InputError(f"recorded guidance scales {recorded} have sha256 {digest}, expected {sha256}")
+        verified_digest(recorded, sha256, "recorded guidance scale table")
     try:
         choices = read_choices(recorded) if recorded else choose_scales([read_record(p) for p in selection])
         if extend:
@@ -180,7 +177,7 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     from ditpareto.study import read_noise_table
     from ditpareto.verdicts import (
         SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_plateau, load_points,
-        plateau_rows, recorded_plateau,
+        plateau_rows, with_recorded_plateau,
     )
 
     try:
@@ -202,17 +199,14 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         if plateau_recorded:
             recorded = _read_recorded_plateau(plateau_recorded, plateau_sha256)
             for name, selected in bases:
-                plateaus[name] = _with_recorded(plateaus[name], recorded, points[name], records, fixed_cfg, selected)
+                plateaus[name] = with_recorded_plateau(plateaus[name], recorded, points[name], records, fixed_cfg,
+                                                       selected)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     noise = finetune_seed_noise(records)
     seed_noise = SeedNoise(noise)
     if noise.empty and noise_recorded:
-        digest = hashlib.sha256(Path(noise_recorded).read_bytes()).hexdigest() if Path(noise_recorded).is_file() \
-            else None
-        if noise_sha256 and digest != noise_sha256.lower():
-            raise InputError(f"recorded fine-tune seed noise {noise_recorded} has sha256 {digest}, expected "
-                             f"{noise_sha256}")
+        verified_digest(noise_recorded, noise_sha256, "recorded fine-tune seed noise table")
         try:
             seed_noise = SeedNoise(pd.DataFrame(read_noise_table(noise_recorded)), recorded=True)
         except ValueError as exc:
@@ -249,29 +243,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
 def _read_recorded_plateau(path: str, sha256: str | None) -> list[dict]:
     from ditpareto.study import read_plateau_table
 
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else None
-    if digest is None or (sha256 and digest != sha256.lower()):
-        raise InputError(f"recorded plateau table {path} has sha256 {digest}, expected {sha256}")
+    verified_digest(path, sha256, "recorded plateau table")
     return read_plateau_table(path)
-
-
-def _with_recorded(own, recorded: list[dict], points, records: list[dict], fixed_cfg: float, selected: dict | None):
-    """This run's plateau points, plus the recorded ones at the scale this run samples their key at, where this run
-    has no point of that (method, budget, steps, seed, multiple)."""
-    import pandas as pd
-
-    from ditpareto.verdicts import recorded_plateau
-
-    seeds = {int(r.get("bootstrap", {}).get("seed", 0)) for r in records if "fid_bootstrap" in r}
-    if len(seeds) > 1:
-        raise ValueError(f"the metrics records were resampled with several bootstrap seeds {sorted(seeds)}")
-    scale = (lambda r: fixed_cfg) if selected is None else \
-        (lambda r: selected.get((r["method"], r["budget"], int(r["steps"]), "1.00")))
-    mine = {tuple(k) for k in own[["method", "budget", "steps", "seed", "multiple"]].itertuples(index=False)}
-    rows = [r for r in recorded if scale(r) is not None and abs(float(r["cfg_scale"]) - scale(r)) <= 1e-9
-            and (r["method"], r["budget"], r["steps"], r["seed"], r["multiple"]) not in mine]
-    extra = recorded_plateau(rows, points, seeds.pop() if seeds else 0)
-    return pd.concat([own, extra], ignore_index=True) if len(own) else extra
 
 
 def summary(*, verdicts: str, out: str, scale: str, figures: list = (), readme: str | None = None,

@@ -17,8 +17,8 @@ from ditpareto.errors import InputError
 from ditpareto.flops import steps_for_train_macs
 from ditpareto.methods import Method
 from ditpareto.models import build_dit, load_dit
-from ditpareto.models.checkpoint import atomic_save, sha256_of
-from ditpareto.results import provenance, write_json
+from ditpareto.models.checkpoint import atomic_save
+from ditpareto.results import provenance, sha256_of, write_json
 from ditpareto.runtime import resolve_device
 from ditpareto.study import FinetuneRecipe, ModelSpec, TrainConfig
 from ditpareto.train import code_version, discard_state, is_main_process, run_training
