@@ -155,6 +155,25 @@ def test_threads_hold_every_blas_pool(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_table_commands_never_load_torch_and_torch_loaded_later_keeps_the_thread_limit(tmp_path):
+    """Every job pays its imports (torch: ~1.3 s): the merge and table jobs load none of torch, and a step that
+    imports torch after ``--threads`` was applied still runs on that many threads."""
+    import subprocess
+    import sys
+
+    table_command = ("import sys\nfrom ditpareto.cli import main\ntry:\n    main(['--threads', '1', 'summary', "
+                     f"'--verdicts', {str(tmp_path / 'none.csv')!r}, '--out', 'x.md', '--scale', 'toy'])\n"
+                     "except SystemExit as exc:\n    assert exc.code == 2\n"
+                     "print(sorted(m for m in ('torch', 'torchvision', 'torch_fidelity') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", table_command], capture_output=True, text=True, cwd=tmp_path)
+    assert result.stdout.strip() == "[]", result.stderr[-2000:]
+    late_torch = ("from ditpareto.cli import limit_threads\nwith limit_threads(1):\n    import torch\n"
+                  "    print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", late_torch], capture_output=True, text=True, env=env)
+    assert result.stdout.strip() == "1", result.stderr[-2000:]
+
+
 def test_a_sample_record_names_its_blas_threads(tmp_path, good_checkpoint):
     import json
 

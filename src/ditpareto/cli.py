@@ -84,13 +84,14 @@ def limit_threads(threads: int):
     loaded later and child processes get it through the environment. Returns the limits as a context manager.
 
     Each pool defaults to one thread per core, so two one-thread jobs side by side ran numpy's linear algebra on
-    four threads over two cores: the metrics job took 2.4x as long (32.5 s vs 13.8 s)."""
-    import torch
+    four threads over two cores: the metrics job took 2.4x as long (32.5 s vs 13.8 s). Torch is not imported here
+    (the table and merge jobs never load it): imported later, it sizes its pool from OMP_NUM_THREADS."""
     from threadpoolctl import threadpool_limits
 
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
-    torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     return threadpool_limits(limits=threads)
 
 
@@ -146,8 +147,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str], worker: bool) -> None:
-    import ditpareto.compat  # noqa: F401  (before torchvision / torch_fidelity / diffusers)
-
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.nproc > 1 and not worker:

@@ -10,8 +10,6 @@ import logging
 import re
 from pathlib import Path
 
-import pandas as pd
-
 import numpy as np
 
 from ditpareto.bootstrap import (
@@ -130,6 +128,8 @@ def calibrate(*, metric_settings: MetricSettings, floor: str, out: str, referenc
     sets = [images[i * samples:(i + 1) * samples] for i in range(replicates)]
     result = run_calibration(lambda x: extract_features(x, quiet), load_draw(reference).images, sets,
                              fid_from_features, min_ratio)
+    import pandas as pd  # here: the evaluate jobs do not pay its import
+
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result.rows).to_csv(out, index=False)
     summary = {"extractor": metric_settings.feature_extractor, "samples": samples, "replicates": replicates,
@@ -283,6 +283,8 @@ def convergence(*, metric_settings: MetricSettings, spec: ModelSpec, settings: S
         metrics = compute_metrics(batch.images, reference_images, metric_settings)
         rows.append({"step": int(match.group(1)), "snapshot": Path(path).name, **metrics})
         log.info("step %d: FID %.3f", rows[-1]["step"], metrics["fid"])
+    import pandas as pd
+
     table = pd.DataFrame(rows).sort_values("step")
     table["fid_change_from_previous"] = table["fid"].diff()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
