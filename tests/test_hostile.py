@@ -425,6 +425,26 @@ def test_notebook_parameters_must_be_declared_names(tmp_path, marker):
     text.write_text("not a notebook")
     result = cli("notebook", "--notebook", str(text), "--out", str(tmp_path / "out.ipynb"))
     assert_one_error_line(result, "is not a readable Jupyter notebook")
+    text.write_text('{"x": 1}')  # JSON, not a notebook (nbformat's schema refuses it)
+    result = cli("notebook", "--notebook", str(text), "--out", str(tmp_path / "out.ipynb"))
+    assert_one_error_line(result, "is not a readable Jupyter notebook")
+
+
+@pytest.mark.parametrize("out, record, fragment", [
+    (".", "s.json", "argument --out: '.' names no file"),
+    ("{dir}", "s.json", "is a directory, not a file to write"),
+    ("s.npz", "{dir}/", "names no file"),
+    ("", "s.json", "argument --out: '' names no file"),
+])
+def test_an_output_that_is_no_file_is_refused_before_sampling(tmp_path, micro_checkpoint, out, record, fragment):
+    """Before: a directory as --out sampled everything, then failed in os.replace and left a temporary file."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    out, record = (value.replace("{dir}", str(folder)) for value in (out, record))
+    result = cli(*_sample_args(micro_checkpoint, out)[:-2], "--record", record, cwd=tmp_path)
+    assert_one_error_line(result, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["folder", micro_checkpoint.name]) \
+        and not list(folder.iterdir())
 
 
 @pytest.mark.parametrize("edit, fragment", [

@@ -101,7 +101,7 @@ def declared_parameters(notebook: str) -> set[str]:
 
     try:
         cells = nbformat.read(notebook, as_version=4).cells
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, nbformat.ValidationError) as exc:
         raise InputError(f"{notebook} is not a readable Jupyter notebook ({type(exc).__name__})") from None
     sources = [c.source for c in cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
     if not sources:
