@@ -203,3 +203,33 @@ def test_the_cli_table_in_the_docs_names_every_command():
     named = {name.strip("`") for line in text.splitlines() if line.startswith("| `")
              for name in line.split("|")[1].strip().split(" / ")}
     assert {c.name for c in commands()} <= named
+
+
+def test_every_flag_default_is_its_steps_default_and_its_help_says_it():
+    """A default is declared by the step's signature; a flag that repeats it must agree (train-extractor --steps once
+    said 600 while the step and the schema said 1500), and so must a "(default: …)" in its help."""
+    import argparse
+    import inspect
+    import re
+
+    from ditpareto.commands import commands
+
+    drift = []
+    for command in commands():
+        parser = argparse.ArgumentParser()
+        command.add_args(parser)
+        params = inspect.signature(command.step).parameters
+        for action in parser._actions:
+            default = action.default
+            declared = params[action.dest].default if action.dest in params else inspect.Parameter.empty
+            if declared is not inspect.Parameter.empty and not action.required:
+                same = (list(default) if isinstance(default, tuple) else default) == \
+                    (list(declared) if isinstance(declared, tuple) else declared)
+                if not same and not (default is None and declared in ((), [])):
+                    drift.append(f"{command.name} --{action.dest}: flag {default!r}, step {declared!r}")
+            shown = re.search(r"\(default: ([^)]*)\)", action.help or "")
+            if shown and isinstance(default, (int, float)) and not isinstance(default, bool):
+                number = re.match(r"-?[\d.]+(e-?\d+)?", shown.group(1))
+                if not number or float(number.group(0)) != float(default):
+                    drift.append(f"{command.name} --{action.dest}: help says {shown.group(1)!r}, default {default!r}")
+    assert not drift, drift

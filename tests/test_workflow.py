@@ -163,6 +163,27 @@ def test_conda_deployment_plans_every_rule_with_the_environment_file(venv_env, t
     assert "pytorch =2.13.0" in environment["dependencies"]
 
 
+def test_the_conda_environment_holds_every_runtime_dependency_at_the_tested_version():
+    """envs/ditpareto.yaml (the jobs' environment under --sdm conda) lists every runtime dependency of the library
+    (pyproject.toml, unpinned) at the version envs/constraints.txt pins (what ./setup.sh installs and CI tests)."""
+    import tomllib
+
+    def name(text):
+        return re.split(r"[=<>! ]", text.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+    pins = {name(line): line.split("==")[1].strip() for line in (REPO / "envs/constraints.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    conda = {}
+    for entry in yaml.safe_load((REPO / "envs/ditpareto.yaml").read_text())["dependencies"]:
+        for item in entry["pip"] if isinstance(entry, dict) else [entry]:
+            if "=" in item:
+                conda[{"pytorch": "torch"}.get(name(item), name(item))] = re.split(r"==?", item)[-1].strip()
+    runtime = {name(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert runtime - set(conda) == set(), "missing from envs/ditpareto.yaml"
+    assert {k: v for k, v in conda.items() if k in pins and pins[k] != v} == {}, "versions differ from constraints"
+    assert "snakemake" not in runtime and "torchvision" in conda
+
+
 def test_dry_run_of_the_test_directory(venv_env):
     """The catalog convention: `.test/config.yaml` (the miniature) plans from the repository root into `.test/`."""
     result = snakemake(venv_env, "-n", "--cores", "2", "--directory", ".test", "--configfile", ".test/config.yaml",

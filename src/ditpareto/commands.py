@@ -158,7 +158,7 @@ def _classifier_args(p):
                    "glyphs draw) or digits-classifier (default: glyph-cnn)")
     p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data (--draw extractor)")
     p.add_argument("--val", required=True, metavar="NPZ", help="validation draw (--draw extractor_val)")
-    p.add_argument("--steps", type=count, default=600, metavar="N", help="training steps (default: 600)")
+    p.add_argument("--steps", type=count, default=1500, metavar="N", help="training steps (default: 1500)")
     p.add_argument("--seed", type=index, default=0, metavar="S", help="seed (default: 0)")
     p.add_argument("--out", required=True, type=output_path, metavar="PT", help="extractor weights (state dict)")
     p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
