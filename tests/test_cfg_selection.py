@@ -10,11 +10,16 @@ import pandas as pd
 import pytest
 
 from ditpareto.cfg_selection import (
-    choose_scales, extend_choices, mark_selected, read_choices, score_choices, select_scales,
+    choose_scales, extend_choices, mark_selected, read_choices, score_choices,
 )
 from ditpareto.study import read_recorded_scales
 
 REPO_CLAIMS = Path(__file__).resolve().parents[1] / "results/published/claims.csv"
+
+
+def select_scales(selection, evaluation):
+    """The select-cfg step's two stages: ``choose_scales`` on the selection records, scored on the evaluation records."""
+    return score_choices(choose_scales(selection), evaluation)
 
 
 def _record(cfg, seed, fid, n=1000):

@@ -103,11 +103,11 @@ def test_sampling_flops_and_latency_run_on_the_device(name, budget, base, tiny_s
     model = method_model(name, base)
     cpu_plan = method.plan(copy.deepcopy(model), method.parse_budget(budget), SETTINGS, tiny_spec)
     expected, _ = generate(cpu_plan, tiny_spec, SETTINGS, seed=0, indices=range(3), batch_size=3, progress=False)
-    expected_macs = counted_macs(cpu_plan, tiny_spec, (1, 16, 16))
+    expected_macs = counted_macs(cpu_plan, (1, 16, 16))
     with simulated_device() as device:
         plan = method.plan(model.to(device), method.parse_budget(budget), SETTINGS, tiny_spec)
         batch, _ = generate(plan, tiny_spec, SETTINGS, seed=0, indices=range(3), batch_size=3, progress=False)
-        macs = counted_macs(plan, tiny_spec, (1, 16, 16))
+        macs = counted_macs(plan, (1, 16, 16))
         timed = prepare("point", plan, tiny_spec, SETTINGS, seed=0)
         assert all(isinstance(x, OnDevice) and isinstance(t, OnDevice) for x, t, _ in timed.states)
         rows = measure([timed], batches=[2], rounds=1)

@@ -256,7 +256,7 @@ def test_plan_macs_counts_each_stage_with_cfg():
     model = flexdit_from_dit(base, FULL).eval()
     spec = ModelSpec("dit-micro-2", 16, in_channels=1, num_classes=10)
     plan = METHOD.plan(model, "0.61-0.86", SamplingSettings(steps=10, cfg_scale=2.0), spec)
-    macs = plan_macs(plan, spec, (1, 16, 16))
+    macs = plan_macs(plan, (1, 16, 16))
     per_stage = [flexdit_macs_per_call(base.config, FULL, s) for s in (5, 4, 4, 3)]
     assert macs["macs_per_image"] == 2 * sum(n * m for n, m in zip((3, 2, 3, 2), per_stage))
     assert plan.details["gmacs_per_call_by_stage"] == pytest.approx([m / 1e9 for m in per_stage])

@@ -242,7 +242,7 @@ def test_schedule_step_accounting(tiny_model, tiny_spec, budget, steps, weak, we
     d = plan.details
     assert (d["weak_steps"], d["weak_steps_guidance"], d["powerful_steps"]) == (weak, weak_guidance, steps - weak)
     if steps <= 10:
-        macs = plan_macs(plan, tiny_spec, (1, 16, 16))
+        macs = plan_macs(plan, (1, 16, 16))
         per = {p: flexidit_macs_per_call(model.config, p) for p in (2, 4)}
         assert macs["macs_per_image"] == (weak + weak_guidance) * per[4] + (2 * steps - weak - weak_guidance) * per[2]
         assert macs["macs_per_image"] == pytest.approx(d["analytic_gmacs_per_image"] * 1e9)

@@ -36,7 +36,7 @@ def test_plan_macs_counts_cfg_and_steps(tiny_model, tiny_spec):
     for cfg, calls in [(2.0, 2), (1.0, 1)]:
         settings = SamplingSettings(steps=10, cfg_scale=cfg)
         plan = METHODS["dit"].plan(tiny_model, "4", settings, tiny_spec)
-        macs = plan_macs(plan, tiny_spec, (1, 16, 16))
+        macs = plan_macs(plan, (1, 16, 16))
         assert macs["macs_per_image"] == 4 * calls * per_call
         assert macs["macs_per_call"] == per_call
         assert macs["network_calls_per_image"] == 4 * calls  # CFG 1 (unguided): one network call a step
@@ -50,7 +50,7 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tiny_model, tiny_spec
         plan = method.plan(tiny_model, "10i", SamplingSettings(steps=10, cfg_scale=2.0), tiny_spec,
                            method.parse_options(options))
         assert plan.details["guided_steps"] == guided
-        macs = plan_macs(plan, tiny_spec, (1, 16, 16))
+        macs = plan_macs(plan, (1, 16, 16))
         assert macs["network_calls_per_image"] == 15 and macs["macs_per_image"] == 15 * per_call
     # outside the interval a step is the conditional call alone; inside, the guided one
     plan = method.plan(tiny_model, "10i", SamplingSettings(steps=10, cfg_scale=3.0), tiny_spec)

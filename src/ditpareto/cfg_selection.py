@@ -129,11 +129,6 @@ def _equal_n_optimism(choice, at_selected) -> dict:
     return {"fid_evaluation_head": head, "selection_optimism": float(choice.fid_selection) - head}
 
 
-def select_scales(selection: list[dict], evaluation: list[dict]) -> pd.DataFrame:
-    """``choose_scales`` on the selection records, scored on the evaluation records (``score_choices``)."""
-    return score_choices(choose_scales(selection), evaluation)
-
-
 def read_choices(path: str) -> pd.DataFrame:
     """A recorded ``choose_scales`` table, checked (``study.read_recorded_scales``: columns, one row per key, finite
     scales >= 1; and every ``CHOICE_COLUMNS``). Raises ValueError naming what is wrong."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ditpareto.study import PRETRAIN_FLAGS, FinetuneRecipe, TrainConfig
+from ditpareto.study import PRETRAIN_FLAGS, SD_VAE_SCALE, FinetuneRecipe, TrainConfig
 
 log = logging.getLogger("ditpareto")
 
@@ -339,7 +339,8 @@ def _latent_args(p):
     g = p.add_argument_group("latents (paper setting)")
     g.add_argument("--vae", default=None, metavar="DIR",
                    help="local diffusers AutoencoderKL folder; set for latent models (default: pixel space)")
-    g.add_argument("--latent-scale", type=float, default=0.18215, metavar="S", help="latent scale (default: 0.18215)")
+    g.add_argument("--latent-scale", type=float, default=SD_VAE_SCALE, metavar="S",
+                   help=f"latent scale (default: {SD_VAE_SCALE})")
 
 
 def _latency_args(p):

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from ditpareto.npzfiles import read_npz, save_npz
 
-DATASETS = ("glyphs", "digits", "imagefolder")
 # Independent draws of one study (``ditpareto.glyphs.DRAW_IDS``): one file each, resources/data/{draw}.npz.
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ditpareto.study import ModelSpec
 from ditpareto.plans import SamplingPlan
 from ditpareto.archs import DiTConfig
 
@@ -71,7 +70,7 @@ def dit_macs_per_call(config: DiTConfig) -> int:
 
 
 @torch.no_grad()
-def plan_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...], sampled_macs=None) -> dict:
+def plan_macs(plan: SamplingPlan, latent_shape: tuple[int, ...], sampled_macs=None) -> dict:
     """MACs per image over the plan's whole trajectory, CFG included, counted by executing each distinct
     step once (steps sharing ``plan.step_key`` have identical compute) on one image; plans whose compute depends
     on the data count on real trajectories instead (``plan.macs_counter(sampled_macs)``, given the sampler's counter

@@ -16,8 +16,6 @@ from tqdm.auto import tqdm
 
 from ditpareto.errors import InputError
 
-SD_VAE_SCALE = 0.18215
-
 
 def load_vae(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     """``AutoencoderKL.from_pretrained(folder)`` offline (a diffusers folder: config.json + weights)."""

@@ -41,7 +41,6 @@ DIGITS_EXTRACTOR = "digits-classifier"
 GLYPH_EXTRACTOR = "glyph-cnn"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
-TRAINED_EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR)
 NUM_DIGIT_CLASSES = 10
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "inception_score_mean", "inception_score_std", "precision", "recall")
 _FIDELITY_KEYS = {

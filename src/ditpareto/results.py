@@ -19,7 +19,6 @@ from ditpareto.errors import InputError
 TIMING_COLUMNS = ("latency_ms_per_image", "latency_ms_per_image_std", "wall_seconds", "sampling_latency_ms_per_image",
                   "sampling_latency_ms_per_image_std", "latency_ms_min", "latency_ms_max", "latency_ms_batch1",
                   "latency_ms_batch1_min", "latency_ms_batch1_max")
-KEY_COLUMNS = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
 # What a sampling record holds for evaluate and merge-samples (checked before any compute).
 SAMPLE_RECORD_KEYS = ("method", "budget", "steps", "cfg_scale", "seed", "gmacs_per_image", "params")
 

@@ -95,7 +95,7 @@ def sampled_macs(plan: SamplingPlan, spec: ModelSpec, settings: SamplingSettings
     }
 
 
-def counted_macs(plan: SamplingPlan, spec: ModelSpec, latent_shape: tuple[int, ...]) -> dict:
+def counted_macs(plan: SamplingPlan, latent_shape: tuple[int, ...]) -> dict:
     """A plan's MACs per image: per distinct step (``flops.plan_macs``), or on sampled trajectories where its compute
     depends on the data (``sampled_macs``)."""
-    return plan_macs(plan, spec, latent_shape, sampled_macs=sampled_macs)
+    return plan_macs(plan, latent_shape, sampled_macs=sampled_macs)

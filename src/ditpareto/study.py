@@ -41,6 +41,8 @@ NO_FINETUNE, UNIT_FINETUNE = "0.00", "1.00"
 SHARED = "shared"  # the sha256 key of a shared fine-tune
 # A method's full-compute point within this FID of dit-ft at full steps is at parity; beyond, "conversion cost".
 PARITY_TOLERANCE = 0.3
+# DiT's SD-VAE latent scale: z = vae.encode(x).latent_dist.sample() * SD_VAE_SCALE.
+SD_VAE_SCALE = 0.18215
 
 
 @dataclass(frozen=True)
@@ -534,16 +536,6 @@ def grid_points(config: dict, recorded: dict | None = None) -> list[GridPoint]:
 def plateau_planned(config: dict) -> bool:
     """Whether the grid samples any plateau point (a fine-tune at another multiple of the shared compute)."""
     return any(parse_ft(p.ft)[1] is None and p.ft not in (NO_FINETUNE, UNIT_FINETUNE) for p in grid_points(config))
-
-
-def finetunes(config: dict) -> list[tuple[str, str, str]]:
-    """(method, checkpoint budget or "" for shared, ft) of every fine-tune the grid samples."""
-    out = []
-    for p in grid_points(config):
-        mode = FINETUNE_MODES[p.method]
-        if mode != "none":
-            out.append((p.method, checkpoint_budget(p.budget) if mode == "per_budget" else "", p.ft))
-    return list(dict.fromkeys(out))
 
 
 def argv(values: dict, keys: Iterable[str] | None = None) -> str:

@@ -9,7 +9,7 @@ import torch
 from ditpareto.errors import InputError
 from ditpareto.models import DiT
 from ditpareto.plans import SamplingPlan
-from ditpareto.study import FINETUNE_MODES, ModelSpec, SamplingSettings
+from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.vocab import MethodOptions, Vocabulary
 
 
@@ -23,11 +23,6 @@ class Method(Vocabulary):
 
     name: str = ""
     budget_help: str = ""
-
-    @property
-    def finetune_mode(self) -> str:
-        """"none" (samples the base), "shared" (one fine-tune for all budgets) or "per_budget" (study.FINETUNE_MODES)."""
-        return FINETUNE_MODES[self.name]
 
     # ------------------------------------------------------------------ models
     def convert(self, base: DiT, options: MethodOptions) -> torch.nn.Module:

@@ -230,11 +230,6 @@ class FlexDiT(nn.Module):
             x = block(x, c)
         return DiT.unpatchify(self, self.final_layer(x, c))
 
-    def token_counts(self, side: int) -> dict[str, int]:
-        """Tokens each segment processes at this side (for reports)."""
-        n, m = self.config.num_tokens, self.check_side(side) ** 2
-        return {"pf": n, "sparse_gen_queries": m, "sparse": m, "dense_rec": n, "dense": n, "top": n}
-
 
 #################################################################################
 #                       Conversion from a pretrained DiT                        #

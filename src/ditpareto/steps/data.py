@@ -10,11 +10,12 @@ import numpy as np
 from ditpareto.data import ImageSet, LatentSet, digits_draw, image_folder, save_draw
 from ditpareto.errors import InputError
 from ditpareto.results import provenance, sha256_of, write_json
+from ditpareto.study import SD_VAE_SCALE
 
 
 def prepare_data(*, dataset: str, draw: str, image_size: int, out: str, num: int | None = None, seed: int = 0,
                  heldout_fraction: float = 0.3, split_seed: int = 0, path: str | None = None, vae: str | None = None,
-                 max_per_class: int | None = None, device: str = "auto", latent_scale: float = 0.18215,
+                 max_per_class: int | None = None, device: str = "auto", latent_scale: float = SD_VAE_SCALE,
                  encode_batch_size: int = 64, encode_seed: int = 0, workers: int = 0) -> dict:
     """One draw of a dataset as an .npz, with a record <out>.json (fonts, renderer versions, flat-token share...).
 

@@ -27,7 +27,9 @@ from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, sha25
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import counted_macs, generate
 from ditpareto.shards import shard_indices
-from ditpareto.study import NO_SOURCE, PIPELINE, STEP_BUDGET_METHODS, GridPoint, ModelSpec, SamplingSettings, cfg_label
+from ditpareto.study import (
+    NO_SOURCE, PIPELINE, SD_VAE_SCALE, STEP_BUDGET_METHODS, GridPoint, ModelSpec, SamplingSettings, cfg_label,
+)
 from ditpareto.timing import DeviceClock, summarize as summarize_timings
 from ditpareto.vocab import MethodOptions
 
@@ -53,7 +55,7 @@ def training_fields(checkpoint: str) -> dict:
 def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: SamplingSettings, budget: str,
            checkpoint: str, seed: int, out: str, record: str, num_samples: int = 1000, shard: int = 0, shards: int = 1,
            batch_size: int = 250, reference_steps: int | None = None, ft: str = "1.00", vae: str | None = None,
-           latent_scale: float = 0.18215, device: str = "auto", precision: str = "fp32") -> dict:
+           latent_scale: float = SD_VAE_SCALE, device: str = "auto", precision: str = "fp32") -> dict:
     """Draw a grid point's samples (or one shard of them); record executed FLOPs, latency and the machine.
 
     The model, its plan and the sampler run on ``device`` in ``precision`` (the sampler's state stays float32;
@@ -82,7 +84,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
             with torch.autocast(target.type, enabled=False):
                 return decode_latents(autoencoder, z.float(), latent_scale)
     with precision_scope(precision, target):
-        macs = counted_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+        macs = counted_macs(plan, (config.in_channels, config.input_size, config.input_size))
         start = time.perf_counter()
         batch, seconds = generate(plan, spec, settings, seed, indices, batch_size, decode=decode)
         wall = time.perf_counter() - start
@@ -225,7 +227,7 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
             base = build_dit(spec.name, spec.image_size, **spec.overrides())
         model = method.convert(base, options).eval()
     plan = method.plan(model, parsed, settings, spec, options)
-    macs = counted_macs(plan, spec, (config.in_channels, config.input_size, config.input_size))
+    macs = counted_macs(plan, (config.in_channels, config.input_size, config.input_size))
     return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
             "image_size": spec.image_size, **summarize(macs),
             "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9, "details": plan.details}
