@@ -43,7 +43,8 @@ def _prepare_data_args(p):
                    help="image decoding worker processes; 0 or 1 decodes in this process (default: 0)")
     g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available (default)")
     _latent_args(p)
-    p.add_argument("--out", required=True, type=output_path, metavar="NPZ", help="output .npz: images (N,H,W,C) uint8 or latents, "
+    p.add_argument("--out", required=True, type=output_path, metavar="NPZ",
+                   help="output .npz: images (N,H,W,C) uint8 or latents, "
                    "labels, attr_* (glyphs); a record <out>.json beside it")
 
 
@@ -100,7 +101,8 @@ def add_flags(group, cls, names) -> None:
 
 def _train_args(p, cls, names):
     add_flags(p.add_argument_group("training"), cls, names)
-    p.add_argument("--state", required=True, type=output_path, metavar="PT", help="resumable training state (model, EMA, optimizer, RNG)")
+    p.add_argument("--state", required=True, type=output_path, metavar="PT",
+                   help="resumable training state (model, EMA, optimizer, RNG)")
     p.add_argument("--log-csv", required=True, type=output_path, metavar="CSV", help="loss curve output")
 
 
@@ -108,7 +110,8 @@ def _pretrain_args(p):
     p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data")
     p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG (default: 0.1)")
     _train_args(p, TrainConfig, PRETRAIN_FLAGS)
-    p.add_argument("--out", required=True, type=output_path, metavar="PT", help="EMA weights as a bare state dict (official DiT layout)")
+    p.add_argument("--out", required=True, type=output_path, metavar="PT",
+                   help="EMA weights as a bare state dict (official DiT layout)")
 
 
 def _import_base_args(p):
@@ -134,7 +137,8 @@ def _import_finetuned_args(p):
                    help="the study's training GMACs for this run: the record's must lie within 1 %% of it")
     p.add_argument("--record-sha256", default=None, metavar="HEX",
                    help="expected sha256 of the training record <checkpoint>.json (checked when given)")
-    p.add_argument("--out", required=True, type=output_path, metavar="PT", help="validated copy for the pipeline (+ its record)")
+    p.add_argument("--out", required=True, type=output_path, metavar="PT",
+                   help="validated copy for the pipeline (+ its record)")
 
 
 def _import_official_args(p):
@@ -149,7 +153,8 @@ def _import_official_args(p):
                    help="the authors' released file (their key names; a training checkpoint {model, ema, opt, args} "
                    "or a bare state dict)")
     p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
-    p.add_argument("--out", required=True, type=output_path, metavar="PT", help="our-layout weights (+ a record <out>.json)")
+    p.add_argument("--out", required=True, type=output_path, metavar="PT",
+                   help="our-layout weights (+ a record <out>.json)")
 
 
 def _classifier_args(p):
@@ -200,7 +205,8 @@ def _reference_args(p):
     p.add_argument("--floor", default=None, metavar="NPZ", help="independent real draw (--draw floor): the floor")
     p.add_argument("--floor-samples", type=count, default=None, metavar="N",
                    help="use the floor draw's first N images (a grid point's size; default: all)")
-    p.add_argument("--out", required=True, type=output_path, metavar="JSON", help="floor (real vs reference) and noise metrics")
+    p.add_argument("--out", required=True, type=output_path, metavar="JSON",
+                   help="floor (real vs reference) and noise metrics")
 
 
 def _reference_stats_args(p):
@@ -217,7 +223,8 @@ def _calibrate_args(p):
                    help="independent clean sets of N for the seed-to-seed spread (default: 5)")
     p.add_argument("--min-ratio", type=float, default=4.0, metavar="R",
                    help="the smallest degradation must raise FID by R x the spread (default: 4)")
-    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="calibration table; a summary JSON beside it")
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV",
+                   help="calibration table; a summary JSON beside it")
 
 
 def _convert_args(p):
@@ -317,8 +324,10 @@ def _sample_args(p):
     _latent_args(p)
     _device_arg(p)
     _precision_arg(p)
-    p.add_argument("--out", required=True, type=output_path, metavar="NPZ", help="samples: images (N,H,W,C) uint8, labels, indices")
-    p.add_argument("--record", required=True, type=output_path, metavar="JSON", help="sampling record: FLOPs, latency, parameters")
+    p.add_argument("--out", required=True, type=output_path, metavar="NPZ",
+                   help="samples: images (N,H,W,C) uint8, labels, indices")
+    p.add_argument("--record", required=True, type=output_path, metavar="JSON",
+                   help="sampling record: FLOPs, latency, parameters")
 
 
 def _device_arg(p):
@@ -354,21 +363,24 @@ def _latency_args(p):
     p.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"], help="guided channels")
     _device_arg(p)
     _precision_arg(p)
-    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="median/min/max ms per image per point and batch; "
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV",
+                   help="median/min/max ms per image per point and batch; "
                    "the machine record <out>.json beside it")
 
 
 def _merge_samples_args(p):
     p.add_argument("--shards", nargs="+", required=True, metavar="NPZ", help="shard samples from `sample --shard`")
     p.add_argument("--records", nargs="+", required=True, metavar="JSON", help="their sampling records (same order)")
-    p.add_argument("--out", required=True, type=output_path, metavar="NPZ", help="merged samples, in global index order")
+    p.add_argument("--out", required=True, type=output_path, metavar="NPZ",
+                   help="merged samples, in global index order")
     p.add_argument("--record", required=True, type=output_path, metavar="JSON", help="merged sampling record")
 
 
 def _evaluate_args(p):
     p.add_argument("--samples", required=True, metavar="NPZ", help="samples from `sample`")
     p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
-    p.add_argument("--features", default=None, type=output_path, metavar="NPZ", help="write the per-sample FID features here")
+    p.add_argument("--features", default=None, type=output_path, metavar="NPZ",
+                   help="write the per-sample FID features here")
     p.add_argument("--reference-stats", default=None, metavar="NPZ",
                    help="the reference draw's features, k-NN radii and resampled statistics from `reference-stats` "
                    "(default: computed here)")
@@ -384,7 +396,8 @@ def _convergence_args(p):
     p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size (default: 250)")
     _sampling_args(p)
     _metric_args(p)
-    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="FID (and KID, precision, recall) per snapshot step")
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV",
+                   help="FID (and KID, precision, recall) per snapshot step")
 
 
 def _flops_args(p):
@@ -416,7 +429,8 @@ def _select_cfg_args(p):
     p.add_argument("--evaluation", nargs="+", default=[], metavar="JSON",
                    help="metrics records of the evaluation seeds (at least each selected scale); without them, "
                         "only the choices are written")
-    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="one row per (method, budget, steps, ft)")
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV",
+                   help="one row per (method, budget, steps, ft)")
 
 
 def _summary_args(p):
@@ -426,12 +440,15 @@ def _summary_args(p):
     p.add_argument("--readme", default=None, metavar="MD",
                    help="also rewrite this file's generated ledger block (between its markers) from the ledger")
     p.add_argument("--metrics", default=None, metavar="CSV", help="the metrics table (for --metrics-html)")
-    p.add_argument("--ledger-html", default=None, type=output_path, metavar="HTML", help="also the ledger as an HTML table")
-    p.add_argument("--metrics-html", default=None, type=output_path, metavar="HTML", help="also a compact metrics table as HTML")
+    p.add_argument("--ledger-html", default=None, type=output_path, metavar="HTML",
+                   help="also the ledger as an HTML table")
+    p.add_argument("--metrics-html", default=None, type=output_path, metavar="HTML",
+                   help="also a compact metrics table as HTML")
     p.add_argument("--answer-html", default=None, type=output_path, metavar="HTML",
                    help="also the report's landing block: the question, the scale, the answer and the ledger (HTML)")
     p.add_argument("--config-json", default=None, metavar="JSON", help="the run's configuration (for --config-out)")
-    p.add_argument("--config-out", default=None, type=output_path, metavar="YAML", help="also the run's configuration as YAML")
+    p.add_argument("--config-out", default=None, type=output_path, metavar="YAML",
+                   help="also the run's configuration as YAML")
     p.add_argument("--out", required=True, type=output_path, metavar="MD", help="the summary (Markdown)")
 
 
@@ -440,7 +457,8 @@ def _verdicts_args(p):
     p.add_argument("--claims", required=True, metavar="CSV", help="published claims (results/published/claims.csv)")
     p.add_argument("--fixed-cfg", type=float, required=True, metavar="S", help="the study's fixed guidance scale")
     p.add_argument("--full-steps", type=count, required=True, metavar="N", help="the study's full step count")
-    p.add_argument("--comparisons", required=True, type=output_path, metavar="CSV", help="per-point comparison with the envelopes")
+    p.add_argument("--comparisons", required=True, type=output_path, metavar="CSV",
+                   help="per-point comparison with the envelopes")
     p.add_argument("--finetune-noise", default=None, type=output_path, metavar="CSV",
                    help="FID spread across fine-tune seeds per repeated (method, budget) (finetune.seed_noise)")
     p.add_argument("--cfg-selection", default=None, metavar="CSV",
@@ -465,7 +483,8 @@ def _compare_runs_args(p):
                    help="metrics records of the baseline run (e.g. the fp32 study's results/metrics/**.json)")
     p.add_argument("--other", nargs="+", required=True, metavar="JSON",
                    help="metrics records of the same grid sampled another way (e.g. --precision bf16)")
-    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="one row per shared grid point, one per method")
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV",
+                   help="one row per shared grid point, one per method")
 
 
 def _notebook_args(p):
