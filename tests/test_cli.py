@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from ditpareto import cli
 from ditpareto.models import build_dit
 
 MODEL = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
@@ -172,6 +173,22 @@ def test_table_commands_never_load_torch_and_torch_loaded_later_keeps_the_thread
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     result = subprocess.run([sys.executable, "-c", late_torch], capture_output=True, text=True, env=env)
     assert result.stdout.strip() == "1", result.stderr[-2000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("kept", [False, True])
+def test_every_command_keeps_freed_memory_for_reuse(kept):
+    """A freed 16 MiB block goes back to the kernel by default (the next tensor of that size is faulted in again,
+    page by page); every command sets glibc to keep it."""
+    probe = ("import ctypes, sys\nfrom ditpareto.cli import keep_freed_memory\n"
+             f"assert keep_freed_memory() if {kept} else True\n"
+             "libc = ctypes.CDLL('libc.so.6')\nlibc.malloc.restype = ctypes.c_void_p\n"
+             "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+             "block = libc.malloc(16 << 20)\nctypes.memset(block, 1, 16 << 20)\nbefore = rss()\n"
+             "libc.free(ctypes.c_void_p(block))\nprint(before - rss() > 8 << 20)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == str(not kept), result.stderr[-2000:]
+    assert "keep_freed_memory()" in inspect.getsource(cli.main)
 
 
 def test_a_sample_record_names_its_blas_threads(tmp_path, good_checkpoint):

@@ -277,10 +277,18 @@ def test_evaluate_with_the_shared_reference_statistics_equals_evaluate_without_t
     evaluate(metric_settings=boot, samples=str(samples), record=str(record), out=str(cached),
              reference=str(reference), reference_stats=str(stats))
     a, b = json.loads(plain.read_text()), json.loads(cached.read_text())
-    keys = ["fid", "kid_mean", "precision", "recall", "fid_ci_low", "fid_ci_high", "recall_ci_low"]
+    keys = ["fid", "kid_mean", "precision", "recall", "fid_ci_low", "fid_ci_high", "recall_ci_low", "recall_ci_high",
+            "precision_ci_low", "kid_ci_high"]
     assert {k: a[k] for k in keys} == pytest.approx({k: b[k] for k in keys}, rel=1e-9, abs=1e-12)
     assert a["fid_bootstrap"] == pytest.approx(b["fid_bootstrap"], rel=1e-9, abs=1e-12)
     assert a["bootstrap"]["fid_ci_estimand"].startswith("population FID")
+    from ditpareto.npzfiles import read_npz, save_npz
+
+    without_counts = {k: v for k, v in read_npz(stats).items() if k != "counts"}
+    save_npz(without_counts, tmp_path / "old.npz", compress=False)
+    with pytest.raises(InputError, match="counts are missing or not uint8"):
+        evaluate(metric_settings=boot, samples=str(samples), record=str(record), out=str(cached),
+                 reference=str(reference), reference_stats=str(tmp_path / "old.npz"))
     other = dataclasses.replace(boot, bootstrap_seed=5)
     with pytest.raises(InputError, match="resampled with seed 1; this bootstrap needs 6"):
         evaluate(metric_settings=other, samples=str(samples), record=str(record), out=str(cached),

@@ -221,11 +221,24 @@ def test_bootstrap_fid_equals_the_frechet_formula_on_each_replicate(n, dim):
     rng = np.random.default_rng(3)
     generated, reference = rng.normal(size=(n, dim)) + 0.2, rng.normal(size=(900, dim))
     mu, sigma = reference.mean(0), np.cov(reference, rowvar=False)
-    fast = bootstrap_fid(generated, (mu, sigma), 3, seed=5)
-    for value, idx in zip(fast, paired_indices(n, 3, 5)):
+    fast = bootstrap_fid(generated, (mu, sigma), 5, seed=5, chunk=2)  # chunks of 2, 2 and 1 replicates
+    for value, idx in zip(fast, paired_indices(n, 5, 5), strict=True):
         sample = generated[idx]
         assert value == pytest.approx(frechet_distance(sample.mean(0), np.cov(sample, rowvar=False), mu, sigma),
                                       rel=1e-6, abs=1e-6)
+    resampled = bootstrap_fid(generated, reference, 5, seed=5, chunk=2)
+    assert resampled == pytest.approx(bootstrap_fid(generated, reference, 5, seed=5), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [7, 1000])
+def test_resampled_means_from_counts_equal_the_means_of_the_resampled_values(n):
+    """The recall's replicates from the reference's stored resample counts are bit for bit the means over its
+    resampled indices (0/1 terms: exact sums either way)."""
+    from ditpareto.bootstrap import resample_counts, resampled_means
+
+    values = (np.random.default_rng(n).random(n) < 0.4).astype(np.float32)
+    counts = resample_counts(n, 300, 2).astype(np.uint8)
+    assert np.array_equal(resampled_means(values, counts, chunk=64), values[paired_indices(n, 300, 2)].mean(axis=1))
 
 
 def test_finetune_seed_noise_is_measured_and_widens_the_intervals_of_its_budget(study):

@@ -72,16 +72,21 @@ def resample_counts(n: int, replicates: int, seed: int) -> np.ndarray:
 
 def _resampled_moments(features: np.ndarray, counts: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Means (B, d) and covariances (B, d, d) (ddof 1) of each resample given by ``counts`` rows: one matrix
-    product with the per-sample outer products, centred on the full set's mean for accuracy."""
+    product with the per-sample outer products (their upper triangle: a covariance is symmetric), centred on the
+    full set's mean for accuracy."""
     n, d = features.shape
     full_mean = features.mean(axis=0)
     centred = features - full_mean
-    outer = (centred[:, :, None] * centred[:, None, :]).reshape(n, d * d)
+    rows, cols = np.triu_indices(d)
+    outer = centred[:, rows] * centred[:, cols]
     means, covs = [], []
     for start in range(0, len(counts), chunk):
         c = counts[start:start + chunk]
         mean = c @ centred / n
-        second = (c @ outer).reshape(len(c), d, d)
+        upper = c @ outer
+        second = np.empty((len(c), d, d))
+        second[:, rows, cols] = upper
+        second[:, cols, rows] = upper
         covs.append((second - n * mean[:, :, None] * mean[:, None, :]) / (n - 1))
         means.append(mean + full_mean)
     return np.concatenate(means), np.concatenate(covs)
@@ -110,15 +115,19 @@ class ReferenceReplicates:
     sqrt: np.ndarray  # (B, d, d): the symmetric square root of cov
     seed: int
     size: int
+    counts: np.ndarray | None = None  # (B, size) uint8: how often each reference sample is drawn (the recall's)
 
 
 def reference_replicates(reference: np.ndarray, replicates: int, seed: int, chunk: int = 250) -> ReferenceReplicates:
     """Means, covariances and their square roots of the reference resampled with ``paired_indices(M, replicates,
     seed)``."""
     reference = np.asarray(reference, dtype=np.float64)
-    mean, cov = _resampled_moments(reference, resample_counts(len(reference), replicates, seed), chunk)
+    counts = resample_counts(len(reference), replicates, seed)
+    mean, cov = _resampled_moments(reference, counts, chunk)
     root = _batched_sqrt_psd(cov)
-    return ReferenceReplicates(mean, cov, root, seed, len(reference))
+    if counts.max() > np.iinfo(np.uint8).max:
+        raise ValueError(f"a reference sample is drawn {int(counts.max())} times in one replicate: too few samples")
+    return ReferenceReplicates(mean, cov, root, seed, len(reference), counts.astype(np.uint8))
 
 
 def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray] | ReferenceReplicates,
@@ -155,8 +164,11 @@ def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarra
     else:
         ref = reference_replicates(reference, replicates, seed + 1, chunk)
     mean_g, cov_g = _resampled_moments(generated, resample_counts(n, replicates, seed), chunk)
-    with threadpool_limits(1):
-        trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(ref.sqrt @ cov_g @ ref.sqrt), 0, None)).sum(axis=1)
+    roots = (lambda i: ref.sqrt) if len(ref.sqrt) == 1 else (lambda i: ref.sqrt[i:i + chunk])
+    with threadpool_limits(1):  # in chunks: small temporaries are reused, large ones faulted in page by page
+        trace_sqrt = np.concatenate([
+            np.sqrt(np.clip(np.linalg.eigvalsh(roots(i) @ cov_g[i:i + chunk] @ roots(i)), 0, None)).sum(axis=1)
+            for i in range(0, replicates, chunk)])
     return (((mean_g - ref.mean) ** 2).sum(axis=1) + np.trace(cov_g, axis1=1, axis2=2)
             + np.trace(ref.cov, axis1=1, axis2=2) - 2 * trace_sqrt)
 
@@ -219,19 +231,36 @@ def _counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
 
 
+def resampled_means(values: np.ndarray, counts: np.ndarray, chunk: int = 250) -> np.ndarray:
+    """``values[idx].mean(axis=1)`` for the index rows whose ``counts`` (B, n) are given, with the same float32 result
+    for 0/1 values: their sums are exact integers either way."""
+    values = np.asarray(values, dtype=np.float32)
+    sums = np.concatenate([counts[i:i + chunk].astype(np.float32) @ values for i in range(0, len(counts), chunk)])
+    return sums / np.float32(counts.shape[1])
+
+
 def bootstrap_set_metrics(generated: np.ndarray, reference: np.ndarray, replicates: int, seed: int,
-                          membership: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+                          membership: tuple[np.ndarray, np.ndarray],
+                          reference_counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """KID, precision and recall of each paired replicate (the indices of ``bootstrap_fid``).
 
     KID: the tie-free MMD^2 against a fixed subset of the reference as large as the generated set (the same subset
     for every grid point; KID's own estimate also works on subsets), so a 10k reference costs no 10k x 10k kernel.
     Precision and recall: the per-sample ``membership`` terms (``manifold_membership``, k-NN radii of the full
-    sets) resampled, since resampled sets would hold duplicates whose zero distances bias the radii."""
+    sets) resampled, since resampled sets would hold duplicates whose zero distances bias the radii.
+    ``reference_counts``: the reference's resample counts (``ReferenceReplicates.counts``), which spare drawing its
+    indices again (10k x 2000 of them)."""
     size = min(len(reference), len(generated))
     subset = np.sort(np.random.default_rng(np.random.SeedSequence([seed, len(reference), 2])).choice(
         len(reference), size, replace=False)) if size < len(reference) else np.arange(len(reference))
     gen_idx = paired_indices(len(generated), replicates, seed)
-    ref_idx = paired_indices(len(reference), replicates, seed + 1)
     in_reference, in_generated = membership
+    if reference_counts is None:
+        recall = in_generated[paired_indices(len(reference), replicates, seed + 1)].mean(axis=1)
+    elif reference_counts.shape != (replicates, len(reference)):
+        raise ValueError(f"reference counts {reference_counts.shape} do not match {replicates} replicates of "
+                         f"{len(reference)} reference samples")
+    else:
+        recall = resampled_means(in_generated, reference_counts)
     return {"kid": mmd2_replicates(generated, reference[subset], gen_idx, paired_indices(size, replicates, seed + 1)),
-            "precision": in_reference[gen_idx].mean(axis=1), "recall": in_generated[ref_idx].mean(axis=1)}
+            "precision": in_reference[gen_idx].mean(axis=1), "recall": recall}

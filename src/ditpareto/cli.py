@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -95,6 +96,28 @@ def limit_threads(threads: int):
     return threadpool_limits(limits=threads)
 
 
+# glibc's mallopt parameters, and the values a job runs with: freed blocks up to 32 MiB (the largest mmap threshold
+# glibc accepts) stay in the heap, and the heap is trimmed only beyond 1 GiB of free top.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEPT_BLOCK_BYTES, TRIM_BYTES = 32 << 20, 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc reuse freed memory instead of returning it to the kernel (Linux with glibc; elsewhere a no-op that
+    returns False). By default every tensor above the mmap threshold is mapped fresh and faulted in page by page:
+    a toy DiT forward at 128 rows spent a quarter of its time there (294 -> 224 ms, the same numbers)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        kept = libc.mallopt(M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)
+        return bool(kept and libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
 def _in_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
 
@@ -135,6 +158,7 @@ def _exec_torchrun(nproc: int, argv: list[str], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    keep_freed_memory()
     worker = _in_torchrun()
     if worker:
         _die_with_parent()
@@ -147,8 +171,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str], worker: bool) -> None:
+    # The imports (torch, the step's modules) allocate a million objects that live as long as the job: the cyclic
+    # collector would scan them again and again (8 % of an evaluate job). They are frozen out of its reach instead.
+    gc.disable()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    gc.freeze()
+    gc.enable()
     if args.nproc > 1 and not worker:
         if args.command in DATA_PARALLEL:
             _exec_torchrun(args.nproc, argv, args.command)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ditpareto.npzfiles import read_npz, save_npz
+from ditpareto.npzfiles import all_finite, memmap_member, read_npz, save_npz
 
 # Independent draws of one study (``ditpareto.glyphs.DRAW_IDS``): one file each, resources/data/{draw}.npz.
 DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
@@ -140,59 +140,6 @@ def _checked_npz(path: Path) -> dict[str, np.ndarray]:
     return read_npz(path, "dataset")
 
 
-def memmap_member(path: str | os.PathLike, name: str) -> np.ndarray | None:
-    """An uncompressed .npz member as a copy-on-write memory map (None when it is compressed or absent): the latent
-    training set is read from the page cache on demand and shared by every process on a node, not copied into each
-    rank's memory (21 GB at 256 px, 84 GB at 512 px as float32). The member is checked against the zip's CRC-32
-    first (one chunked read: a map would skip the check np.load makes), InputError when it fails."""
-    import struct
-    import zipfile
-
-    from ditpareto.errors import InputError
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(f"{name}.npy")
-    except (KeyError, zipfile.BadZipFile, OSError):
-        return None
-    if info.compress_type != zipfile.ZIP_STORED:
-        return None
-    with open(path, "rb") as handle:
-        handle.seek(info.header_offset)
-        local = handle.read(30)
-        name_length, extra_length = struct.unpack("<HH", local[26:30])
-        start = info.header_offset + 30 + name_length + extra_length
-        if _member_crc(handle, start, info.file_size) != info.CRC:  # the zip's own digest, which a map skips
-            raise InputError(f"dataset {path}: member {name}.npy fails its CRC-32 check (a damaged copy); "
-                             "prepare the draw again")
-        handle.seek(start)
-        version = np.lib.format.read_magic(handle)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(handle)
-        offset = handle.tell()
-    if dtype.hasobject:
-        return None
-    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C")
-
-
-def _member_crc(handle, start: int, size: int, chunk: int = 1 << 26) -> int:
-    """CRC-32 of ``size`` bytes from ``start`` (a stored zip member), read in 64 MiB chunks."""
-    import zlib
-
-    handle.seek(start)
-    crc, left = 0, size
-    while left > 0:
-        block = handle.read(min(chunk, left))
-        if not block:
-            break
-        crc, left = zlib.crc32(block, crc), left - len(block)
-    return crc
-
-
-def _all_finite(array: np.ndarray, chunk: int = 4096) -> bool:
-    return all(np.isfinite(array[i:i + chunk]).all() for i in range(0, len(array), chunk))
-
-
 def load_draw(path: str | os.PathLike) -> ImageSet | LatentSet:
     """A prepared draw (``prepare-data``), checked: keys, dtypes, shapes, finite latents, integer labels. Latents
     stored uncompressed are memory-mapped (``memmap_member``)."""
@@ -217,7 +164,7 @@ def load_draw(path: str | os.PathLike) -> ImageSet | LatentSet:
     try:
         if "images" in data:
             return ImageSet(data["images"], labels.astype(np.int64))
-        if data["latents"].dtype != np.float32 or not _all_finite(data["latents"]):
+        if data["latents"].dtype != np.float32 or not all_finite(data["latents"]):
             raise InputError(f"dataset {path}: latents must be finite float32 values")
         return LatentSet(data["latents"], labels.astype(np.int64))
     except ValueError as exc:

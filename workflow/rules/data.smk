@@ -11,6 +11,8 @@ rule prepare_data:
         "logs/prepare_data/{draw}.log",
     benchmark:
         "results/benchmarks/prepare_data/{draw}.tsv"
+    # first: every evaluate job waits on the metric inputs
+    priority: 2
     conda:
         ENV
     threads: 2
@@ -99,6 +101,8 @@ rule import_extractor:
         "resources/fid/extractor.pt",
     log:
         "logs/import_extractor/extractor.log",
+    # first: every evaluate job waits on the metric inputs
+    priority: 2
     conda:
         ENV
     params:
@@ -126,6 +130,8 @@ rule calibrate:
         "logs/calibrate/calibration.log",
     benchmark:
         "results/benchmarks/calibrate/calibration.tsv"
+    # first: every evaluate job waits on the metric inputs
+    priority: 2
     conda:
         ENV
     threads: 2
@@ -152,6 +158,8 @@ rule reference:
         "logs/reference/reference.log",
     benchmark:
         "results/benchmarks/reference/reference.tsv"
+    # first: every evaluate job waits on the metric inputs
+    priority: 2
     conda:
         ENV
     threads: 2
@@ -175,6 +183,8 @@ rule reference_stats:
         "logs/reference_stats/reference_stats.log",
     benchmark:
         "results/benchmarks/reference_stats/reference_stats.tsv"
+    # first: every evaluate job waits on the metric inputs
+    priority: 2
     conda:
         ENV
     threads: 2

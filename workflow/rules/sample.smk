@@ -44,6 +44,8 @@ rule merge_samples:
         record="results/samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.record.json",
     log:
         "logs/merge_samples/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.log",
+    # a point's samples are scored as soon as they exist: no backlog of evaluate jobs at the end
+    priority: 1
     conda:
         ENV
     params:
@@ -67,6 +69,8 @@ rule evaluate:
         "logs/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{method}/budget~{budget}/steps~{steps}/ft~{ft}/cfg~{cfg}/seed~{seed}.tsv"
+    # as soon as its samples exist (see merge_samples)
+    priority: 1
     conda:
         ENV
     threads: 2

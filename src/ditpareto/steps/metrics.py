@@ -18,7 +18,7 @@ from ditpareto.bootstrap import (
 )
 from ditpareto.calibration import calibrate as run_calibration
 from ditpareto.data import ImageSet, load_attributes, load_draw
-from ditpareto.npzfiles import load_samples, read_npz, save_npz
+from ditpareto.npzfiles import all_finite, load_samples, read_npz, save_npz
 from ditpareto.errors import InputError
 from ditpareto.intervals import BASIC_ESTIMAND, CI_LEVEL, basic_ci, percentile_ci
 from ditpareto.glyph_extractor import save_glyph_cnn, train_glyph_cnn
@@ -86,7 +86,7 @@ def reference_stats(*, metric_settings: MetricSettings, reference: str, out: str
     if metric_settings.bootstrap_replicates:
         ref = reference_replicates(features[layers["fid"]].double().numpy(), metric_settings.bootstrap_replicates,
                                    metric_settings.bootstrap_seed + 1)
-        arrays.update(mean=ref.mean, cov=ref.cov, sqrt=ref.sqrt, seed=np.int64(ref.seed))
+        arrays.update(mean=ref.mean, cov=ref.cov, sqrt=ref.sqrt, counts=ref.counts, seed=np.int64(ref.seed))
     save_npz(arrays, out, compress=False)
     return {"reference_images": len(images), "layers": sorted(features),
             "replicates": metric_settings.bootstrap_replicates, "out": out}
@@ -150,7 +150,7 @@ def load_reference_stats(path: str, settings: MetricSettings, size: int) -> tupl
     None without a bootstrap). InputError naming what is wrong."""
     import torch
 
-    data = read_npz(path, "reference statistics")
+    data = read_npz(path, "reference statistics", mapped=("cov", "sqrt", "counts"), remedy="rerun `reference-stats`")
     layers = sorted(set(metric_layers(settings).values()))
     missing = sorted(({f"features~{name}" for name in layers} | {"radii", "size"}) - set(data))
     if missing:
@@ -170,13 +170,17 @@ def load_reference_stats(path: str, settings: MetricSettings, size: int) -> tupl
         b, seed = settings.bootstrap_replicates, settings.bootstrap_seed + 1
         expected = {"mean": (b, dim), "cov": (b, dim, dim), "sqrt": (b, dim, dim)}
         for key, shape in expected.items():
-            if key not in data or data[key].shape != shape or not np.isfinite(data[key]).all():
+            if key not in data or data[key].shape != shape or not all_finite(data[key]):
                 raise InputError(f"reference statistics {path}: {key} is missing, not {shape} or not finite "
                                  f"(--bootstrap-replicates {b}): rerun `reference-stats`")
+        counts = data.get("counts")
+        if counts is None or counts.shape != (b, size) or counts.dtype != np.uint8:
+            raise InputError(f"reference statistics {path}: counts are missing or not uint8 {(b, size)}: rerun "
+                             "`reference-stats`")
         if int(data["seed"]) != seed:
             raise InputError(f"reference statistics {path} were resampled with seed {int(data['seed'])}; this "
                              f"bootstrap needs {seed}: rerun `reference-stats`")
-        replicates = ReferenceReplicates(data["mean"], data["cov"], data["sqrt"], seed, size)
+        replicates = ReferenceReplicates(data["mean"], data["cov"], data["sqrt"], seed, size, counts)
     return {name: torch.from_numpy(value) for name, value in features.items()}, data["radii"], replicates
 
 
@@ -239,7 +243,8 @@ def evaluate(*, metric_settings: MetricSettings, samples: str, record: str, out:
             kid_layer = metric_layers(metric_settings)["kid"]
             for name, values in bootstrap_set_metrics(
                     generated[kid_layer].double().numpy(), reference_fd[kid_layer].double().numpy(),
-                    metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed, membership).items():
+                    metric_settings.bootstrap_replicates, metric_settings.bootstrap_seed, membership,
+                    None if resampled is None else resampled.counts).items():
                 metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = percentile_ci(values)
         result["fid_bootstrap"] = [float(v) for v in replicates]
         result["bootstrap"] = {"replicates": metric_settings.bootstrap_replicates,
