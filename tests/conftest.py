@@ -10,6 +10,9 @@ import pytest
 import torch
 
 import ditpareto.compat  # noqa: F401
+from ditpareto.cli import keep_freed_memory
+
+keep_freed_memory()  # as every command does: the in-process tests run as fast, with the same numbers
 
 REPO = Path(__file__).resolve().parents[1]
 
