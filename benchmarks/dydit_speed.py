@@ -26,7 +26,8 @@ import yaml
 from ditpareto.flops import count_macs
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
 from ditpareto.models import build_dit, load_dit
-from ditpareto.models.dydit import DyDiT, layer_flops
+from ditpareto.models.dydit import DyDiT
+from ditpareto.spec.dydit import layer_flops
 from ditpareto.sampling import generate
 from ditpareto.timing import summarize
 

@@ -13,11 +13,10 @@ import ditpareto.compat  # noqa: F401
 import torch
 
 from ditpareto.diffusion import per_sample_randn, sample_generators, sample_loop
-from ditpareto.flops import dit_macs_per_call
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
-from ditpareto.vocab import stage_sides
 from ditpareto.models import build_dit
-from ditpareto.models.flexdit import flexdit_macs_per_call
+from ditpareto.spec.flexdit import flexdit_macs_per_call, stage_sides
+from ditpareto.spec.steps import dit_macs_per_call
 from ditpareto.timing import time_repeated
 
 CASES = {

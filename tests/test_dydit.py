@@ -11,12 +11,14 @@ import torch
 from conftest import randomize_
 from ditpareto.data import ImageSet
 from ditpareto.errors import InputError
-from ditpareto.flops import count_macs, dit_macs_per_call
+from ditpareto.flops import count_macs
+from ditpareto.spec.steps import dit_macs_per_call
 from ditpareto.sampling import counted_macs
 from ditpareto.methods import METHODS, SamplingSettings
 from ditpareto.methods.dydit import stratified_timesteps, target_at
 from ditpareto.models import build_dit, dit_config
-from ditpareto.models.dydit import DyDiT, RouterConfig, compute_ratio, flops_loss, layer_flops, sliced_macs_per_call
+from ditpareto.models.dydit import DyDiT, RouterConfig, compute_ratio, flops_loss
+from ditpareto.spec.dydit import layer_flops, sliced_macs_per_call
 from ditpareto.train import TrainConfig
 
 METHOD = METHODS["dydit"]

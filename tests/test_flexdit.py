@@ -12,10 +12,10 @@ from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.flops import count_macs, plan_macs
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
-from ditpareto.vocab import FlexBudget, stage_bounds, stage_of, stage_rates, stage_sides
+from ditpareto.spec.flexdit import FlexBudget, flexdit_macs_per_call, stage_bounds, stage_of, stage_rates, stage_sides
 from ditpareto.methods.flexdit import batch_stage, stratified_loss
 from ditpareto.models import CheckpointError, DiT, DiTConfig, dit_config
-from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per_call
+from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit
 from ditpareto.archs import FlexLayout, default_layout
 from conftest import randomize_
 

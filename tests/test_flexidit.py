@@ -15,15 +15,14 @@ from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.methods.flexidit import (
     FlexiDiTLoss,
-    analytic_macs_per_image,
     bootstrapped_mmd_loss,
     flexidit_loss,
-    flexidit_macs_per_call,
     mmd2,
     same_class_partners,
     weak_guidance_scale,
 )
 from ditpareto.models import build_dit, dit_config
+from ditpareto.spec.flexidit import analytic_macs_per_image, flexidit_macs_per_call
 from ditpareto.models.checkpoint import CheckpointError
 from ditpareto.models.dit import DiT, get_2d_sincos_pos_embed
 from ditpareto.models.flexidit import FlexiConfig, coarse_pos_embed, convert_dit, q_embed, resize_matrix

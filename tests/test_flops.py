@@ -5,7 +5,8 @@ import sys
 import pytest
 import torch
 
-from ditpareto.flops import count_macs, dit_macs_per_call, plan_macs
+from ditpareto.flops import count_macs, plan_macs
+from ditpareto.spec.steps import dit_macs_per_call
 from ditpareto.methods import METHODS, SamplingSettings
 from ditpareto.models import build_dit, dit_config
 

@@ -308,7 +308,8 @@ def test_shipped_fine_tunes_regenerate_and_import_as_trained(venv_env, mini_run,
     import shutil
 
     from ditpareto.results import sha256_of
-    from ditpareto.study import FINETUNE_MODES, shipped_checkpoint
+    from ditpareto.study import shipped_checkpoint
+    from ditpareto.spec import FINETUNE_MODES
     from test_config import with_defaults
 
     config = with_defaults(yaml.safe_load(MINI.read_text()))

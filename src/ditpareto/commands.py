@@ -142,7 +142,7 @@ def _import_finetuned_args(p):
 
 
 def _import_official_args(p):
-    from ditpareto.study import OFFICIAL_METHODS
+    from ditpareto.spec import OFFICIAL_METHODS
 
     p.add_argument("--method", required=True, choices=list(OFFICIAL_METHODS), help="method (registry key)")
     p.add_argument("--budget", required=True, metavar="B", help="the budget the checkpoint was trained for "

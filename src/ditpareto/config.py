@@ -11,11 +11,11 @@ from ditpareto.archs import dit_config
 from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
-    FINETUNE_MODES, OFFICIAL, OFFICIAL_METHODS, STEP_BUDGET_METHODS, SamplingSettings, checkpoint_budget,
-    guidance_keys, read_plateau_table, read_recorded_scales, read_noise_table, recorded_selection_seeds,
-    shipped_checkpoint, stale_plateau_rows, stale_rows,
+    OFFICIAL, SamplingSettings, checkpoint_budget, guidance_keys, read_plateau_table, read_recorded_scales,
+    read_noise_table, recorded_selection_seeds, shipped_checkpoint, stale_plateau_rows, stale_rows,
 )
-from ditpareto.vocab import get_vocabulary
+from ditpareto.spec import FINETUNE_MODES, OFFICIAL_METHODS, STEP_BUDGET_METHODS
+from ditpareto.spec import get_vocabulary
 
 
 def resolve_path(path: str, root: str | Path) -> Path:

@@ -59,16 +59,6 @@ def steps_for_train_macs(macs_at: Callable[[int], float], budget_macs: float, li
     return steps, total
 
 
-def dit_macs_per_call(config: DiTConfig) -> int:
-    """Closed-form MACs of one DiT forward for one image (DiT's convention; the counter must agree)."""
-    d, t, p = config.hidden_size, config.num_tokens, config.patch_size
-    mlp = int(d * config.mlp_ratio)
-    embed = config.in_channels * p * p * d * t + 256 * d + d * d  # patchify conv + timestep MLP
-    per_block = (3 * d * d + d * d + 2 * d * mlp) * t + 2 * t * t * d + 6 * d * d
-    final = 2 * d * d + d * p * p * config.out_channels * t
-    return embed + config.depth * per_block + final
-
-
 @torch.no_grad()
 def plan_macs(plan: SamplingPlan, latent_shape: tuple[int, ...], sampled_macs=None) -> dict:
     """MACs per image over the plan's whole trajectory, CFG included, counted by executing each distinct

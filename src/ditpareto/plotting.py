@@ -14,28 +14,16 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ditpareto.study import (  # noqa: E402
-    OFFICIAL, STEP_BUDGET_METHODS, GridPoint, cfg_label, ft_label, interval_budget, parse_ft, samples_file,
+    OFFICIAL, GridPoint, cfg_label, ft_label, interval_budget, parse_ft, samples_file,
 )
+from ditpareto.spec import METHOD_COLORS, METHOD_LABELS, STEP_BUDGET_METHODS
 
-METHOD_LABELS = {
-    "dit": "DiT (fewer steps)",
-    "dit-ft": "DiT fine-tuned (fewer steps)",
-    "flexidit": "FlexiDiT",
-    "dydit": "DyDiT",
-    "flexdit": "FlexDiT",
-}
-METHOD_ORDER = list(METHOD_LABELS)
 # Legend mark of points sampled from the method's authors' released checkpoint (finetune_source "official").
 AUTHORS_CHECKPOINT = "authors' checkpoint"
 
 
-# Okabe & Ito's colour-blind-safe colours, no two methods alike: the baselines black and grey.
-METHOD_COLORS = {"dit": "#000000", "dit-ft": "#8c8c8c", "flexidit": "#0072B2", "dydit": "#D55E00",
-                 "flexdit": "#009E73"}
-
-
 def method_palette() -> dict[str, str]:
-    return {METHOD_LABELS[m]: METHOD_COLORS[m] for m in METHOD_ORDER}
+    return {METHOD_LABELS[m]: METHOD_COLORS[m] for m in METHOD_LABELS}  # in registry order
 
 
 def set_style() -> None:
@@ -52,7 +40,7 @@ def _save(fig, out_paths) -> None:
 
 def _methods_in(points: pd.DataFrame) -> list[str]:
     present = set(points["method"])
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    return [m for m in METHOD_LABELS if m in present] + sorted(present - set(METHOD_LABELS))
 
 
 def at_cfg(table: pd.DataFrame, cfg: float | None) -> pd.DataFrame:

@@ -233,7 +233,8 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     ``conversion_cost``: the gap exceeds ``study.PARITY_TOLERANCE`` (empty on other rows)."""
     import pandas as pd
 
-    from ditpareto.study import PARITY_TOLERANCE, STEP_BUDGET_METHODS, interval_budget
+    from ditpareto.study import PARITY_TOLERANCE, interval_budget
+    from ditpareto.spec import STEP_BUDGET_METHODS
 
     table = table.copy()
     table["parity_gap"] = float("nan")

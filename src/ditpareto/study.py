@@ -23,20 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ditpareto.errors import InputError
+from ditpareto.spec import FINETUNE_MODES, FULL_PREFIX, INTERVAL_SUFFIX, STEP_BUDGET_METHODS
 
-# How each method fine-tunes: "none" (samples the base), "shared" (one fine-tune for all budgets), "per_budget".
-FINETUNE_MODES = {"dit": "none", "dit-ft": "shared", "flexidit": "shared", "dydit": "per_budget",
-                  "flexdit": "per_budget"}
-STEP_BUDGET_METHODS = ("dit", "dit-ft")  # the budget is the step count
-# A step-count budget with this suffix ("10i") guides only the steps inside the guidance interval (Kynkäänniemi et
-# al. 2024: the unconditional call only at middle noise levels); the other steps make one conditional call.
-INTERVAL_SUFFIX = "i"
-# Methods whose authors' released checkpoints can replace the pipeline's fine-tunes (config source: official).
-OFFICIAL_METHODS = ("dydit",)
 # Who trained the model a grid point samples (records' ``finetune_source``): the pipeline, the method's authors
 # (training compute unknown: train_gmacs null), or nobody (the untouched base).
 PIPELINE, OFFICIAL, NO_SOURCE = "pipeline", "official", "none"
-FULL_PREFIX = "full@"
 NO_FINETUNE, UNIT_FINETUNE = "0.00", "1.00"
 SHARED = "shared"  # the sha256 key of a shared fine-tune
 # A method's full-compute point within this FID of dit-ft at full steps is at parity; beyond, "conversion cost".

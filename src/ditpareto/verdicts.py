@@ -30,9 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ditpareto.intervals import CI_LEVEL, Estimate, holm
-from ditpareto.study import (
-    FINETUNE_MODES, OFFICIAL, STEP_BUDGET_METHODS, checkpoint_budget, interval_budget, parse_ft,
-)
+from ditpareto.study import OFFICIAL, checkpoint_budget, interval_budget, parse_ft
+from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS
 
 OUTCOMES = ("reproduced", "better than claimed", "worse than claimed", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"

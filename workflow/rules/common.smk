@@ -8,6 +8,7 @@ from pathlib import Path
 
 import ditpareto
 from ditpareto import study
+from ditpareto.spec import FINETUNE_MODES
 from ditpareto.codehash import code_hash
 from ditpareto.config import check_config_files, check_study, resolve_path
 from ditpareto.errors import InputError
@@ -284,7 +285,7 @@ def metric_flags():
 
 def get_method_checkpoint(wildcards):
     """The checkpoint a grid point samples (the base for dit)."""
-    if study.FINETUNE_MODES[wildcards.method] == "none":
+    if FINETUNE_MODES[wildcards.method] == "none":
         return "resources/pretrained/base.pt"
     return study.finetuned_checkpoint(wildcards.method, wildcards.budget, wildcards.ft)
 
@@ -436,7 +437,7 @@ def latency_points():
         seen.add(key)
         weights = (
             "resources/pretrained/base.pt"
-            if study.FINETUNE_MODES[p.method] == "none"
+            if FINETUNE_MODES[p.method] == "none"
             else study.finetuned_checkpoint(p.method, p.budget, p.ft)
         )
         points.append(

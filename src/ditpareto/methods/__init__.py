@@ -1,4 +1,5 @@
-"""Method registry: keys are path-safe and serve as wildcard values, CLI choices and schema enums."""
+"""The methods' torch side (model loading, conversion, fine-tuning, sampling plans), one per spec in
+``ditpareto.spec.SPECS`` (its name, budgets, options, fine-tune mode, label, colour and MAC formula)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,32 @@ from ditpareto.errors import InputError
 from ditpareto.methods.base import Method
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.plans import SamplingPlan
+from ditpareto.spec import get_spec
 from ditpareto.methods.dit import FineTunedDiT, StaticDiT
 from ditpareto.methods.dydit import DyDiTMethod
 from ditpareto.methods.flexdit import FlexDiTMethod
 from ditpareto.methods.flexidit import FlexiDiTMethod
 
-METHODS: dict[str, Method] = {m.name: m for m in (StaticDiT(), FineTunedDiT(), DyDiTMethod(), FlexDiTMethod(), FlexiDiTMethod())}
+METHODS: dict[str, Method] = {}
 
-__all__ = ["METHODS", "Method", "ModelSpec", "SamplingPlan", "SamplingSettings", "get_method"]
+
+def register_method(method: Method) -> Method:
+    """Add a method's torch side; its spec (``ditpareto.spec.register``) must be registered first, with the same
+    vocabulary class."""
+    spec = get_spec(method.name)
+    if not isinstance(method, type(spec.vocabulary)):
+        raise ValueError(f"method {method.name}: {type(method).__name__} does not implement its spec's "
+                         f"{type(spec.vocabulary).__name__}")
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is registered already")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (StaticDiT(), FineTunedDiT(), DyDiTMethod(), FlexDiTMethod(), FlexiDiTMethod()):
+    register_method(_method)
+
+__all__ = ["METHODS", "Method", "ModelSpec", "SamplingPlan", "SamplingSettings", "get_method", "register_method"]
 
 
 def get_method(name: str) -> Method:

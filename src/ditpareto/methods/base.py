@@ -10,7 +10,7 @@ from ditpareto.errors import InputError
 from ditpareto.models import DiT
 from ditpareto.plans import SamplingPlan
 from ditpareto.study import ModelSpec, SamplingSettings
-from ditpareto.vocab import MethodOptions, Vocabulary
+from ditpareto.spec import MethodOptions, Vocabulary
 
 
 class Method(Vocabulary):

@@ -14,17 +14,19 @@ import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.flops import count_train_macs, dit_macs_per_call
+from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
-from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss, layer_flops, token_router_macs
+from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss
 from ditpareto.models.dydit_official import check_official, official_to_ours, read_official
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
-from ditpareto.vocab import DyDiTOptions, DyDiTVocabulary, FullCompute
+from ditpareto.spec import FullCompute
+from ditpareto.spec.dydit import DyDiTOptions, DyDiTVocabulary, layer_flops, token_router_macs
+from ditpareto.spec.steps import dit_macs_per_call
 
 
 def router_config(options: DyDiTOptions) -> RouterConfig:

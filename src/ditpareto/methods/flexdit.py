@@ -21,12 +21,13 @@ from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
-from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit, flexdit_macs_per_call
+from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import distributed_env, run_training
-from ditpareto.vocab import (
-    FlexDiTOptions, FlexDiTVocabulary, FullCompute, stage_bounds, stage_of, stage_rates, stage_sides,
+from ditpareto.spec import FullCompute
+from ditpareto.spec.flexdit import (
+    FlexDiTOptions, FlexDiTVocabulary, flexdit_macs_per_call, stage_bounds, stage_of, stage_rates, stage_sides,
 )
 from ditpareto.archs import FlexLayout
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
-from ditpareto.flops import count_train_macs, dit_macs_per_call
+from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import CheckpointError, load_into
@@ -32,31 +32,15 @@ from ditpareto.models.flexidit import FlexiConfig, FlexiDiT, convert_dit
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
-from ditpareto.vocab import FlexiDiTOptions, FlexiDiTVocabulary, weak_steps
+from ditpareto.spec.flexidit import (
+    FlexiDiTOptions, FlexiDiTVocabulary, analytic_macs_per_image, flexidit_macs_per_call, weak_steps,
+)
 
 # (1 - s1) / (1 - s2) = 2.5 for weak-model guidance (§3.2).
 WEAK_GUIDANCE_RATIO = 2.5
 
 def weak_guidance_scale(s1: float) -> float:
     return 1 - (1 - s1) / WEAK_GUIDANCE_RATIO
-
-
-def flexidit_macs_per_call(config: FlexiConfig, patch_size: int) -> int:
-    """Closed-form MACs of one forward at ``patch_size`` (DiT's formula at that token count, plus LoRA if any)."""
-
-    macs = dit_macs_per_call(config.at(patch_size))
-    if config.variant == "lora" and patch_size == config.weak_patch_size:
-        d, mlp = config.base.hidden_size, int(config.base.hidden_size * config.base.mlp_ratio)
-        tokens = config.at(patch_size).num_tokens
-        macs += config.base.depth * tokens * config.lora_rank * (8 * d + 2 * mlp)  # qkv, proj, fc1, fc2
-    return macs
-
-
-def analytic_macs_per_image(config: FlexiConfig, steps: int, weak_cond: int, weak_uncond: int, guided: bool) -> int:
-    """Closed-form MACs of a trajectory: weak calls for the first ``weak_*`` steps of each branch (§4.1)."""
-    base, weak = (flexidit_macs_per_call(config, p) for p in config.patch_sizes)
-    branches = (weak_cond, weak_uncond) if guided else (weak_cond,)
-    return sum(n * weak + (steps - n) * base for n in branches)
 
 
 class FlexiDiTMethod(FlexiDiTVocabulary, Method):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ditpareto.errors import InputError
 from ditpareto.models.dit import DiT, DiTBlock, modulate
+from ditpareto.spec.dydit import layer_flops
 from ditpareto.archs import DiTConfig
 
 GATE_MODES = ("gumbel", "hard", "complete")
@@ -309,12 +310,6 @@ class DyDiT(DiT):
         return self.unpatchify(self.final_layer(x, c))
 
 
-def layer_flops(config: DiTConfig) -> tuple[int, int]:
-    """Per-layer MACs of one image (F_attn = 4ND^2 + 2N^2D, F_mlp = 2ND*hidden), as in the FLOPs loss."""
-    n, d = config.num_tokens, config.hidden_size
-    return 4 * n * d * d + 2 * n * n * d, 2 * n * d * int(d * config.mlp_ratio)
-
-
 def compute_ratio(gates, config: DiTConfig) -> torch.Tensor:
     """Per-sample block-FLOPs ratio [B]: sum_l (a_l F_attn + g_l s_l F_mlp) / (L (F_attn + F_mlp))."""
     f_attn, f_mlp = layer_flops(config)
@@ -328,20 +323,3 @@ def flops_loss(gates, config: DiTConfig, target: float) -> tuple[torch.Tensor, t
     """DyDiT's FLOPs constraint (batch-mean ratio - target)^2, and the batch-mean ratio."""
     ratio = compute_ratio(gates, config).mean()
     return (ratio - target) ** 2, ratio
-
-
-def token_router_macs(config: DiTConfig) -> int:
-    """MACs of one block's token router for one image: Linear(D, D/16) and Linear(D/16, 1) on every token."""
-    r = max(1, config.hidden_size // 16)
-    return config.num_tokens * (config.hidden_size * r + r)
-
-
-def sliced_macs_per_call(config: DiTConfig, groups: int, active_heads, active_groups, kept_fraction) -> float:
-    """Closed-form MACs of one sliced forward for one image (checks the counter; per-layer lists of |A|, |G|, M/N)."""
-    n, d, p = config.num_tokens, config.hidden_size, config.patch_size
-    hidden, dh = int(d * config.mlp_ratio), d // config.num_heads
-    macs = config.in_channels * p * p * d * n + 256 * d + d * d + 2 * d * d + d * p * p * config.out_channels * n
-    for a, g, s in zip(active_heads, active_groups, kept_fraction):
-        macs += 6 * d * d + 4 * n * d * a * dh + 2 * n * n * a * dh + token_router_macs(config)
-        macs += s * n * 2 * d * g * (hidden // groups)
-    return macs

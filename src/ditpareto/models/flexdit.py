@@ -271,34 +271,6 @@ def flexdit_from_dit(base: DiT, layout: FlexLayout | None = None, **kwargs) -> F
     return load_into(model, state, what=f"FlexDiT {model.layout.to_dict()} converted from DiT")
 
 
-#################################################################################
-#                                FLOPs (closed form)                            #
-#################################################################################
-
-
-def flexdit_macs_per_call(config: DiTConfig, layout: FlexLayout, side: int, pf_mode: str = "mean_first",
-                          w1_after_upsample: bool = False) -> int:
-    """MACs of one FlexDiT forward for one image at sparse side ``side`` (the counter must agree exactly).
-
-    Linear layers, attention matmuls and adaLN; not norms, pooling, upsampling or elementwise ops (as DiT's count).
-    ``pf_mode="per_token", w1_after_upsample=True`` is the paper/code cost model (spec section 4.1).
-    """
-    d, n, p = config.hidden_size, config.num_tokens, config.patch_size
-    m, h = side * side, int(d * config.mlp_ratio)
-    ada, mlp = 6 * d * d, 2 * d * h
-    dense_block = ada + 4 * n * d * d + 2 * n * n * d + mlp * n
-    sparse_block = ada + 4 * m * d * d + 2 * m * m * d + mlp * m
-    pf_block = ada + mlp * n + (2 * n * d * d if pf_mode == "per_token" else 2 * d * d)
-    gen = ada + 2 * m * d * d + 2 * n * d * d + 2 * m * n * d + mlp * m
-    rec = ada + 2 * n * d * d + 2 * m * d * d + 2 * n * m * d + mlp * n
-    merge = n * d * d + (n if w1_after_upsample else m) * d * d
-    sdtm = gen + layout.sparse * sparse_block + merge + rec + layout.dense * dense_block
-    embed = config.in_channels * p * p * d * n + 256 * d + d * d
-    final = 2 * d * d + d * p * p * config.out_channels * n
-    return embed + layout.pf * pf_block + layout.sdtms * sdtm + layout.top * dense_block + final
-
-
 __all__ = [
     "PF_MODES", "FlexDiT", "FlexLayout", "default_layout", "converted_state", "flexdit_from_dit",
-    "flexdit_macs_per_call",
 ]

@@ -16,7 +16,7 @@ from ditpareto.models import load_dit
 from ditpareto.models.checkpoint import atomic_save
 from ditpareto.results import provenance, read_record, sha256_of, verified_digest, write_json
 from ditpareto.study import OFFICIAL, ModelSpec
-from ditpareto.vocab import FullCompute, MethodOptions
+from ditpareto.spec import FullCompute, MethodOptions
 
 
 def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, validate, check_record=None) -> str:

@@ -18,7 +18,8 @@ from ditpareto.diffusion import MAX_SEED
 from ditpareto.errors import InputError
 from ditpareto.npzfiles import save_npz
 from ditpareto.codehash import running_code_hash
-from ditpareto.flops import dit_macs_per_call, summarize
+from ditpareto.flops import summarize
+from ditpareto.spec.steps import dit_macs_per_call
 from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
@@ -27,11 +28,10 @@ from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, sha25
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import counted_macs, generate
 from ditpareto.shards import shard_indices
-from ditpareto.study import (
-    NO_SOURCE, PIPELINE, SD_VAE_SCALE, STEP_BUDGET_METHODS, GridPoint, ModelSpec, SamplingSettings, cfg_label,
-)
+from ditpareto.study import NO_SOURCE, PIPELINE, SD_VAE_SCALE, GridPoint, ModelSpec, SamplingSettings, cfg_label
+from ditpareto.spec import STEP_BUDGET_METHODS
 from ditpareto.timing import DeviceClock, summarize as summarize_timings
-from ditpareto.vocab import MethodOptions
+from ditpareto.spec import MethodOptions
 
 
 def check_seed(seed: int) -> None:

@@ -22,7 +22,7 @@ from ditpareto.results import provenance, sha256_of, write_json
 from ditpareto.runtime import resolve_device
 from ditpareto.study import FinetuneRecipe, ModelSpec, TrainConfig
 from ditpareto.train import code_version, discard_state, is_main_process, run_training
-from ditpareto.vocab import MethodOptions
+from ditpareto.spec import MethodOptions
 
 
 def run_id(**identity) -> str:
