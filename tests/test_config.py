@@ -166,3 +166,33 @@ def test_the_shipped_plateau_table_is_checked_against_the_base_and_the_training_
     tampered["finetune"]["plateau_recorded"]["sha256"] = "0" * 64
     with pytest.raises(InputError, match="plateau_recorded.table .* has sha256"):
         check_study(tampered, REPO)
+
+
+def test_the_schema_defaults_are_the_settings_dataclasses_defaults():
+    """A config key and the settings field it fills have one default: the schema's default (what a config that omits
+    the key runs with) equals the dataclass field's (what the CLI and the Python API run with)."""
+    import dataclasses
+
+    from ditpareto.metrics import MetricSettings
+    from ditpareto.study import FinetuneRecipe, SamplingSettings, TrainConfig
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    compared, drift = 0, []
+    for path, cls in ((("base", "pretrain"), TrainConfig), (("finetune",), FinetuneRecipe),
+                      (("sampling",), SamplingSettings), (("metrics",), MetricSettings)):
+        node = schema
+        for key in path:
+            node = node["properties"][key]
+        for field in dataclasses.fields(cls):
+            entry = node["properties"].get(field.name, {})
+            if "default" not in entry or field.default is dataclasses.MISSING:
+                continue
+            schema_default = entry["default"]
+            if isinstance(schema_default, list) and not isinstance(field.default, list):  # sampling.steps: [10]
+                schema_default = schema_default[0]
+            compared += 1
+            if schema_default != field.default:
+                drift.append(f"{'.'.join(path)}.{field.name}: schema {entry['default']!r}, {cls.__name__} "
+                             f"{field.default!r}")
+    assert not drift, drift
+    assert compared >= 25

@@ -12,6 +12,7 @@ import ditpareto.metrics as metrics
 from ditpareto.data import ImageSet, prepare_digits
 from ditpareto.errors import InputError
 from ditpareto.metrics import (
+    DIGITS_EXTRACTOR,
     DigitsClassifier,
     MetricSettings,
     compute_metrics,
@@ -44,7 +45,7 @@ def trained(splits, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(trained):
-    return MetricSettings(weights_path=str(trained[2]))
+    return MetricSettings(DIGITS_EXTRACTOR, weights_path=str(trained[2]))
 
 
 @pytest.fixture(scope="module")

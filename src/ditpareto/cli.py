@@ -28,8 +28,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                        help="registered DiT name, e.g. dit-tiny-2, dit-xl-2")
     group.add_argument("--image-size", type=int, required=True, metavar="PX", help="image side in pixels")
     group.add_argument("--in-channels", type=int, default=4, metavar="C",
-                       help="model input channels: 4 for SD-VAE latents (image/8), else pixels (default: 4)")
-    group.add_argument("--num-classes", type=int, default=1000, metavar="K", help="number of classes (default: 1000)")
+                       help="model input channels: 4 for SD-VAE latents (image/8), else pixels")
+    group.add_argument("--num-classes", type=int, default=1000, metavar="K", help="number of classes")
 
 
 def _positive_int(text: str) -> int:
@@ -42,11 +42,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every optional flag's help ends in its default, read from the flag itself: no default is typed twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.default != []
+        if action.option_strings and not action.required and shown and "%(default)" not in text:
+            default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else "%(default)s"
+            text += f" (default: {default})"
+        return text
+
+
 def _add(sub, name: str, func, help_text: str, example: str) -> argparse.ArgumentParser:
     # argparse %-formats a help string: a literal % is doubled
     parser = sub.add_parser(name, help=help_text.replace("%", "%%"),
                             description=f"{help_text}\n\nexample:\n  {example}",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            formatter_class=DefaultsFormatter)
     parser.set_defaults(func=func)
     return parser
 
@@ -60,14 +72,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     # the first command name: the global options before it take integers only
     only = next((token for token in argv if token in names), None) if argv else None
 
-    parser = argparse.ArgumentParser(prog="python -m ditpareto", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ditpareto", description=__doc__, formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=f"ditpareto {__version__}")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                        help="CPU threads of torch and of numpy's and scipy's BLAS, >= 1 (default: one per core)")
+                        help="CPU threads of torch and of numpy's and scipy's BLAS, >= 1 (omitted: one per core)")
     parser.add_argument("--nproc", type=int, default=1, metavar="N",
                         help="data-parallel processes for pretrain/finetune: N > 1 relaunches the command under "
-                        "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch "
-                        "(default: 1)")
+                        "torchrun, one process per GPU (gloo on the CPU); the batch size is the global batch")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for spec in table:
         if only is not None and spec.name != only:

@@ -23,25 +23,25 @@ log = logging.getLogger("ditpareto")
 def _prepare_data_args(p):
     p.add_argument("--dataset", default="glyphs", choices=["glyphs", "digits", "imagefolder"],
                    help="glyphs (procedural digits, pixels), digits (scikit-learn, pixels) or imagefolder (class "
-                   "sub-folders -> SD-VAE latents) (default: glyphs)")
+                   "sub-folders -> SD-VAE latents)")
     p.add_argument("--draw", default="train", choices=["train", "reference", "floor", "extractor", "extractor_val"],
                    help="which independent draw: training, FID reference, FID floor, extractor train/validation "
-                   "(default: train; imagefolder has train only)")
-    p.add_argument("--image-size", type=count, default=16, metavar="PX", help="output image side (default: 16)")
+                   "(imagefolder has train only)")
+    p.add_argument("--image-size", type=count, default=16, metavar="PX", help="output image side")
     g = p.add_argument_group("glyphs")
     g.add_argument("--num", type=count, default=None, metavar="N", help="glyphs: samples in the draw")
-    g.add_argument("--seed", type=index, default=0, metavar="S", help="glyphs: dataset seed (default: 0)")
+    g.add_argument("--seed", type=index, default=0, metavar="S", help="glyphs: dataset seed")
     g = p.add_argument_group("digits")
-    g.add_argument("--heldout-fraction", type=fraction, default=0.3, metavar="F", help="held-out share (default: 0.3)")
-    g.add_argument("--split-seed", type=index, default=0, metavar="S", help="seed of the split (default: 0)")
+    g.add_argument("--heldout-fraction", type=fraction, default=0.3, metavar="F", help="held-out share")
+    g.add_argument("--split-seed", type=index, default=0, metavar="S", help="seed of the split")
     g = p.add_argument_group("imagefolder")
     g.add_argument("--path", default=None, metavar="DIR", help="train folder, one sub-folder per class (ImageNet layout)")
-    g.add_argument("--max-per-class", type=count, default=None, metavar="N", help="first N images per class (default: all)")
-    g.add_argument("--encode-batch-size", type=count, default=64, metavar="B", help="VAE batch size (default: 64)")
-    g.add_argument("--encode-seed", type=index, default=0, metavar="S", help="seed of the posterior samples (default: 0)")
+    g.add_argument("--max-per-class", type=count, default=None, metavar="N", help="first N images per class (omitted: all)")
+    g.add_argument("--encode-batch-size", type=count, default=64, metavar="B", help="VAE batch size")
+    g.add_argument("--encode-seed", type=index, default=0, metavar="S", help="seed of the posterior samples")
     g.add_argument("--workers", type=index, default=0, metavar="N",
-                   help="image decoding worker processes; 0 or 1 decodes in this process (default: 0)")
-    g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available (default)")
+                   help="image decoding worker processes; 0 or 1 decodes in this process")
+    g.add_argument("--device", default="auto", metavar="DEV", help="VAE device; auto: cuda if available")
     _latent_args(p)
     p.add_argument("--out", required=True, type=output_path, metavar="NPZ",
                    help="output .npz: images (N,H,W,C) uint8 or latents, "
@@ -90,7 +90,7 @@ def add_flags(group, cls, names) -> None:
         if field.name not in names:
             continue
         default = field.default
-        kwargs = {"default": default, "help": f"{field.metadata.get('help', field.name)} (default: {default})"}
+        kwargs = {"default": default, "help": field.metadata.get("help", field.name)}
         if "choices" in field.metadata:
             kwargs["choices"] = list(field.metadata["choices"])
         else:
@@ -108,7 +108,7 @@ def _train_args(p, cls, names):
 
 def _pretrain_args(p):
     p.add_argument("--data", required=True, metavar="NPZ", help="dataset from prepare-data")
-    p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG (default: 0.1)")
+    p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG")
     _train_args(p, TrainConfig, PRETRAIN_FLAGS)
     p.add_argument("--out", required=True, type=output_path, metavar="PT",
                    help="EMA weights as a bare state dict (official DiT layout)")
@@ -122,7 +122,7 @@ def _import_base_args(p):
 
 def _import_extractor_args(p):
     p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
-                   help="which trained extractor the file holds (default: glyph-cnn)")
+                   help="which trained extractor the file holds")
     p.add_argument("--checkpoint", required=True, metavar="PT", help="extractor weights (state dict)")
     p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
     p.add_argument("--out", required=True, type=output_path, metavar="PT", help="validated copy for the pipeline")
@@ -160,11 +160,11 @@ def _import_official_args(p):
 def _classifier_args(p):
     p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
                    help="which network: glyph-cnn (heads for digit, font, style, rotation, background; needs a "
-                   "glyphs draw) or digits-classifier (default: glyph-cnn)")
+                   "glyphs draw) or digits-classifier")
     p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data (--draw extractor)")
     p.add_argument("--val", required=True, metavar="NPZ", help="validation draw (--draw extractor_val)")
-    p.add_argument("--steps", type=count, default=1500, metavar="N", help="training steps (default: 1500)")
-    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed (default: 0)")
+    p.add_argument("--steps", type=count, default=1500, metavar="N", help="training steps")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed")
     p.add_argument("--out", required=True, type=output_path, metavar="PT", help="extractor weights (state dict)")
     p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
 
@@ -176,19 +176,17 @@ def _metric_args(p):
     reference.add_argument("--reference-batch", metavar="NPZ",
                            help="ADM reference batch: FID against its mu/sigma, KID/P/R against its arr_0 images")
     g.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier", "inception-v3-compat"],
-                   help="torch-fidelity feature extractor (default: glyph-cnn)")
+                   help="torch-fidelity feature extractor")
     g.add_argument("--extractor-weights", required=True, metavar="PT",
                    help="local weights file of the extractor (never downloaded)")
-    g.add_argument("--kid-subset-size", type=count, default=500, metavar="N", help="KID subset size (default: 500)")
+    g.add_argument("--kid-subset-size", type=count, default=500, metavar="N", help="KID subset size")
     g.add_argument("--bootstrap-replicates", type=index, default=2000, metavar="B",
-                   help="paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none "
-                   "(default: 2000)")
+                   help="paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none")
     g.add_argument("--head-samples", type=count, default=500, metavar="N",
                    help="also the FID of the first N samples by index (the CFG selection's N: its optimism at equal N); "
-                   "0: none (default: 500)")
+                   "0: none")
     g.add_argument("--bootstrap-seed", type=index, default=0, metavar="S",
-                   help="bootstrap seed: the same in every job, so every grid point resamples the same indices "
-                   "(default: 0)")
+                   help="bootstrap seed: the same in every job, so every grid point resamples the same indices")
     _device_arg(g)
 
 
@@ -220,9 +218,9 @@ def _calibrate_args(p):
     p.add_argument("--floor", required=True, metavar="NPZ", help="independent real draw of at least K x N images")
     p.add_argument("--samples", type=count, default=1000, metavar="N", help="images per set: a grid point's size")
     p.add_argument("--replicates", type=count, default=5, metavar="K",
-                   help="independent clean sets of N for the seed-to-seed spread (default: 5)")
+                   help="independent clean sets of N for the seed-to-seed spread")
     p.add_argument("--min-ratio", type=float, default=4.0, metavar="R",
-                   help="the smallest degradation must raise FID by R x the spread (default: 4)")
+                   help="the smallest degradation must raise FID by R x the spread")
     p.add_argument("--out", required=True, type=output_path, metavar="CSV",
                    help="calibration table; a summary JSON beside it")
 
@@ -247,12 +245,12 @@ def _sampling_args(p):
     from ditpareto.respacing import SAMPLERS
 
     g = p.add_argument_group("sampling")
-    g.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="respaced sampler (default: ddim)")
+    g.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="respaced sampler")
     g.add_argument("--steps", type=count, default=10, metavar="N",
-                   help="sampling steps of dynamic methods; the dit baseline's budget overrides it (default: 10)")
-    g.add_argument("--cfg-scale", type=float, default=1.5, metavar="S", help="guidance scale; 1 = off (default: 1.5)")
+                   help="sampling steps of dynamic methods; the dit baseline's budget overrides it")
+    g.add_argument("--cfg-scale", type=float, default=1.5, metavar="S", help="guidance scale; 1 = off")
     g.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"],
-                   help="guide DiT's first 3 noise channels (official) or all (default: dit3)")
+                   help="guide DiT's first 3 noise channels (official) or all")
 
 
 def sampling_settings(args):
@@ -284,7 +282,7 @@ def _method_args(p, budget_required: bool = True):
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="method (registry key)")
     p.add_argument("--budget", required=budget_required, default=None, metavar="B",
                    help="method budget, e.g. a step count for dit"
-                   + ("" if budget_required else " (default: full compute, i.e. --steps for dit)"))
+                   + ("" if budget_required else " (omitted: full compute, i.e. --steps for dit)"))
     p.add_argument("--options", default="{}", metavar="JSON",
                    help="method options as JSON (config methods.<name>.options; default: {})")
 
@@ -310,16 +308,15 @@ def _sample_args(p):
                    help="the method's model checkpoint (a fine-tune's training record <checkpoint>.json is read too)")
     p.add_argument("--seed", type=index, required=True, metavar="S", help="seed: sample i uses generator S*2**20+i (S < 4096)")
     p.add_argument("--num-samples", type=count, default=1000, metavar="N",
-                   help="samples of the whole grid point, over all shards (default: 1000)")
-    p.add_argument("--shard", type=index, default=0, metavar="I", help="this job's shard, 0-based (default: 0)")
+                   help="samples of the whole grid point, over all shards")
+    p.add_argument("--shard", type=index, default=0, metavar="I", help="this job's shard, 0-based")
     p.add_argument("--shards", type=count, default=1, metavar="K",
-                   help="shards the N samples are split into; merge them with merge-samples (default: 1)")
-    p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size (default: 250)")
+                   help="shards the N samples are split into; merge them with merge-samples")
+    p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size")
     p.add_argument("--reference-steps", type=count, default=None, metavar="N",
-                   help="the full step count nominal compute ratios refer to (default: this point's steps)")
+                   help="the full step count nominal compute ratios refer to (omitted: this point's steps)")
     p.add_argument("--ft", default="1.00", metavar="X",
-                   help="the checkpoint's fine-tuning compute as a multiple of the shared budget, a table label "
-                   "(default: 1.00)")
+                   help="the checkpoint's fine-tuning compute as a multiple of the shared budget, a table label")
     _sampling_args(p)
     _latent_args(p)
     _device_arg(p)
@@ -333,7 +330,7 @@ def _sample_args(p):
 def _device_arg(p):
     p.add_argument("--device", default="auto", metavar="DEV",
                    help="torch device: auto (cuda when torch sees a GPU; the choice is logged and recorded), cpu or "
-                   "cuda[:N] (an error when there is no GPU, never a CPU fallback) (default: auto)")
+                   "cuda[:N] (an error when there is no GPU, never a CPU fallback)")
 
 
 def _precision_arg(p):
@@ -341,15 +338,15 @@ def _precision_arg(p):
 
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="network numerics: fp32, tf32 (TF32 matmuls on CUDA; fp32 on a CPU) or bf16 (autocast; the "
-                   "sampler's state stays float32) (default: fp32)")
+                   "sampler's state stays float32)")
 
 
 def _latent_args(p):
     g = p.add_argument_group("latents (paper setting)")
     g.add_argument("--vae", default=None, metavar="DIR",
-                   help="local diffusers AutoencoderKL folder; set for latent models (default: pixel space)")
+                   help="local diffusers AutoencoderKL folder; set for latent models (omitted: pixel space)")
     g.add_argument("--latent-scale", type=float, default=SD_VAE_SCALE, metavar="S",
-                   help=f"latent scale (default: {SD_VAE_SCALE})")
+                   help="latent scale")
 
 
 def _latency_args(p):
@@ -357,9 +354,9 @@ def _latency_args(p):
                    help='grid points as a JSON list of {"method", "budget", "steps", "ft", "cfg_scale", "seed", '
                    '"options", "checkpoint"}')
     p.add_argument("--batch-sizes", type=count, nargs="+", default=[1, 250], metavar="B",
-                   help="batch sizes to time (default: 1 250: batch 1 and the sampling batch)")
-    p.add_argument("--rounds", type=count, default=3, metavar="R", help="timed rounds after one warm-up (default: 3)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="respaced sampler (default: ddim)")
+                   help="batch sizes to time: batch 1 and the sampling batch")
+    p.add_argument("--rounds", type=count, default=3, metavar="R", help="timed rounds after one warm-up")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="respaced sampler")
     p.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"], help="guided channels")
     _device_arg(p)
     _precision_arg(p)
@@ -383,7 +380,7 @@ def _evaluate_args(p):
                    help="write the per-sample FID features here")
     p.add_argument("--reference-stats", default=None, metavar="NPZ",
                    help="the reference draw's features, k-NN radii and resampled statistics from `reference-stats` "
-                   "(default: computed here)")
+                   "(omitted: computed here)")
     _metric_args(p)
     p.add_argument("--out", required=True, type=output_path, metavar="JSON", help="metrics of this grid point")
 
@@ -392,8 +389,8 @@ def _convergence_args(p):
     p.add_argument("--snapshots", nargs="+", required=True, metavar="PT",
                    help="EMA snapshots of a pretraining run (pretrain --snapshot-every): ema-step<N>.pt")
     p.add_argument("--seed", type=index, default=0, metavar="S", help="sampling seed, the same for every snapshot")
-    p.add_argument("--num-samples", type=count, default=1000, metavar="N", help="samples per snapshot (default: 1000)")
-    p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size (default: 250)")
+    p.add_argument("--num-samples", type=count, default=1000, metavar="N", help="samples per snapshot")
+    p.add_argument("--batch-size", type=count, default=250, metavar="B", help="sampling batch size")
     _sampling_args(p)
     _metric_args(p)
     p.add_argument("--out", required=True, type=output_path, metavar="CSV",
@@ -402,7 +399,7 @@ def _convergence_args(p):
 
 def _flops_args(p):
     _method_args(p, budget_required=False)
-    p.add_argument("--checkpoint", default=None, metavar="PT", help="weights (default: random init)")
+    p.add_argument("--checkpoint", default=None, metavar="PT", help="weights (omitted: random init)")
     _sampling_args(p)
 
 
@@ -464,7 +461,7 @@ def _verdicts_args(p):
     p.add_argument("--cfg-selection", default=None, metavar="CSV",
                    help="the select-cfg table (each point's selected scale)")
     p.add_argument("--guidance", nargs="+", choices=["fixed", "selected"], default=["fixed"],
-                   help="ledgers: every point at the fixed scale and/or each at its selected scale (default: fixed)")
+                   help="ledgers: every point at the fixed scale and/or each at its selected scale")
     p.add_argument("--noise-recorded", default=None, metavar="CSV",
                    help="fine-tune seed spreads a long run recorded (its --finetune-noise table), used when this run "
                    "measures none (finetune.noise_recorded)")
@@ -491,7 +488,7 @@ def _notebook_args(p):
     p.add_argument("--notebook", required=True, metavar="IPYNB", help="output-free notebook from notebooks/")
     p.add_argument("--out", required=True, type=output_path, metavar="IPYNB", help="executed copy, with its outputs")
     p.add_argument("--parameters", default="{}", metavar="JSON",
-                   help="papermill parameters as a JSON object (default: the notebook's own defaults)")
+                   help="papermill parameters as a JSON object ({}: the notebook's own defaults)")
     p.add_argument("--figures", nargs="*", default=[], metavar="FILE",
                    help="files the notebook must have written (checked after the run)")
 

@@ -237,7 +237,7 @@ def register_extractors() -> None:
 class MetricSettings:
     """Which extractor (and weights file) and the metrics' sample settings."""
 
-    feature_extractor: str = DIGITS_EXTRACTOR
+    feature_extractor: str = GLYPH_EXTRACTOR  # the study's (the config schema's and the CLI's default)
     weights_path: str | None = None
     kid_subset_size: int = 500
     kid_subsets: int = 50
