@@ -16,7 +16,7 @@ from ditpareto.diffusion import per_sample_randn, sample_generators, sample_loop
 from ditpareto.methods import METHODS, ModelSpec, SamplingSettings
 from ditpareto.models import build_dit
 from ditpareto.spec.flexdit import flexdit_macs_per_call, stage_sides
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 from ditpareto.timing import time_repeated
 
 CASES = {

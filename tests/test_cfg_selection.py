@@ -109,7 +109,7 @@ def test_recorded_scales_flow_into_the_selection_table_and_the_verdicts_at_both_
     import json
 
     from ditpareto.errors import InputError
-    from ditpareto.steps.tables import select_cfg, verdicts
+    from ditpareto.jobs.tables import select_cfg, verdicts
 
     b = list(np.linspace(-0.1, 0.1, 20))
     points = [("dit", "10", 10, "0.00", 1.0, 1.0), ("dit", "5", 5, "0.00", 0.5, 0.5),

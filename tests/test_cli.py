@@ -206,7 +206,7 @@ def test_a_command_imports_only_its_own_step():
         done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ditpareto", command, "--help"],
                               capture_output=True, text=True)
         assert done.returncode == 0 and "example:" in done.stdout, done.stderr[-500:]
-        assert "torch_fidelity" not in done.stderr and "ditpareto.steps.metrics" not in done.stderr, command
+        assert "torch_fidelity" not in done.stderr and "ditpareto.jobs.metrics" not in done.stderr, command
     typo = run_cli("merge-sample")
     assert typo.returncode == 2 and "merge-samples" in typo.stderr and "evaluate" in typo.stderr
 

@@ -14,16 +14,16 @@ def test_the_sampler_is_code_of_sampling_and_metrics_only():
     """Training, data and checkpoint imports never import the sampler: an edit to it reruns no fine-tune (the
     methods get DyDiT's trajectory counter handed down from the sampling layer instead of importing it)."""
     for step in ("sampling", "metrics"):
-        assert "ditpareto.sampling" in closure(SRC, f"ditpareto.steps.{step}")
+        assert "ditpareto.sampling" in closure(SRC, f"ditpareto.jobs.{step}")
     for step in ("training", "data", "checkpoints", "tables", "shards"):
-        assert "ditpareto.sampling" not in closure(SRC, f"ditpareto.steps.{step}"), step
-    assert "ditpareto.methods.dydit" in closure(SRC, "ditpareto.steps.training")  # imports inside functions count
+        assert "ditpareto.sampling" not in closure(SRC, f"ditpareto.jobs.{step}"), step
+    assert "ditpareto.methods.dydit" in closure(SRC, "ditpareto.jobs.training")  # imports inside functions count
 
 
 def test_the_digest_follows_the_imported_code_and_not_the_version(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(SRC / "ditpareto", src / "ditpareto")
-    steps = [f"ditpareto.steps.{s}" for s in ("sampling", "training", "data")]
+    steps = [f"ditpareto.jobs.{s}" for s in ("sampling", "training", "data")]
     before = {s: code_hash(str(src), s) for s in steps}
     init = src / "ditpareto" / "__init__.py"
     init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.'))
@@ -33,6 +33,6 @@ def test_the_digest_follows_the_imported_code_and_not_the_version(tmp_path):
     sampler.write_text(sampler.read_text() + "\n# an edit\n")
     code_hash.cache_clear()
     after = {s: code_hash(str(src), s) for s in steps}
-    assert after["ditpareto.steps.sampling"] != before["ditpareto.steps.sampling"]
-    assert after["ditpareto.steps.training"] == before["ditpareto.steps.training"]
-    assert after["ditpareto.steps.data"] == before["ditpareto.steps.data"]
+    assert after["ditpareto.jobs.sampling"] != before["ditpareto.jobs.sampling"]
+    assert after["ditpareto.jobs.training"] == before["ditpareto.jobs.training"]
+    assert after["ditpareto.jobs.data"] == before["ditpareto.jobs.data"]

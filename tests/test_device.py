@@ -198,7 +198,7 @@ def test_precision_scopes_set_and_restore_the_numerics():
 def test_the_sample_job_runs_on_the_device(name, budget, base, tiny_spec, monkeypatch, tmp_path):
     """The job as the CLI runs it (load, move, plan, count FLOPs, sample, record) on the device: the images of
     the CPU job, and a record that names the device and the precision."""
-    import ditpareto.steps.sampling as steps
+    import ditpareto.jobs.sampling as sample_job
     from ditpareto.npzfiles import load_samples
     from ditpareto.results import read_record
 
@@ -208,10 +208,10 @@ def test_the_sample_job_runs_on_the_device(name, budget, base, tiny_spec, monkey
     torch.save(method.state_to_save(method_model(name, base)), checkpoint)
     kwargs = dict(method=method, options=options, spec=tiny_spec, settings=SETTINGS, budget=budget,
                   checkpoint=str(checkpoint), seed=0, num_samples=2, batch_size=2)
-    steps.sample(**kwargs, out=str(tmp_path / "cpu.npz"), record=str(tmp_path / "cpu.json"), device="cpu")
+    sample_job.sample(**kwargs, out=str(tmp_path / "cpu.npz"), record=str(tmp_path / "cpu.json"), device="cpu")
     with simulated_device() as device:
-        monkeypatch.setattr(steps, "resolve_device", lambda name: device)
-        steps.sample(**kwargs, out=str(tmp_path / "dev.npz"), record=str(tmp_path / "dev.json"), device="cuda")
+        monkeypatch.setattr(sample_job, "resolve_device", lambda name: device)
+        sample_job.sample(**kwargs, out=str(tmp_path / "dev.npz"), record=str(tmp_path / "dev.json"), device="cuda")
     np.testing.assert_array_equal(load_samples(tmp_path / "dev.npz")["images"],
                                   load_samples(tmp_path / "cpu.npz")["images"])
     record, cpu_record = read_record(tmp_path / "dev.json"), read_record(tmp_path / "cpu.json")

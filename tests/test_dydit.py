@@ -12,7 +12,7 @@ from conftest import randomize_
 from ditpareto.data import ImageSet
 from ditpareto.errors import InputError
 from ditpareto.flops import count_macs
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 from ditpareto.sampling import counted_macs
 from ditpareto.methods import METHODS, SamplingSettings
 from ditpareto.methods.dydit import stratified_timesteps, target_at

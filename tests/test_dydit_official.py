@@ -93,7 +93,7 @@ def reference_model(state: dict) -> DyDiT:
 
 def import_official(checkpoint: Path, out: Path, sha256: str | None = None, budget: str = "0.70",
                     spec: ModelSpec = SPEC) -> dict:
-    from ditpareto.steps.checkpoints import import_official as step
+    from ditpareto.jobs.checkpoints import import_official as step
 
     method = get_method("dydit")
     return step(method=method, options=method.parse_options({}), spec=spec, checkpoint=str(checkpoint),

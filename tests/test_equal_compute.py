@@ -9,7 +9,7 @@ import torch
 
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.flops import count_train_macs, steps_for_train_macs
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 from ditpareto.methods import ModelSpec, get_method
 from ditpareto.models import build_dit, dit_config
 from ditpareto.train import diffusion_loss

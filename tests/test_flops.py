@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ditpareto.flops import count_macs, plan_macs
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 from ditpareto.methods import METHODS, SamplingSettings
 from ditpareto.models import build_dit, dit_config
 

@@ -172,7 +172,7 @@ def test_code_changes_and_forced_reruns_train_again(tmp_path, monkeypatch):
     from ditpareto.data import digits_draw
     from ditpareto.models import build_dit
     from ditpareto.models.checkpoint import atomic_save
-    from ditpareto.steps import training
+    from ditpareto.jobs import training
 
     first = training.run_id(method="dit-ft")
     assert training.run_id(method="dit-ft") == first
@@ -390,7 +390,7 @@ def test_tables_and_verdicts_refuse_a_malformed_metrics_record(tmp_path, change,
     result = cli("aggregate", str(path), "--out", str(tmp_path / "table.csv"))
     assert_one_error_line(result, str(path), fragment)
     assert not (tmp_path / "table.csv").exists()
-    from ditpareto.steps.tables import verdicts
+    from ditpareto.jobs.tables import verdicts
 
     claims = tmp_path / "claims.csv"
     claims.write_text("method,model,resolution,setting,fid,compute_ratio\n")
@@ -413,7 +413,7 @@ def test_the_same_grid_point_twice_is_refused(tmp_path):
 def test_notebook_parameters_must_be_declared_names(tmp_path, marker):
     """papermill writes each parameter name into code: only the names the parameters cell assigns are accepted, and
     a file that is not a notebook gets one error line."""
-    from ditpareto.steps.tables import declared_parameters
+    from ditpareto.jobs.tables import declared_parameters
 
     assert declared_parameters("notebooks/pareto.ipynb") == {"fixed_cfg", "out_dir", "reference_path", "table_path"}
     payload = json.dumps({f'x=__import__("os").system("touch {marker}")#': 1})

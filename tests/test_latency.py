@@ -68,7 +68,7 @@ def test_the_latency_job_names_its_device_precision_and_timer(tiny_model, tiny_s
 
     import torch
 
-    from ditpareto.steps.sampling import latency
+    from ditpareto.jobs.sampling import latency
 
     torch.save(tiny_model.state_dict(), tmp_path / "base.pt")
     points = [{"method": "dit", "budget": "2", "steps": 2, "ft": "0.00", "cfg_scale": 2.0, "seed": 0,

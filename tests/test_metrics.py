@@ -260,7 +260,7 @@ def test_evaluate_with_the_shared_reference_statistics_equals_evaluate_without_t
 
     from ditpareto.data import save_draw
     from ditpareto.errors import InputError
-    from ditpareto.steps.metrics import evaluate, reference_stats
+    from ditpareto.jobs.metrics import evaluate, reference_stats
 
     reference, generated = tmp_path / "reference.npz", splits["heldout"]
     save_draw(splits["train"], reference)
@@ -303,7 +303,7 @@ def test_evaluate_records_the_fid_of_the_first_samples_by_index(splits, settings
     import json
 
     from ditpareto.data import save_draw
-    from ditpareto.steps.metrics import evaluate
+    from ditpareto.jobs.metrics import evaluate
 
     reference, generated = tmp_path / "reference.npz", splits["heldout"]
     save_draw(splits["train"], reference)

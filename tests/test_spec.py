@@ -14,7 +14,7 @@ from ditpareto import cli, plotting, spec, study
 from ditpareto.methods import METHODS, get_method, register_method
 from ditpareto.methods.dit import StaticDiT
 from ditpareto.spec import SPECS, MethodSpec
-from ditpareto.spec.steps import StepsVocabulary
+from ditpareto.spec.dit import StepsVocabulary
 
 
 def _method_choices(command: str) -> list[str]:
@@ -48,6 +48,12 @@ def test_every_registry_agrees_with_the_spec_registry(repo):
     # every dynamic method has its documented spec (the code map of docs/methods/<name>.md)
     assert all((repo / "docs/methods" / f"{n}.md").is_file() for n in names if not SPECS[n].step_budget)
     assert all(callable(s.macs_per_call) for s in SPECS.values())
+    # the README's method table: one row per method, in registry order, with its fine-tune mode
+    rows = [line.split("|") for line in (repo / "README.md").read_text().splitlines() if line.startswith("| `")]
+    table = {row[1].strip().strip("`"): row[4].strip() for row in rows if row[1].strip().strip("`") in SPECS}
+    assert list(table) == names
+    shown = {"none": {"none"}, "shared": {"shared"}, "per_budget": {"one per λ", "one per budget"}}
+    assert all(table[n] in shown[SPECS[n].finetune_mode] for n in names), table
 
 
 @pytest.mark.parametrize("change, message", [

@@ -65,7 +65,7 @@ def test_the_answer_in_three_lines():
 
 def test_the_summary_step_writes_the_page_and_rewrites_only_the_readme_block(tmp_path):
     from ditpareto.errors import InputError
-    from ditpareto.steps.tables import summary
+    from ditpareto.jobs.tables import summary
 
     verdicts = tmp_path / "verdicts.csv"
     _ledger().to_csv(verdicts, index=False)

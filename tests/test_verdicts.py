@@ -526,7 +526,7 @@ def test_the_verdicts_step_records_its_plateau_and_a_shorter_run_reads_it_back(t
     import json
 
     from ditpareto.errors import InputError
-    from ditpareto.steps.tables import verdicts
+    from ditpareto.jobs.tables import verdicts
 
     b = np.linspace(-0.1, 0.1, 50)
     extra = {"params": {"num_samples": 50, "sampler": "ddim"}, "bootstrap": {"seed": 0}}
@@ -564,7 +564,7 @@ def test_the_verdicts_step_records_its_plateau_and_a_shorter_run_reads_it_back(t
 def test_a_study_of_static_ladders_only_says_it_has_no_claims_to_test(tmp_path):
     import json
 
-    from ditpareto.steps.tables import verdicts
+    from ditpareto.jobs.tables import verdicts
 
     b = list(np.linspace(3.9, 4.1, 20))
     paths = []

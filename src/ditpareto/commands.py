@@ -1,4 +1,4 @@
-"""The CLI's argument tables: each command is one step function (``ditpareto.steps``), its flags are parsed here
+"""The CLI's argument tables: each command is one step function (``ditpareto.jobs``), its flags are parsed here
 into the step's typed arguments (settings dataclasses built once), and its help and example come from the step's
 docstring. No computation here."""
 
@@ -527,7 +527,7 @@ def call(step: Callable, args) -> dict:
 
 @dataclass
 class Command:
-    """A CLI command: the step it runs (``ditpareto.steps.<module>.<function>``, imported only when the command is
+    """A CLI command: the step it runs (``ditpareto.jobs.<module>.<function>``, imported only when the command is
     built) and its argument table; help and example are the step's docstring."""
 
     name: str
@@ -538,7 +538,7 @@ class Command:
 
     @property
     def step(self) -> Callable:
-        return getattr(importlib.import_module(f"ditpareto.steps.{self.module}"), self.function)
+        return getattr(importlib.import_module(f"ditpareto.jobs.{self.module}"), self.function)
 
     @property
     def help(self) -> str:

@@ -18,7 +18,7 @@ rule prepare_data:
     threads: 2
     params:
         dataset=dataset_flags,
-        code=code_of("steps.data"),
+        code=code_of("jobs.data"),
     shell:
         "python -m ditpareto --threads {threads} prepare-data {params.dataset} --draw {wildcards.draw} "
         "--workers {threads} --out {output.data:q} > {log:q} 2>&1"
@@ -44,7 +44,7 @@ rule pretrain:
         model=model_flags(),
         train=pretrain_flags(),
         state="results/training/pretrain/state.pt",
-        code=code_of("steps.training"),
+        code=code_of("jobs.training"),
     shell:
         "python -m ditpareto --threads {threads} --nproc {resources.gpu} pretrain {params.model} {params.train} "
         "--data {input.data:q} --state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} "
@@ -63,7 +63,7 @@ rule import_base:
     params:
         model=model_flags(),
         sha256=sha256_flag(),
-        code=code_of("steps.checkpoints"),
+        code=code_of("jobs.checkpoints"),
     shell:
         "python -m ditpareto import-base {params.model} --checkpoint {input:q} {params.sha256} "
         "--out {output:q} > {log:q} 2>&1"
@@ -87,7 +87,7 @@ rule train_extractor:
         extractor=config["metrics"]["feature_extractor"],
         steps=config["metrics"]["extractor"]["steps"],
         seed=config["metrics"]["extractor"]["seed"],
-        code=code_of("steps.metrics"),
+        code=code_of("jobs.metrics"),
     shell:
         "python -m ditpareto --threads {threads} train-extractor --extractor {params.extractor} "
         "--data {input.data:q} --val {input.val:q} --steps {params.steps} --seed {params.seed} "
@@ -108,7 +108,7 @@ rule import_extractor:
     params:
         extractor=config["metrics"]["feature_extractor"],
         sha256=extractor_sha256_flag(),
-        code=code_of("steps.checkpoints"),
+        code=code_of("jobs.checkpoints"),
     shell:
         "python -m ditpareto import-extractor --extractor {params.extractor} --checkpoint {input:q} "
         "{params.sha256} --out {output:q} > {log:q} 2>&1"
@@ -140,7 +140,7 @@ rule calibrate:
         samples=config["sampling"]["num_samples"],
         replicates=config["metrics"]["calibration"]["replicates"],
         min_ratio=config["metrics"]["calibration"]["min_ratio"],
-        code=code_of("steps.metrics"),
+        code=code_of("jobs.metrics"),
     shell:
         "python -m ditpareto --threads {threads} calibrate --reference {input.reference:q} --floor {input.floor:q} "
         "--samples {params.samples} --replicates {params.replicates} --min-ratio {params.min_ratio} "
@@ -167,7 +167,7 @@ rule reference:
         metrics=metric_flags(),
         reference=reference_flag(),
         floor=lambda wildcards, input: floor_flags(input),
-        code=code_of("steps.metrics"),
+        code=code_of("jobs.metrics"),
     shell:
         "python -m ditpareto --threads {threads} reference {params.reference} {input.reference:q} {params.floor} "
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"
@@ -190,7 +190,7 @@ rule reference_stats:
     threads: 2
     params:
         metrics=metric_flags(),
-        code=code_of("steps.metrics"),
+        code=code_of("jobs.metrics"),
     shell:
         "python -m ditpareto --threads {threads} reference-stats --reference {input.reference:q} "
         "{params.metrics} --extractor-weights {input.extractor:q} --out {output:q} > {log:q} 2>&1"

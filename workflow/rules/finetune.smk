@@ -15,7 +15,7 @@ rule convert:
     params:
         model=model_flags(),
         options=options_flag,
-        code=code_of("steps.training"),
+        code=code_of("jobs.training"),
     shell:
         "python -m ditpareto convert --method {wildcards.method} {params.options} --base {input.base:q} "
         "{params.model} --out {output:q} > {log:q} 2>&1"
@@ -46,7 +46,7 @@ rule finetune:
         train=finetune_flags,
         device=device_flag(),
         state="results/training/{method}/{run}/state.pt",
-        code=code_of("steps.training"),
+        code=code_of("jobs.training"),
     shell:
         "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} "
         "{params.options} {params.budget} --checkpoint {input.checkpoint:q} --data {input.data:q} {params.model} "
@@ -71,7 +71,7 @@ rule import_finetuned:
         sha256=finetuned_sha256_flag,
         train_gmacs=record_gmacs_flag,
         command=import_command,
-        code=code_of("steps.checkpoints"),
+        code=code_of("jobs.checkpoints"),
     shell:
         "python -m ditpareto {params.command} --method {wildcards.method} {params.options} {params.budget} "
         "{params.model} --checkpoint {input.weights:q} {params.sha256} {params.train_gmacs} "

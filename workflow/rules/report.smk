@@ -29,7 +29,7 @@ rule aggregate:
         ENV
     params:
         selection=lambda wildcards, input: cfg_selection_flag(input),
-        code=code_of("steps.tables"),
+        code=code_of("jobs.tables"),
     shell:
         "python -m ditpareto aggregate {input.metrics:q} --latency {input.latency:q} {params.selection} "
         "--out {output:q} > {log:q} 2>&1"
@@ -52,7 +52,7 @@ rule select_cfg:
         ENV
     params:
         source=lambda wildcards, input: select_cfg_source(input),
-        code=code_of("steps.tables"),
+        code=code_of("jobs.tables"),
     shell:
         "python -m ditpareto select-cfg {params.source} --evaluation {input.evaluation:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -89,7 +89,7 @@ rule verdicts:
         guidance=guidance_flag(),
         noise=lambda wildcards, input: recorded_noise_flags(input),
         plateau=lambda wildcards, input: recorded_plateau_flags(input),
-        code=code_of("steps.tables"),
+        code=code_of("jobs.tables"),
     shell:
         "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
         "--full-steps {params.full_steps} --comparisons {output.comparisons:q} {params.selection} {params.guidance} "
@@ -138,7 +138,7 @@ rule summary:
     params:
         scale=study_scale(),
         config=json.dumps(config, sort_keys=True),
-        code=code_of("steps.tables"),
+        code=code_of("jobs.tables"),
     shell:
         "python -m ditpareto summary --verdicts {input.verdicts:q} --metrics {input.metrics:q} "
         "--scale {params.scale:q} --figures {input.figures:q} --ledger-html {output.ledger:q} "
@@ -212,7 +212,7 @@ for name, spec in NOTEBOOKS.items():
                 input, **(extra(input) if extra else {})
             ),
             # the notebooks draw with ditpareto.plotting
-            code=code_of("steps.tables", "plotting"),
+            code=code_of("jobs.tables", "plotting"),
         shell:
             "python -m ditpareto notebook --notebook {input.notebook:q} --out {output.executed:q} "
             "--parameters {params.parameters:q} --figures {output.figures:q} > {log:q} 2>&1"

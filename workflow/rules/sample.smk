@@ -26,7 +26,7 @@ rule sample:
         latents=latent_flags(),
         options=options_flag,
         device=device_flag(),
-        code=code_of("steps.sampling"),
+        code=code_of("jobs.sampling"),
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
         "--budget {wildcards.budget:q} --steps {wildcards.steps} --ft {wildcards.ft} --cfg-scale {wildcards.cfg} "
@@ -49,7 +49,7 @@ rule merge_samples:
     conda:
         ENV
     params:
-        code=code_of("steps.shards"),
+        code=code_of("jobs.shards"),
     shell:
         "python -m ditpareto merge-samples --shards {input.shards:q} --records {input.records:q} "
         "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
@@ -78,7 +78,7 @@ rule evaluate:
         metrics=metric_flags(),
         reference=reference_flag(),
         stats=lambda wildcards, input: flag_of("--reference-stats", input.reference_stats),
-        code=code_of("steps.metrics"),
+        code=code_of("jobs.metrics"),
     shell:
         "python -m ditpareto --threads {threads} evaluate --samples {input.samples:q} "
         "--record {input.record:q} {params.reference} {input.reference:q} {params.metrics} "
@@ -109,7 +109,7 @@ rule latency:
         guidance=config["sampling"]["guidance_channels"],
         precision=config["sampling"]["precision"],
         device=device_flag(),
-        code=code_of("steps.sampling"),
+        code=code_of("jobs.sampling"),
     shell:
         "python -m ditpareto --threads {threads} latency --points {params.points:q} {params.model} "
         "--batch-sizes {params.batches} --rounds {params.rounds} --sampler {params.sampler} "

@@ -12,7 +12,7 @@ from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import diffusion_loss, run_training
-from ditpareto.spec.steps import StepsVocabulary
+from ditpareto.spec.dit import StepsVocabulary
 
 
 class StaticDiT(StepsVocabulary, Method):

@@ -26,7 +26,7 @@ from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
 from ditpareto.spec import FullCompute
 from ditpareto.spec.dydit import DyDiTOptions, DyDiTVocabulary, layer_flops, token_router_macs
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 
 
 def router_config(options: DyDiTOptions) -> RouterConfig:

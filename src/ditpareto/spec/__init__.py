@@ -14,7 +14,7 @@ from ditpareto.spec.base import (
 from ditpareto.spec.dydit import DYDIT
 from ditpareto.spec.flexdit import FLEXDIT
 from ditpareto.spec.flexidit import FLEXIDIT
-from ditpareto.spec.steps import DIT, DIT_FT
+from ditpareto.spec.dit import DIT, DIT_FT
 
 # In figure and table order: the static baselines first. Filled by ``register``, with every table derived from it.
 SPECS: dict[str, MethodSpec] = {}

@@ -10,7 +10,7 @@ from ditpareto.archs import FLEXIDIT_LN_AFFINE, FLEXIDIT_POS_COORDS, FLEXIDIT_TO
 from ditpareto.errors import InputError
 from ditpareto.respacing import SAMPLERS, space_timesteps
 from ditpareto.spec.base import MethodOptions, MethodSpec, Vocabulary
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 
 if TYPE_CHECKING:
     from ditpareto.models.flexidit import FlexiConfig

@@ -1,5 +1,5 @@
 """Sampling a grid point (or a shard), latency on a quiet machine, executed FLOPs (merging shards:
-``ditpareto.steps.shards``).
+``ditpareto.jobs.shards``).
 
 One pure function per job: typed inputs, files in, files out, a small summary dict back; the CLI
 (``ditpareto.commands``) only parses flags into these arguments."""
@@ -19,7 +19,7 @@ from ditpareto.errors import InputError
 from ditpareto.npzfiles import save_npz
 from ditpareto.codehash import running_code_hash
 from ditpareto.flops import summarize
-from ditpareto.spec.steps import dit_macs_per_call
+from ditpareto.spec.dit import dit_macs_per_call
 from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
@@ -120,7 +120,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
             "options": options.to_dict(),
         },
         **provenance(),
-        "code": running_code_hash("ditpareto.steps.sampling"),  # shards of two code versions never merge
+        "code": running_code_hash("ditpareto.jobs.sampling"),  # shards of two code versions never merge
         "checkpoint_sha256": sha256_of(checkpoint),  # what a recorded table keyed by this point depends on
         **training_fields(checkpoint),
         "machine": machine(target),  # what the timing columns depend on

@@ -1,6 +1,6 @@
 """Merging a grid point's sample shards (one job, without torch).
 
-One pure function per job, like ``ditpareto.steps.sampling``."""
+One pure function per job, like ``ditpareto.jobs.sampling``."""
 
 from __future__ import annotations
 
