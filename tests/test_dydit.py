@@ -224,16 +224,16 @@ def test_plan_counts_executed_macs_on_real_samples(tiny4):
     base, model = tiny4
     spec = ModelSpec("dit-tiny-2", 16, in_channels=1, num_classes=10)
     settings = SamplingSettings(steps=4, cfg_scale=2.0)
-    model.method_options = METHOD.parse_options({"flops_samples": 3})
+    options = METHOD.parse_options({"flops_samples": 3})
     static = dit_macs_per_call(model.config)
     router = sliced_macs_per_call(model.config, 8, [4] * 4, [8] * 4, [1.0] * 4) - static
-    plan = METHOD.plan(model, "0.50", settings, spec)
+    plan = METHOD.plan(model, "0.50", settings, spec, options)
     macs = counted_macs(plan, (1, 16, 16))
     assert macs["macs_per_call"] == static + router  # converted: full width, all tokens, plus token routers
     assert macs["macs_per_image"] == 4 * 2 * (static + router)
     assert plan.details["block_compute_ratio"] == pytest.approx(1.0)
     scrambled_routers(model)
-    plan = METHOD.plan(model, "0.50", settings, spec)
+    plan = METHOD.plan(model, "0.50", settings, spec, options)
     macs = counted_macs(plan, (1, 16, 16))
     details = plan.details
     assert details["flops_count_samples"] == 3 and 0 < details["token_keep_rate"] < 1

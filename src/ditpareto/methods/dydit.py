@@ -98,14 +98,12 @@ class DyDiTMethod(DyDiTVocabulary, Method):
     def convert(self, base, options):
         options = self.parse_options(options)
         model = DyDiT.from_dit(base, router_config(options))
-        model.method_options = options  # plan() reads flops_samples from here
         return eval_model(model)
 
     def load_model(self, checkpoint, spec: ModelSpec, options):
         config = dit_config(spec.name, spec.image_size, **spec.overrides())
         options = self.parse_options(options)
         model = DyDiT(config, router_config(options))
-        model.method_options = options
         return eval_model(load_into(model, checkpoint, what=f"dydit {spec.name} at image size {spec.image_size}"))
 
     def load_official(self, checkpoint, spec: ModelSpec, options):
@@ -117,7 +115,6 @@ class DyDiTMethod(DyDiTVocabulary, Method):
             raise InputError(f"options.mlp_groups {options.mlp_groups}: the authors' checkpoints have one MLP group "
                              f"per head ({config.num_heads} for {spec.name}); leave it null")
         model = DyDiT(config, router_config(options))
-        model.method_options = options
         state, info = read_official(checkpoint)
         check_official(state, model.state_dict(), f"DyDiT checkpoint {checkpoint}",
                        f"dydit {spec.name} at image size {spec.image_size}")
@@ -192,7 +189,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         }
         plan = SamplingPlan(diffusion, denoise, calls_per_step=2 if settings.guided else 1,
                             step_key=lambda step: step, details=details, device=model_device(model))
-        n = getattr(model, "method_options", DyDiTOptions()).flops_samples
+        n = self.parse_options(options).flops_samples
 
         def count(sampled_macs) -> dict:
             stats.kept.clear(), stats.total.clear()
