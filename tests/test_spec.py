@@ -99,3 +99,14 @@ def test_a_new_method_is_one_spec_and_one_method_registered(repo):
             if "stub" in names:
                 names.remove("stub")
     assert "stub" not in _method_choices("sample")
+
+
+def test_the_spec_registry_loads_no_torch():
+    """The study layer plans a workflow from the specs alone: importing them loads neither torch nor the study."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, ditpareto.spec\n"
+             "print(sorted(m for m in ('torch', 'ditpareto.study', 'ditpareto.methods') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr[-2000:]
