@@ -184,11 +184,16 @@ def test_the_conda_environment_holds_every_runtime_dependency_at_the_tested_vers
     assert "snakemake" not in runtime and "torchvision" in conda
 
 
-def test_dry_run_of_the_test_directory(venv_env):
-    """The catalog convention: `.test/config.yaml` (the miniature) plans from the repository root into `.test/`."""
-    result = snakemake(venv_env, "-n", "--cores", "2", "--directory", ".test", "--configfile", ".test/config.yaml",
-                       "--replace-workflow-config")
+@pytest.mark.parametrize("entry", [[], ["-s", "workflow/Snakefile"]], ids=["root Snakefile", "workflow/Snakefile"])
+def test_the_test_directory_plans_the_miniature_study(venv_env, entry):
+    """The catalog convention: from the repository root, `snakemake --directory .test` reads
+    `.test/config/config.yaml` (the miniature study) and plans into `.test/`, started from either Snakefile."""
+    assert (REPO / ".test/config/config.yaml").read_text() == MINI.read_text()
+    code = [line for line in (REPO / "Snakefile").read_text().splitlines() if line and not line.startswith("#")]
+    assert code == ['workflow.include("workflow/Snakefile", overwrite_default_target=True)']  # an entry, no more
+    result = snakemake(venv_env, *entry, "-n", "--cores", "2", "--directory", ".test")
     assert "sample" in result.stdout and "notebook_pareto" in result.stdout
+    assert "profiles/default" in result.stdout + result.stderr  # the workflow profile applies either way
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from snakemake.utils import validate
 try:
     check_config_files(workflow.configfiles)
     validate(config, schema="../schemas/config.schema.yaml")
-    check_study(config, workflow.basedir)
+    check_study(config, REPO_ROOT)
 except InputError as exc:  # one line, no traceback: what is wrong and the ways forward
     sys.exit(f"ditpareto: {exc}")
 
@@ -33,7 +33,7 @@ def code_of(*modules):
 # `--sdm conda` environment run the same code.
 ENV = "../../envs/ditpareto.yaml"
 # the code the jobs run: this checkout's src, else (a workflow copied without it) the installed package's
-SOURCE_DIR = str(resolve_path("src", workflow.basedir))
+SOURCE_DIR = str(resolve_path("src", REPO_ROOT))
 if not Path(SOURCE_DIR, "ditpareto").is_dir():
     SOURCE_DIR = str(Path(ditpareto.__file__).resolve().parents[1])
 SOURCE = shlex.quote(SOURCE_DIR)
@@ -46,7 +46,7 @@ def repo_file(path):
     """A file config or the workflow names relative to the repository root, named relative to the working directory
     (an absolute path stays as given): a finished study moved together with its checkout plans no job.
     """
-    return str(path) if Path(path).is_absolute() else os.path.relpath(Path(workflow.basedir) / path)
+    return str(path) if Path(path).is_absolute() else os.path.relpath(REPO_ROOT / path)
 
 
 # Guidance scales a long run recorded (sampling.cfg_recorded; checked above): sampled instead of the fixed scale.
