@@ -256,3 +256,25 @@ def test_every_flag_default_is_its_steps_default_and_its_help_says_it():
     assert not drift, drift
     assert not typed, typed
     assert shown > 40
+
+
+@pytest.mark.parametrize("command, settings", [("pretrain", "TrainConfig"), ("finetune", "FinetuneRecipe"),
+                                               ("sample", "SamplingSettings"), ("latency", "SamplingSettings")])
+def test_settings_flags_are_generated_from_their_dataclass(command, settings):
+    """The training, fine-tuning and sampling flags are the settings dataclasses' fields: same default, same help,
+    same choices (one declaration each)."""
+    import argparse
+    import dataclasses
+
+    from ditpareto import study
+    from ditpareto.commands import commands
+
+    parser = argparse.ArgumentParser()
+    next(c for c in commands() if c.name == command).add_args(parser)
+    actions = {a.dest: a for a in parser._actions}
+    fields = [f for f in dataclasses.fields(getattr(study, settings)) if "help" in f.metadata and f.name in actions]
+    assert len(fields) >= 2
+    for f in fields:
+        action = actions[f.name]
+        assert (action.default, action.help) == (f.default, f.metadata["help"]), f.name
+        assert action.choices is None or list(action.choices) == list(f.metadata["choices"])

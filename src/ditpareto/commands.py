@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ditpareto.study import PRETRAIN_FLAGS, SD_VAE_SCALE, FinetuneRecipe, TrainConfig
+from ditpareto.study import PRETRAIN_FLAGS, SD_VAE_SCALE, FinetuneRecipe, SamplingSettings, TrainConfig
 
 log = logging.getLogger("ditpareto")
 
@@ -94,7 +94,8 @@ def add_flags(group, cls, names) -> None:
         if "choices" in field.metadata:
             kwargs["choices"] = list(field.metadata["choices"])
         else:
-            kwargs["type"] = type(default) if default is not None else float
+            kind = type(default) if default is not None else float
+            kwargs["type"] = count if kind is int and field.metadata.get("minimum") == 1 else kind
             kwargs["metavar"] = field.name.split("_")[-1].upper()
         group.add_argument("--" + field.name.replace("_", "-"), **kwargs)
 
@@ -242,15 +243,7 @@ def _finetune_args(p):
 
 
 def _sampling_args(p):
-    from ditpareto.respacing import SAMPLERS
-
-    g = p.add_argument_group("sampling")
-    g.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="respaced sampler")
-    g.add_argument("--steps", type=count, default=10, metavar="N",
-                   help="sampling steps of dynamic methods; the dit baseline's budget overrides it")
-    g.add_argument("--cfg-scale", type=float, default=1.5, metavar="S", help="guidance scale; 1 = off")
-    g.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"],
-                   help="guide DiT's first 3 noise channels (official) or all")
+    add_flags(p.add_argument_group("sampling"), SamplingSettings, ("sampler", "steps", "cfg_scale", "guidance_channels"))
 
 
 def sampling_settings(args):
@@ -356,8 +349,7 @@ def _latency_args(p):
     p.add_argument("--batch-sizes", type=count, nargs="+", default=[1, 250], metavar="B",
                    help="batch sizes to time: batch 1 and the sampling batch")
     p.add_argument("--rounds", type=count, default=3, metavar="R", help="timed rounds after one warm-up")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"], help="respaced sampler")
-    p.add_argument("--guidance-channels", default="dit3", choices=["dit3", "all"], help="guided channels")
+    add_flags(p, SamplingSettings, ("sampler", "guidance_channels"))  # each point's own steps and scale
     _device_arg(p)
     _precision_arg(p)
     p.add_argument("--out", required=True, type=output_path, metavar="CSV",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ditpareto.errors import InputError
+from ditpareto.respacing import SAMPLERS
 from ditpareto.spec import FINETUNE_MODES, FULL_PREFIX, INTERVAL_SUFFIX, STEP_BUDGET_METHODS
 
 # Who trained the model a grid point samples (records' ``finetune_source``): the pipeline, the method's authors
@@ -49,14 +50,21 @@ class ModelSpec:
         return {"in_channels": self.in_channels, "num_classes": self.num_classes}
 
 
+def _help(text: str):
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Sampler settings shared by every method (the budget may change ``steps`` for step-reduction methods)."""
+    """Sampler settings shared by every method (the budget may change ``steps`` for step-reduction methods). The
+    fields' defaults and help are the sampling commands' flags (``commands.add_flags``)."""
 
-    sampler: str = "ddim"
-    steps: int = 10
-    cfg_scale: float = 1.5
-    guidance_channels: str = "dit3"
+    sampler: str = field(default="ddim", metadata={"help": "respaced sampler", "choices": SAMPLERS})
+    steps: int = field(default=10, metadata={"help": "sampling steps of dynamic methods; the dit baseline's budget "
+                                             "overrides it", "minimum": 1})
+    cfg_scale: float = field(default=1.5, metadata=_help("guidance scale; 1 = off"))
+    guidance_channels: str = field(default="dit3", metadata={
+        "help": "guide DiT's first 3 noise channels (official) or all", "choices": ("dit3", "all")})
     eta: float = 0.0
 
     @property
@@ -68,10 +76,6 @@ SCHEDULES = ("constant", "cosine")
 # Numerics of a sampling or training job (``ditpareto.runtime.precision_scope``): fp32 (TF32 off), tf32 (TF32
 # matmuls and convolutions on CUDA; the same as fp32 on a CPU), bf16 (autocast to bfloat16, fp32 weights).
 PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-def _help(text: str):
-    return {"help": text}
 
 
 def _precision_help():
