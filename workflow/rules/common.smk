@@ -1,5 +1,6 @@
 # Plumbing only: config validation, wildcard constraints and input/param helpers. No rules here.
 
+import dataclasses
 import json
 import os
 import shlex
@@ -372,20 +373,8 @@ def finetune_flags(wildcards):
         "train_gmacs": f["train_gmacs"] * scale if f.get("train_gmacs") else None,
         "steps": None if f.get("train_gmacs") else max(1, round(f["steps"] * scale)),
     }
-    keys = [
-        "train_gmacs",
-        "steps",
-        "batch_size",
-        "lr",
-        "warmup_fraction",
-        "schedule",
-        "min_lr_ratio",
-        "ema_horizon",
-        "seed",
-        "checkpoint_every",
-        "precision",
-    ]
-    return study.argv(values, keys)
+    # the recipe's fields are the finetune command's flags (commands.add_flags)
+    return study.argv(values, [f.name for f in dataclasses.fields(study.FinetuneRecipe)])
 
 
 def grid_points():
