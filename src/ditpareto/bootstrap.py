@@ -164,11 +164,11 @@ def bootstrap_fid(generated: np.ndarray, reference: np.ndarray | tuple[np.ndarra
     else:
         ref = reference_replicates(reference, replicates, seed + 1, chunk)
     mean_g, cov_g = _resampled_moments(generated, resample_counts(n, replicates, seed), chunk)
-    roots = (lambda i: ref.sqrt) if len(ref.sqrt) == 1 else (lambda i: ref.sqrt[i:i + chunk])
+    roots = np.broadcast_to(ref.sqrt, cov_g.shape)  # fixed statistics: one root for every replicate
     with threadpool_limits(1):  # in chunks: small temporaries are reused, large ones faulted in page by page
         trace_sqrt = np.concatenate([
-            np.sqrt(np.clip(np.linalg.eigvalsh(roots(i) @ cov_g[i:i + chunk] @ roots(i)), 0, None)).sum(axis=1)
-            for i in range(0, replicates, chunk)])
+            np.sqrt(np.clip(np.linalg.eigvalsh(roots[i:i + chunk] @ cov_g[i:i + chunk] @ roots[i:i + chunk]),
+                            0, None)).sum(axis=1) for i in range(0, replicates, chunk)])
     return (((mean_g - ref.mean) ** 2).sum(axis=1) + np.trace(cov_g, axis1=1, axis2=2)
             + np.trace(ref.cov, axis1=1, axis2=2) - 2 * trace_sqrt)
 
