@@ -259,10 +259,11 @@ def test_every_flag_default_is_its_steps_default_and_its_help_says_it():
 
 
 @pytest.mark.parametrize("command, settings", [("pretrain", "TrainConfig"), ("finetune", "FinetuneRecipe"),
-                                               ("sample", "SamplingSettings"), ("latency", "SamplingSettings")])
+                                               ("sample", "SamplingSettings"), ("latency", "SamplingSettings"),
+                                               ("evaluate", "MetricFields"), ("calibrate", "MetricFields")])
 def test_settings_flags_are_generated_from_their_dataclass(command, settings):
-    """The training, fine-tuning and sampling flags are the settings dataclasses' fields: same default, same help,
-    same choices (one declaration each)."""
+    """The training, fine-tuning, sampling and metric flags are the settings dataclasses' fields: same default, same
+    help, same choices (one declaration each; a field's ``flag`` names its flag where it differs)."""
     import argparse
     import dataclasses
 
@@ -272,9 +273,11 @@ def test_settings_flags_are_generated_from_their_dataclass(command, settings):
     parser = argparse.ArgumentParser()
     next(c for c in commands() if c.name == command).add_args(parser)
     actions = {a.dest: a for a in parser._actions}
-    fields = [f for f in dataclasses.fields(getattr(study, settings)) if "help" in f.metadata and f.name in actions]
+    dest = {f.name: f.metadata.get("flag", f.name).replace("-", "_") for f in dataclasses.fields(getattr(study, settings))}
+    fields = [f for f in dataclasses.fields(getattr(study, settings)) if "help" in f.metadata and dest[f.name] in actions]
     assert len(fields) >= 2
     for f in fields:
-        action = actions[f.name]
-        assert (action.default, action.help) == (f.default, f.metadata["help"]), f.name
+        action = actions[dest[f.name]]
+        assert action.help == f.metadata["help"], f.name
+        assert action.required if f.metadata.get("required") else action.default == f.default, f.name
         assert action.choices is None or list(action.choices) == list(f.metadata["choices"])

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ditpareto.study import PRETRAIN_FLAGS, SD_VAE_SCALE, FinetuneRecipe, SamplingSettings, TrainConfig
+from ditpareto.study import (
+    DEVICE_HELP, DIGITS_EXTRACTOR, GLYPH_EXTRACTOR, METRIC_FLAGS, PRETRAIN_FLAGS, SD_VAE_SCALE, FinetuneRecipe, MetricFields, SamplingSettings,
+    TrainConfig,
+)
 
 log = logging.getLogger("ditpareto")
 
@@ -82,22 +85,25 @@ def fraction(text: str) -> float:
 
 
 def add_flags(group, cls, names) -> None:
-    """argparse flags from the settings dataclass ``cls`` (``ditpareto.study``): name, type, default, choices and help
-    come from its fields, the one source of every default."""
-    import dataclasses
-
+    """argparse flags from the settings dataclass ``cls`` (``ditpareto.study``): name (``flag`` where it differs
+    from the field's), type, default, choices, help and metavar come from its fields, the one source of every
+    default; ``minimum`` 1 or 0 makes the type ``count`` or ``index``, ``required`` a flag without a default."""
     for field in dataclasses.fields(cls):
         if field.name not in names:
             continue
-        default = field.default
-        kwargs = {"default": default, "help": field.metadata.get("help", field.name)}
-        if "choices" in field.metadata:
-            kwargs["choices"] = list(field.metadata["choices"])
+        meta = field.metadata
+        kwargs = {"help": meta.get("help", field.name)}
+        if meta.get("required"):
+            kwargs["required"] = True
         else:
-            kind = type(default) if default is not None else float
-            kwargs["type"] = count if kind is int and field.metadata.get("minimum") == 1 else kind
-            kwargs["metavar"] = field.name.split("_")[-1].upper()
-        group.add_argument("--" + field.name.replace("_", "-"), **kwargs)
+            kwargs["default"] = field.default
+        if "choices" in meta:
+            kwargs["choices"] = list(meta["choices"])
+        else:
+            kind = type(field.default) if field.default is not None else (str if meta.get("required") else float)
+            kwargs["type"] = {1: count, 0: index}.get(meta.get("minimum"), kind) if kind is int else kind
+            kwargs["metavar"] = meta.get("metavar", field.name.split("_")[-1].upper())
+        group.add_argument("--" + meta.get("flag", field.name.replace("_", "-")), **kwargs)
 
 
 def _train_args(p, cls, names):
@@ -122,7 +128,7 @@ def _import_base_args(p):
 
 
 def _import_extractor_args(p):
-    p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
+    p.add_argument("--extractor", default=GLYPH_EXTRACTOR, choices=[GLYPH_EXTRACTOR, DIGITS_EXTRACTOR],
                    help="which trained extractor the file holds")
     p.add_argument("--checkpoint", required=True, metavar="PT", help="extractor weights (state dict)")
     p.add_argument("--sha256", default=None, metavar="HEX", help="expected sha256 of the file (checked when given)")
@@ -159,7 +165,7 @@ def _import_official_args(p):
 
 
 def _classifier_args(p):
-    p.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier"],
+    p.add_argument("--extractor", default=GLYPH_EXTRACTOR, choices=[GLYPH_EXTRACTOR, DIGITS_EXTRACTOR],
                    help="which network: glyph-cnn (heads for digit, font, style, rotation, background; needs a "
                    "glyphs draw) or digits-classifier")
     p.add_argument("--data", required=True, metavar="NPZ", help="training draw from prepare-data (--draw extractor)")
@@ -176,27 +182,14 @@ def _metric_args(p):
     reference.add_argument("--reference", metavar="NPZ", help="real draw whose statistics FID compares against")
     reference.add_argument("--reference-batch", metavar="NPZ",
                            help="ADM reference batch: FID against its mu/sigma, KID/P/R against its arr_0 images")
-    g.add_argument("--extractor", default="glyph-cnn", choices=["glyph-cnn", "digits-classifier", "inception-v3-compat"],
-                   help="torch-fidelity feature extractor")
-    g.add_argument("--extractor-weights", required=True, metavar="PT",
-                   help="local weights file of the extractor (never downloaded)")
-    g.add_argument("--kid-subset-size", type=count, default=500, metavar="N", help="KID subset size")
-    g.add_argument("--bootstrap-replicates", type=index, default=2000, metavar="B",
-                   help="paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none")
-    g.add_argument("--head-samples", type=count, default=500, metavar="N",
-                   help="also the FID of the first N samples by index (the CFG selection's N: its optimism at equal N); "
-                   "0: none")
-    g.add_argument("--bootstrap-seed", type=index, default=0, metavar="S",
-                   help="bootstrap seed: the same in every job, so every grid point resamples the same indices")
-    _device_arg(g)
+    add_flags(g, MetricFields, METRIC_FLAGS)
 
 
 def metric_settings(args):
     from ditpareto.metrics import MetricSettings
 
-    return MetricSettings(feature_extractor=args.extractor, weights_path=args.extractor_weights,
-                          kid_subset_size=args.kid_subset_size, bootstrap_replicates=args.bootstrap_replicates,
-                          bootstrap_seed=args.bootstrap_seed, head_samples=args.head_samples, device=args.device)
+    names = {f.name: f.metadata.get("flag", f.name).replace("-", "_") for f in dataclasses.fields(MetricFields)}
+    return MetricSettings(**{name: getattr(args, names[name]) for name in METRIC_FLAGS})
 
 
 def _reference_args(p):
@@ -321,9 +314,7 @@ def _sample_args(p):
 
 
 def _device_arg(p):
-    p.add_argument("--device", default="auto", metavar="DEV",
-                   help="torch device: auto (cuda when torch sees a GPU; the choice is logged and recorded), cpu or "
-                   "cuda[:N] (an error when there is no GPU, never a CPU fallback)")
+    p.add_argument("--device", default="auto", metavar="DEV", help=DEVICE_HELP)
 
 
 def _precision_arg(p):

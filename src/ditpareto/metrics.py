@@ -36,11 +36,8 @@ from ditpareto.glyph_extractor import grey_float as _grey_float
 from ditpareto.glyph_extractor import load_glyph_cnn
 from ditpareto.models.checkpoint import atomic_save, extract_state_dict, load_into, read_checkpoint
 from ditpareto.runtime import resolve_device
+from ditpareto.study import DIGITS_EXTRACTOR, EXTRACTORS, GLYPH_EXTRACTOR, INCEPTION_EXTRACTOR, MetricFields
 
-DIGITS_EXTRACTOR = "digits-classifier"
-GLYPH_EXTRACTOR = "glyph-cnn"
-INCEPTION_EXTRACTOR = "inception-v3-compat"
-EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
 NUM_DIGIT_CLASSES = 10
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "inception_score_mean", "inception_score_std", "precision", "recall")
 _FIDELITY_KEYS = {
@@ -234,24 +231,9 @@ def register_extractors() -> None:
 
 
 @dataclass
-class MetricSettings:
-    """Which extractor (and weights file) and the metrics' sample settings."""
-
-    feature_extractor: str = GLYPH_EXTRACTOR  # the study's (the config schema's and the CLI's default)
-    weights_path: str | None = None
-    kid_subset_size: int = 500
-    kid_subsets: int = 50
-    isc_splits: int = 10
-    prc_neighborhood: int = 3
-    batch_size: int = 250
-    rng_seed: int = 2020  # KID subsets and IS split shuffling
-    progress: bool = True  # torch-fidelity's progress bars and messages (to stderr)
-    bootstrap_replicates: int = 2000  # paired bootstrap of FID (ditpareto.bootstrap); 0: none
-    bootstrap_seed: int = 0  # the same seed in every job: the same sample indices at every grid point
-    device: str = "auto"  # where the extractor runs (ditpareto.runtime.resolve_device): auto, cpu or cuda
-    # FID of the first N samples too (by sample index): at the CFG selection's N, a choice's selection FID against
-    # its evaluation FID at equal N is the selection's optimism (cfg_selection.score_choices); 0: none
-    head_samples: int = 500
+class MetricSettings(MetricFields):
+    """Which extractor (and weights file) and the metrics' sample settings (fields and defaults:
+    ``study.MetricFields``), checked on construction."""
 
     def __post_init__(self):
         if self.feature_extractor not in EXTRACTORS:

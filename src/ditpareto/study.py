@@ -72,6 +72,45 @@ class SamplingSettings:
         return self.cfg_scale != 1.0
 
 
+GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR = "glyph-cnn", "digits-classifier", "inception-v3-compat"
+EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
+DEVICE_HELP = ("torch device: auto (cuda when torch sees a GPU; the choice is logged and recorded), cpu or cuda[:N] "
+               "(an error when there is no GPU, never a CPU fallback)")
+
+
+@dataclass
+class MetricFields:
+    """The metrics' settings as declared fields: their defaults, help and flags (``commands.add_flags``, with the
+    flag name in ``flag`` where it differs); ``metrics.MetricSettings`` adds the checks."""
+
+    feature_extractor: str = field(default=GLYPH_EXTRACTOR, metadata={
+        "flag": "extractor", "help": "torch-fidelity feature extractor", "choices": EXTRACTORS})
+    weights_path: str | None = field(default=None, metadata={
+        "flag": "extractor-weights", "help": "local weights file of the extractor (never downloaded)",
+        "required": True, "metavar": "PT"})
+    kid_subset_size: int = field(default=500, metadata={"help": "KID subset size", "minimum": 1, "metavar": "N"})
+    kid_subsets: int = 50
+    isc_splits: int = 10
+    prc_neighborhood: int = 3
+    batch_size: int = 250
+    rng_seed: int = 2020  # KID subsets and IS split shuffling
+    progress: bool = True  # torch-fidelity's progress bars and messages (to stderr)
+    bootstrap_replicates: int = field(default=2000, metadata={
+        "help": "paired-bootstrap replicates of FID (and KID, precision, recall) for their CIs; 0: none",
+        "minimum": 0, "metavar": "B"})
+    bootstrap_seed: int = field(default=0, metadata={
+        "help": "bootstrap seed: the same in every job, so every grid point resamples the same indices",
+        "minimum": 0, "metavar": "S"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP, "metavar": "DEV"})
+    head_samples: int = field(default=500, metadata={
+        "help": "also the FID of the first N samples by index (the CFG selection's N: its optimism at equal N); "
+        "0: none", "minimum": 0, "metavar": "N"})
+
+
+METRIC_FLAGS = ("feature_extractor", "weights_path", "kid_subset_size", "bootstrap_replicates", "head_samples",
+                "bootstrap_seed", "device")
+
+
 SCHEDULES = ("constant", "cosine")
 # Numerics of a sampling or training job (``ditpareto.runtime.precision_scope``): fp32 (TF32 off), tf32 (TF32
 # matmuls and convolutions on CUDA; the same as fp32 on a CPU), bf16 (autocast to bfloat16, fp32 weights).

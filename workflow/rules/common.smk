@@ -116,8 +116,8 @@ def get_base_source(wildcards):
 
 
 def sha256_flag():
-    sha = config["base"].get("sha256")
-    return f"--sha256 {sha}" if sha and config["base"]["source"] == "checkpoint" else ""
+    shipped = config["base"]["source"] == "checkpoint"
+    return study.argv({"sha256": config["base"].get("sha256") if shipped else None})
 
 
 def external(key_path):
@@ -131,7 +131,7 @@ def latent_flags():
     latents = config.get("latents", {})
     if not latents.get("vae"):
         return ""
-    return f"--vae {q(external('latents.vae'))} --latent-scale {latents['scale_factor']}"
+    return study.argv({"vae": external("latents.vae"), "latent_scale": latents["scale_factor"]})
 
 
 def dataset_flags(wildcards):
@@ -179,7 +179,7 @@ def recorded_noise_flags(input):
     if not input.noise_recorded:
         return ""
     sha = config["finetune"]["noise_recorded"]["sha256"]
-    return f"--noise-recorded {q(input.noise_recorded[0])} --noise-sha256 {sha}"
+    return study.argv({"noise_recorded": input.noise_recorded[0], "noise_sha256": sha})
 
 
 def get_recorded_plateau(wildcards):
@@ -192,7 +192,7 @@ def recorded_plateau_flags(input):
     if not input.plateau_recorded:
         return ""
     sha = config["finetune"]["plateau_recorded"]["sha256"]
-    return f"--plateau-recorded {q(input.plateau_recorded[0])} --plateau-sha256 {sha}"
+    return study.argv({"plateau_recorded": input.plateau_recorded[0], "plateau_sha256": sha})
 
 
 def get_reference_stats(wildcards):
@@ -219,7 +219,7 @@ def get_floor(wildcards):
 def floor_flags(input):
     if reference_batch():
         return ""
-    return f"--floor {q(input.floor)} --floor-samples {config['sampling']['num_samples']}"
+    return study.argv({"floor": input.floor, "floor_samples": config["sampling"]["num_samples"]})
 
 
 def shard_count():
@@ -261,7 +261,7 @@ def get_extractor_source(wildcards):
 
 def extractor_sha256_flag():
     e = config["metrics"]["extractor"]
-    return f"--sha256 {e['sha256']}" if e.get("sha256") and e["source"] == "checkpoint" else ""
+    return study.argv({"sha256": e.get("sha256") if e["source"] == "checkpoint" else None})
 
 
 def metric_flags():
@@ -334,12 +334,16 @@ def get_finetuned_source(wildcards):
 def finetuned_sha256_flag(wildcards):
     entry, official = config["methods"][wildcards.method], official_checkpoint(wildcards)
     if official:
-        return f"--sha256 {official['sha256']}" if official.get("sha256") else ""
+        return study.argv({"sha256": official.get("sha256")})
     if entry.get("source", "train") != "checkpoint" or run_ft(wildcards) != study.UNIT_FINETUNE:
         return ""
     _, key = study.shipped_checkpoint(wildcards.method, run_budget(wildcards))
-    sha, record = entry.get("sha256", {}).get(key), entry.get("record_sha256", {}).get(key)
-    return (f"--sha256 {sha}" if sha else "") + (f" --record-sha256 {record}" if record else "")
+    return study.argv(
+        {
+            "sha256": entry.get("sha256", {}).get(key),
+            "record_sha256": entry.get("record_sha256", {}).get(key),
+        }
+    )
 
 
 def record_gmacs_flag(wildcards):
@@ -348,18 +352,17 @@ def record_gmacs_flag(wildcards):
     gmacs = config["finetune"].get("train_gmacs")
     if official_checkpoint(wildcards) or not gmacs:
         return ""
-    return f"--train-gmacs {gmacs * study.parse_ft(run_ft(wildcards))[0]:g}"
+    return study.argv({"train_gmacs": f"{gmacs * study.parse_ft(run_ft(wildcards))[0]:g}"})
 
 
 def budget_flag(wildcards):
-    budget = run_budget(wildcards)
-    return f"--budget {q(budget)}" if budget else ""
+    return study.argv({"budget": run_budget(wildcards) or None})
 
 
 def options_flag(wildcards):
     """Method options as one shell-quoted JSON argument."""
     options = config["methods"][wildcards.method].get("options", {})
-    return f"--options {q(json.dumps(options, sort_keys=True))}"
+    return study.argv({"options": json.dumps(options, sort_keys=True)})
 
 
 def finetune_flags(wildcards):
@@ -405,12 +408,14 @@ def get_recorded_cfg(wildcards):
 def select_cfg_source(input):
     """select-cfg's choices: the selection seed's records, or the recorded table (sha256-checked)."""
     if input.recorded:
-        return f"--recorded {q(input.recorded[0])} --sha256 {config['sampling']['cfg_recorded']['sha256']}"
+        return study.argv(
+            {"recorded": input.recorded[0], "sha256": config["sampling"]["cfg_recorded"]["sha256"]}
+        )
     return "--selection " + " ".join(q(path) for path in input.selection)
 
 
 def cfg_selection_flag(input):
-    return f"--cfg-selection {q(input.cfg_selection[0])}" if input.cfg_selection else ""
+    return flag_of("--cfg-selection", input.cfg_selection)
 
 
 def latency_points():
