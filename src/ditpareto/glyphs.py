@@ -207,8 +207,16 @@ def _textures(params: list[dict], side: int) -> torch.Tensor:
     return texture / span.view(-1, 1, 1)
 
 
-def _render_batch(params: list[dict], image_size: int) -> torch.Tensor:
-    """Images (B, image_size, image_size) in [0, 1]."""
+def _background(params: list[dict], side: int) -> torch.Tensor:
+    """Backgrounds (B, side, side) at the supersampled side: level + contrast x texture."""
+    level = torch.tensor([p["background_level"] for p in params]).view(-1, 1, 1)
+    contrast = torch.tensor([p["contrast"] for p in params]).view(-1, 1, 1)
+    return level + contrast * _textures(params, side)
+
+
+def _render_batch(params: list[dict], image_size: int, background: torch.Tensor | None = None) -> torch.Tensor:
+    """Images (B, image_size, image_size) in [0, 1]; ``background`` (B, side, side) if already made (a clip's
+    frames share one)."""
     masks, heights = glyph_cache()
     side = image_size * SUPERSAMPLE
     glyphs = torch.stack([masks[p["face"], p["stroke"], p["digit"]] for p in params]).unsqueeze(1)
@@ -230,9 +238,8 @@ def _render_batch(params: list[dict], image_size: int) -> torch.Tensor:
     field = F.interpolate(elastic, size=(side, side), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
     coverage = F.grid_sample(glyphs, grid + field, mode="bilinear", padding_mode="zeros", align_corners=False)
     coverage = coverage.squeeze(1).clamp(0, 1)
-    level = torch.tensor([p["background_level"] for p in params]).view(-1, 1, 1)
-    contrast = torch.tensor([p["contrast"] for p in params]).view(-1, 1, 1)
-    background = level + contrast * _textures(params, side)
+    if background is None:
+        background = _background(params, side)
     ink = torch.tensor([p["glyph_level"] for p in params]).view(-1, 1, 1)
     image = background * (1 - coverage) + ink * coverage
     return F.avg_pool2d(image.unsqueeze(1), SUPERSAMPLE).squeeze(1).clamp(0, 1)
