@@ -76,3 +76,82 @@ def test_glyphs_move_over_a_static_background(clips):
     positions, bounces = _bounce(0.9, 0.2, 4, 1.0)
     np.testing.assert_allclose(positions, [0.9, 0.9, 0.7, 0.5])  # 1.1 reflects to 0.9
     assert bounces == 1
+
+
+def _randomised(module, seed=0):
+    """Every parameter random (adaLN gates included), so an equality is not one of zeros."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    return module
+
+
+def _image_and_video(temporal_position):
+    import torch
+
+    from ditpareto.archs import dit_config, latte_config
+    from ditpareto.models.dit import DiT
+    from ditpareto.models.latte import Latte, inflate_image_dit
+
+    image = _randomised(DiT(dit_config("dit-micro-2", 16, in_channels=1, num_classes=10))).eval()
+    config = latte_config("latte-micro-2", 16, in_channels=1, num_classes=10, num_frames=4,
+                          temporal_position=temporal_position)
+    video = Latte(config).eval()
+    video.load_state_dict(inflate_image_dit(image.state_dict(), config))
+    x = torch.randn(3, 4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([10, 500, 999]), torch.tensor([1, 2, 3])
+    return image, video, x, t, y
+
+
+def test_an_inflated_video_model_equals_the_image_model_frame_by_frame():
+    """Zero-gated temporal blocks add nothing; with the frame embedding on the temporal attention's input the
+    video model is the image model on every frame. Latte's own placement (on the stream) is not."""
+    import torch
+
+    image, video, x, t, y = _image_and_video("temporal")
+    with torch.no_grad():
+        out = video(x, t, y)
+        per_frame = torch.stack([image(x[:, f], t, y) for f in range(4)], dim=1)
+    assert out.shape == (3, 4, 2, 16, 16)
+    torch.testing.assert_close(out, per_frame, rtol=0, atol=1e-6)
+    image, stream, x, t, y = _image_and_video("stream")
+    with torch.no_grad():
+        assert (stream(x, t, y) - per_frame).abs().max() > 1e-3
+
+
+def test_temporal_blocks_mix_frames_once_their_gates_open():
+    import torch
+
+    _, video, x, t, y = _image_and_video("temporal")
+    changed = x.clone()
+    changed[:, 0] += 1.0
+    with torch.no_grad():
+        assert torch.equal(video(x, t, y)[:, 1:], video(changed, t, y)[:, 1:])  # zero gates: frames independent
+        for i in range(1, len(video.blocks), 2):
+            _randomised(video.blocks[i], seed=i)
+        assert (video(x, t, y)[:, 1:] - video(changed, t, y)[:, 1:]).abs().max() > 1e-4
+
+
+def test_latte_has_the_official_parameter_layout():
+    """Latte's names: blocks.{2i} spatial, blocks.{2i+1} temporal, a (1, F, D) temp_embed, no y_embedder when
+    unconditional; a wrong image base is refused by name."""
+    from ditpareto.archs import dit_config, latte_config
+    from ditpareto.models.dit import DiT
+    from ditpareto.models.latte import Latte, inflate_image_dit
+
+    config = latte_config("latte-micro-2", 32, num_classes=0)
+    state = Latte(config).state_dict()
+    assert state["temp_embed"].shape == (1, 16, 32) and state["pos_embed"].shape == (1, 4, 32)
+    assert not any(k.startswith("y_embedder") for k in state)
+    assert {int(k.split(".")[1]) for k in state if k.startswith("blocks.")} == set(range(4))
+    assert state["blocks.1.attn.qkv.weight"].shape == (96, 32)
+    image = DiT(dit_config("dit-micro-2", 32)).state_dict()
+    inflated = inflate_image_dit(image, config)  # the class embedding is dropped
+    assert set(inflated) == set(state)
+    with pytest.raises(InputError, match="has 4 blocks; 2 spatial"):
+        inflate_image_dit(DiT(dit_config("dit-tiny-2", 32)).state_dict(), config)
+    with pytest.raises(InputError, match="depth must be even"):
+        latte_config("latte-micro-2", 32, depth=3)

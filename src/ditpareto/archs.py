@@ -70,6 +70,60 @@ def dit_config(name: str, image_size: int = 256, **overrides) -> DiTConfig:
 
 
 #################################################################################
+#                          Latte: the factorised video DiT                      #
+#################################################################################
+
+# Where Latte's 1-D sin-cos frame embedding enters: "stream" as the official Latte (added to the tokens once, after
+# the first spatial block), or "temporal" (added to the input of every temporal attention, never to the stream: a
+# model inflated from an image DiT with zero-gated temporal blocks then equals the image model frame by frame).
+TEMPORAL_POSITIONS = ("stream", "temporal")
+
+
+@dataclass(frozen=True)
+class LatteConfig(DiTConfig):
+    """Shape of a Latte-style video DiT: ``depth`` counts spatial and temporal blocks (even: ``blocks.2i`` attends
+    within a frame, ``blocks.2i+1`` across the frames at one location), as Latte's own configs do."""
+
+    num_frames: int = 16
+    temporal_position: str = "stream"
+
+    def __post_init__(self):
+        if self.depth % 2:
+            raise InputError(f"a Latte model alternates spatial and temporal blocks: depth must be even, got {self.depth}")
+        if self.temporal_position not in TEMPORAL_POSITIONS:
+            raise InputError(f"temporal_position must be one of {TEMPORAL_POSITIONS}, got {self.temporal_position!r}")
+        if self.num_frames < 1:
+            raise InputError(f"num_frames must be >= 1, got {self.num_frames}")
+
+    @property
+    def spatial_depth(self) -> int:
+        return self.depth // 2
+
+
+# (depth, hidden_size, num_heads, patch_size); depth = spatial + temporal blocks. Latte-XL/2 is the paper's base;
+# latte-toy-2 is the embedded video study's (4 + 4 blocks inflated from the dit-tiny-2 image base).
+LATTE_ARCHS: dict[str, dict] = {
+    "latte-xl-2": dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2),
+    "latte-toy-2": dict(depth=8, hidden_size=64, num_heads=4, patch_size=2),
+    "latte-micro-2": dict(depth=4, hidden_size=32, num_heads=2, patch_size=2),
+}
+# The image DiT a Latte model's spatial blocks are inflated from (same width, heads, patch; half the depth).
+LATTE_IMAGE_BASE = {"latte-xl-2": "dit-xl-2", "latte-toy-2": "dit-tiny-2", "latte-micro-2": "dit-micro-2"}
+
+
+def latte_config(name: str, image_size: int = 256, **overrides) -> LatteConfig:
+    """Config of a registered Latte model (``image_size`` in pixels, as ``dit_config``)."""
+    if name not in LATTE_ARCHS:
+        raise InputError(f"unknown video model {name!r}; choose one of: {', '.join(sorted(LATTE_ARCHS))}")
+    in_channels = overrides.pop("in_channels", 4)
+    vae_factor = overrides.pop("vae_factor", 8 if in_channels == 4 else 1)
+    if image_size % vae_factor:
+        raise InputError(f"image size {image_size} is not divisible by the VAE factor {vae_factor}")
+    shape = {**LATTE_ARCHS[name], **overrides}
+    return LatteConfig(**shape, input_size=image_size // vae_factor, in_channels=in_channels)
+
+
+#################################################################################
 #                          FlexDiT layout, FlexiDiT choices                     #
 #################################################################################
 
