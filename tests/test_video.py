@@ -155,3 +155,26 @@ def test_latte_has_the_official_parameter_layout():
         inflate_image_dit(DiT(dit_config("dit-tiny-2", 32)).state_dict(), config)
     with pytest.raises(InputError, match="depth must be even"):
         latte_config("latte-micro-2", 32, depth=3)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_clips_sample_and_train_through_the_image_diffusion_code(sampler):
+    """Clips (N, F, C, H, W) carry the learned variance on dim 2, as Latte's diffusion does: an inflated model
+    sampled from the same noise gives the image model's per-frame samples (DDIM), every clip finite (DDPM); the
+    training loss has one value per clip, with its VLB term."""
+    import torch
+
+    from ditpareto.diffusion import GaussianDiffusion, sample_generators, sample_loop
+
+    image, video, x, t, y = _image_and_video("temporal")
+    diffusion = GaussianDiffusion.respaced(sampler, 4)
+    with torch.no_grad():
+        clips = sample_loop(diffusion, lambda z, step, mt: video(z, mt, y), x.clone(), sample_generators(0, [0, 1, 2]),
+                            sampler)
+        assert clips.shape == x.shape and torch.isfinite(clips).all()
+        if sampler == "ddim":
+            frames = torch.stack([sample_loop(diffusion, lambda z, step, mt: image(z, mt, y), x[:, f].clone(),
+                                              sample_generators(0, [0, 1, 2]), sampler) for f in range(4)], dim=1)
+            torch.testing.assert_close(clips, frames, rtol=0, atol=1e-5)
+        losses = diffusion.training_losses(video, x, torch.tensor([1, 2, 3]), {"y": y}, torch.randn_like(x))
+    assert losses["loss"].shape == (3,) and torch.isfinite(losses["vb"]).all()

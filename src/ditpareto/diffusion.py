@@ -96,10 +96,9 @@ class GaussianDiffusion:
 
     def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, log-variance and x0 prediction of p(x_{t-1} | x_t) from a model output (eps [+ variance])."""
-        channels = x_t.shape[1]
-        eps = model_output[:, :channels]
-        if model_output.shape[1] == 2 * channels:  # learned_range variance
-            frac = (model_output[:, channels:] + 1) / 2
+        eps, variance = split_output(model_output, x_t)
+        if variance is not None:  # learned_range variance
+            frac = (variance + 1) / 2
             min_log = self._take(self.posterior_log_variance_clipped, t, x_t)
             max_log = self._take(self.log_betas, t, x_t)
             log_variance = frac * max_log + (1 - frac) * min_log
@@ -115,12 +114,11 @@ class GaussianDiffusion:
         t = t.to(x_start.device)  # losses draw t on the CPU; the batch may be on a GPU
         x_t = self.q_sample(x_start, t, noise)
         output = model(x_t, self.model_timesteps(t), **model_kwargs)
-        channels = x_start.shape[1]
-        eps = output[:, :channels]
+        eps, variance = split_output(output, x_start)
         mse = ((noise - eps) ** 2).mean(dim=list(range(1, x_start.ndim)))
         terms = {"mse": mse, "loss": mse}
-        if output.shape[1] == 2 * channels:
-            frozen = torch.cat([eps.detach(), output[:, channels:]], dim=1)
+        if variance is not None:
+            frozen = torch.cat([eps.detach(), variance], dim=channel_dim(x_start))
             terms["vb"] = self.vb_terms_bpd(frozen, x_start, x_t, t)
             terms["loss"] = mse + terms["vb"]
         return terms
@@ -199,6 +197,21 @@ def generator_seed(seed: int, index: int) -> int:
 def sample_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
     """One generator per global sample index: outputs do not depend on batch size, shard count or device count."""
     return [torch.Generator().manual_seed(generator_seed(seed, int(i))) for i in indices]
+
+
+def channel_dim(x: torch.Tensor) -> int:
+    """The channel axis: 1 for images (N, C, H, W), 2 for clips (N, F, C, H, W) as Latte lays them out."""
+    return 2 if x.ndim == 5 else 1
+
+
+def split_output(output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model output as (eps, learned variance or None) along the channel axis of ``x``."""
+    dim = channel_dim(x)
+    channels = x.shape[dim]
+    eps = output.narrow(dim, 0, channels)
+    if output.shape[dim] == 2 * channels:
+        return eps, output.narrow(dim, channels, channels)
+    return eps, None
 
 
 def per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
