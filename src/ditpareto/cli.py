@@ -21,11 +21,11 @@ DATA_PARALLEL = ("pretrain", "finetune")
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    from ditpareto.models import DIT_ARCHS
+    from ditpareto.archs import DIT_ARCHS, LATTE_ARCHS
 
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, choices=sorted(DIT_ARCHS), metavar="NAME",
-                       help="registered DiT name, e.g. dit-tiny-2, dit-xl-2")
+    group.add_argument("--model", required=True, choices=sorted(DIT_ARCHS) + sorted(LATTE_ARCHS), metavar="NAME",
+                       help="registered DiT or (video commands) Latte name, e.g. dit-tiny-2, dit-xl-2, latte-toy-2")
     group.add_argument("--image-size", type=int, required=True, metavar="PX", help="image side in pixels")
     group.add_argument("--in-channels", type=int, default=4, metavar="C",
                        help="model input channels: 4 for SD-VAE latents (image/8), else pixels")

@@ -176,6 +176,52 @@ def _classifier_args(p):
     p.add_argument("--report", required=True, metavar="JSON", help="accuracy report")
 
 
+def _prepare_clips_args(p):
+    from ditpareto.study import DRAWS
+
+    p.add_argument("--draw", default="train", choices=list(DRAWS), help="which independent draw")
+    p.add_argument("--num", type=count, required=True, metavar="N", help="clips in the draw")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="dataset seed")
+    p.add_argument("--out", required=True, type=output_path, metavar="NPZ",
+                   help="labels and attributes (+ a record <out>.json)")
+    p.add_argument("--video", required=True, type=output_path, metavar="MP4", help="the frames, H.264")
+    p.add_argument("--frames-out", default=None, type=output_path, metavar="NPZ",
+                   help="also every decoded frame as an image draw (omitted: none)")
+
+
+def _clip_extractor_args(p):
+    p.add_argument("--data", required=True, metavar="NPZ", help="training clips (prepare-clips --draw extractor)")
+    p.add_argument("--val", required=True, metavar="NPZ", help="validation clips (--draw extractor_val)")
+    p.add_argument("--steps", type=count, default=800, metavar="N", help="training steps")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed")
+    p.add_argument("--out", required=True, type=output_path, metavar="PT", help="extractor weights (state dict)")
+    p.add_argument("--report", required=True, type=output_path, metavar="JSON", help="accuracy report")
+
+
+def _validate_clip_extractor_args(p):
+    p.add_argument("--extractor", required=True, metavar="PT", help="weights from train-clip-extractor")
+    p.add_argument("--reference", required=True, metavar="NPZ", help="reference clips (prepare-clips)")
+    p.add_argument("--floor", required=True, metavar="NPZ", help="independent real clips (--draw floor)")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed of the perturbations")
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="the validation table")
+
+
+def _pretrain_video_args(p):
+    from ditpareto.archs import TEMPORAL_POSITIONS
+
+    p.add_argument("--data", required=True, metavar="NPZ", help="clip draw from prepare-clips (its .mp4 beside it)")
+    p.add_argument("--image-base", required=True, metavar="PT",
+                   help="the image DiT (same width, half the depth) whose blocks become the spatial blocks")
+    p.add_argument("--num-frames", type=count, default=16, metavar="F", help="frames per clip")
+    p.add_argument("--temporal-position", default="temporal", choices=list(TEMPORAL_POSITIONS),
+                   help="frame embedding on the temporal attention's input (inflation-exact) or on the stream "
+                   "(official Latte)")
+    p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG")
+    _train_args(p, TrainConfig, PRETRAIN_FLAGS)
+    p.add_argument("--out", required=True, type=output_path, metavar="PT",
+                   help="EMA weights (Latte layout; a record <out>.json)")
+
+
 def _metric_args(p):
     g = p.add_argument_group("metrics")
     reference = g.add_mutually_exclusive_group(required=True)
@@ -549,6 +595,10 @@ def commands() -> list[Command]:
         Command("import-finetuned", "checkpoints", "import_finetuned", _import_finetuned_args, model_args=True),
         Command("import-official", "checkpoints", "import_official", _import_official_args, model_args=True),
         Command("train-extractor", "metrics", "train_extractor", _classifier_args),
+        Command("prepare-clips", "video", "prepare_clips", _prepare_clips_args),
+        Command("train-clip-extractor", "video", "train_clip_extractor", _clip_extractor_args),
+        Command("validate-clip-extractor", "video", "validate_clip_extractor", _validate_clip_extractor_args),
+        Command("pretrain-video", "video", "pretrain_video", _pretrain_video_args, model_args=True),
         Command("reference", "metrics", "reference", _reference_args),
         Command("reference-stats", "metrics", "reference_stats", _reference_stats_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),

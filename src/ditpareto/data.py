@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ditpareto.npzfiles import all_finite, memmap_member, read_npz, save_npz
 
 # Independent draws of one study (``ditpareto.glyphs.DRAW_IDS``): one file each, resources/data/{draw}.npz.
-DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
+from ditpareto.study import DRAWS  # noqa: E402,F401  (re-exported)
 
 
 @dataclass

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ditpareto.errors import InputError
+from ditpareto.study import DRAWS
 from ditpareto.glyphs import SUPERSAMPLE, GlyphSettings, _background, _render_batch, _sample_params
 
 # Ids apart from the image draws' (glyphs.DRAW_IDS): a clip never shares a stream with an image.
-CLIP_DRAW_IDS = {"train": 10, "reference": 11, "floor": 12, "extractor": 13, "extractor_val": 14}
+CLIP_DRAW_IDS = {draw: 10 + i for i, draw in enumerate(DRAWS)}  # train 10, reference 11, ... extractor_val 14
 FRAMES = 16
 RENDER_SIZE = 32  # encoded frame side; clips are downsampled to RENDER_SIZE // DOWNSAMPLE after decoding
 DOWNSAMPLE = 2

@@ -90,22 +90,35 @@ def head_accuracies(model: GlyphCNN, data: ImageSet, attributes: dict[str, np.nd
 
 def train_glyph_cnn(train: ImageSet, train_attributes: dict, val: ImageSet, val_attributes: dict, steps: int = 1500,
                     seed: int = 0, batch_size: int = 256, lr: float = 3e-3) -> tuple[GlyphCNN, dict]:
-    """Adam, cosine learning rate, the sum of the heads' cross-entropies; deterministic given ``seed`` (one thread,
-    a forked RNG: the weights do not depend on the machine's thread count, and the caller's RNG is untouched)."""
+    """Adam, cosine learning rate, the sum of the heads' cross-entropies (``fit_heads``)."""
+    targets = _targets(train, train_attributes, "extractor draw")
+    model = fit_heads(GlyphCNN, grey_float(train.images), targets, steps, seed, batch_size, lr, "glyph extractor")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stats = head_accuracies(model, val, val_attributes)
+    finally:
+        torch.set_num_threads(threads)
+    return model, stats
+
+
+def fit_heads(make_model, x: torch.Tensor, targets: dict[str, torch.Tensor], steps: int, seed: int,
+              batch_size: int, lr: float, desc: str) -> nn.Module:
+    """Train ``make_model()`` (a module returning one logit tensor per head) with Adam, a cosine learning rate and
+    the sum of the heads' cross-entropies; deterministic given ``seed`` (one thread, a forked RNG: the weights do
+    not depend on the machine's thread count, and the caller's RNG is untouched). Returned in eval mode, frozen."""
     if steps < 1 or batch_size < 1:
         raise InputError(f"extractor training needs steps >= 1 and batch_size >= 1, got {steps}, {batch_size}")
-    targets = _targets(train, train_attributes, "extractor draw")
-    x = grey_float(train.images)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = GlyphCNN()
+            model = make_model()
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         order, cursor = torch.randperm(len(x), generator=generator), 0
-        for step in tqdm(range(steps), desc="glyph extractor", mininterval=5):
+        for step in tqdm(range(steps), desc=desc, mininterval=5):
             if cursor + batch_size > len(x):
                 order, cursor = torch.randperm(len(x), generator=generator), 0
             idx = order[cursor:cursor + batch_size]
@@ -114,15 +127,13 @@ def train_glyph_cnn(train: ImageSet, train_attributes: dict, val: ImageSet, val_
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             model.train()
             out = model(x[idx])
-            loss = sum(F.cross_entropy(out[name], targets[name][idx]) for name in HEADS)
+            loss = sum(F.cross_entropy(out[name], targets[name][idx]) for name in targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        model.eval().requires_grad_(False)
-        stats = head_accuracies(model, val, val_attributes)
+        return model.eval().requires_grad_(False)
     finally:
         torch.set_num_threads(threads)
-    return model, stats
 
 
 def save_glyph_cnn(model: GlyphCNN, path: str | os.PathLike) -> None:

@@ -72,6 +72,8 @@ class SamplingSettings:
         return self.cfg_scale != 1.0
 
 
+# Independent draws of a procedural study (glyph images and glyph clips alike): one file each.
+DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
 GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR = "glyph-cnn", "digits-classifier", "inception-v3-compat"
 EXTRACTORS = (GLYPH_EXTRACTOR, DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR)
 DEVICE_HELP = ("torch device: auto (cuda when torch sees a GPU; the choice is logged and recorded), cpu or cuda[:N] "

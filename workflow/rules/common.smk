@@ -40,7 +40,7 @@ if not Path(SOURCE_DIR, "ditpareto").is_dir():
 SOURCE = shlex.quote(SOURCE_DIR)
 # (doubled braces: Snakemake formats the prefix like a shell command)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
-DRAWS = ("train", "reference", "floor", "extractor", "extractor_val")
+DRAWS = study.DRAWS
 
 
 def repo_file(path):

@@ -1,0 +1,127 @@
+"""Video jobs: clip draws (H.264 + labels), the FVD-toy extractor and its validation, the Latte base.
+
+One pure function per job: typed inputs, files in, files out, a small summary dict back; the CLI
+(``ditpareto.commands``) only parses flags into these arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from ditpareto.archs import LATTE_ARCHS, LATTE_IMAGE_BASE, latte_config
+from ditpareto.clipsets import load_clip_draw, save_clip_draw
+from ditpareto.data import ImageSet, save_draw
+from ditpareto.errors import InputError
+from ditpareto.models.checkpoint import atomic_save, extract_state_dict, read_checkpoint
+from ditpareto.results import provenance, sha256_of, write_json
+from ditpareto.study import ModelSpec, TrainConfig
+
+
+def prepare_clips(*, draw: str, num: int, out: str, video: str, seed: int = 0, frames_out: str | None = None) -> dict:
+    """One draw of bouncing-glyph clips: the frames as H.264 (``--video``), labels and attributes in ``--out``, a
+    record <out>.json (motion settings, static-token share, codec error); optionally every decoded frame as an
+    image draw (``--frames-out``: the training set of the video base's image DiT).
+
+    Example: python -m ditpareto prepare-clips --draw train --num 10000 --out train.npz --video train.mp4
+    """
+    from ditpareto import glyph_clips, glyphs
+
+    drawn = glyph_clips.draw_clips(draw, num, seed, progress=True)
+    save_clip_draw(drawn.clips, drawn.labels, drawn.attributes, out, video, glyph_clips.DOWNSAMPLE)
+    clips, _ = load_clip_draw(out, video)
+    rendered = glyph_clips.downsample(drawn.clips)
+    record = {
+        "draw": draw, "num": num, "seed": seed, "frames": int(clips.clips.shape[1]),
+        "frame_size": int(clips.clips.shape[2]), "render_size": int(drawn.clips.shape[2]),
+        "motion": dataclasses.asdict(glyph_clips.MotionSettings()), "renderer": glyphs.renderer_versions(),
+        "static_token_fraction": glyph_clips.static_token_fraction(clips.clips),
+        "codec_mean_abs_error": float(np.abs(clips.clips.astype(np.int16) - rendered).mean()),
+        "label_counts": {k: np.bincount(v).tolist() for k, v in drawn.attributes.items()}, **provenance(),
+    }
+    if frames_out:
+        save_draw(ImageSet(clips.frames(), np.repeat(clips.labels, clips.clips.shape[1])), frames_out)
+        record["frames_sha256"] = sha256_of(frames_out)
+    record.update({"sha256": sha256_of(out), "video_sha256": sha256_of(video)})
+    write_json(record, str(out) + ".json")
+    return {k: record[k] for k in ("draw", "num", "static_token_fraction", "codec_mean_abs_error")}
+
+
+def train_clip_extractor(*, data: str, val: str, out: str, report: str, steps: int = 800, seed: int = 0) -> dict:
+    """Train the FVD-toy feature extractor: a (2+1)D CNN with one head per clip attribute.
+
+    Example: python -m ditpareto train-clip-extractor --data extractor.npz --val extractor_val.npz --out cnn3d.pt
+    --report cnn3d.json
+    """
+    from ditpareto.clip_extractor import save_clip_cnn, train_clip_cnn
+
+    train, attributes = load_clip_draw(data, _video(data))
+    val_clips, val_attributes = load_clip_draw(val, _video(val))
+    model, stats = train_clip_cnn(train.clips, attributes, val_clips.clips, val_attributes, steps=steps, seed=seed)
+    save_clip_cnn(model, out)
+    write_json({**stats, "steps": steps, "seed": seed, **provenance()}, report)
+    return stats
+
+
+def validate_clip_extractor(*, extractor: str, reference: str, floor: str, out: str, seed: int = 0) -> dict:
+    """The FVD-toy validation table: shuffled, frozen and jittered real clips each >= 10x the floor, time-reversed
+    clips <= 2x (a CSV; an extractor that fails a bound is reported, not hidden).
+
+    Example: python -m ditpareto validate-clip-extractor --extractor cnn3d.pt --reference reference.npz
+    --floor floor.npz --out validation.csv
+    """
+    import pandas as pd
+
+    from ditpareto.clip_extractor import load_clip_cnn, validate_clip_features
+
+    rows = validate_clip_features(load_clip_cnn(extractor), load_clip_draw(reference, _video(reference))[0].clips,
+                                  load_clip_draw(floor, _video(floor))[0].clips, seed=seed)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    return {row["perturbation"]: round(row["ratio_to_floor"], 2) for row in rows}
+
+
+def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base: str, state: str, log_csv: str,
+                   out: str, num_frames: int = 16, temporal_position: str = "temporal",
+                   class_dropout: float = 0.1) -> dict:
+    """Train a Latte model on clips from an image DiT inflated frame by frame (zero-gated temporal blocks); its EMA
+    weights in Latte's layout. Resumable, as ``pretrain``.
+
+    Example: python -m ditpareto pretrain-video --model latte-toy-2 --image-size 16 --in-channels 1
+    --num-classes 10 --data train.npz --image-base frames-base.pt --steps 3000 --state s.pt --log-csv loss.csv
+    --out latte.pt
+    """
+    from ditpareto.models.latte import Latte, inflate_image_dit
+    from ditpareto.jobs.training import run_id
+    from ditpareto.train import discard_state, is_main_process, run_training
+
+    if spec.name not in LATTE_ARCHS:
+        raise InputError(f"pretrain-video needs a Latte model ({', '.join(sorted(LATTE_ARCHS))}), got {spec.name}")
+    config = latte_config(spec.name, spec.image_size, num_frames=num_frames, temporal_position=temporal_position,
+                          class_dropout_prob=class_dropout, **spec.overrides())
+    clips, _ = load_clip_draw(data, _video(data))
+    if clips.clips.shape[1] != num_frames:
+        raise InputError(f"{data} has {clips.clips.shape[1]}-frame clips; the model takes {num_frames}")
+    image_state = extract_state_dict(read_checkpoint(image_base), f"image base {image_base}")
+    torch.manual_seed(train.seed)
+    model = Latte(config)
+    model.load_state_dict(inflate_image_dit(image_state, config, seed=train.seed))
+    train = dataclasses.replace(train, run_id=run_id(data=sha256_of(data), video=sha256_of(_video(data)),
+                                                     image_base=sha256_of(image_base), config=config.to_dict()))
+    started = time.time()
+    ema = run_training(model, clips.as_model_input(), torch.from_numpy(clips.labels), train, state, log_csv)
+    if is_main_process():
+        atomic_save(ema.state_dict(), out)
+        write_json({"model": spec.name, "config": config.to_dict(), "image_base": LATTE_IMAGE_BASE[spec.name],
+                    "image_base_sha256": sha256_of(image_base), "data_sha256": sha256_of(data),
+                    "train": dataclasses.asdict(train), "wall_s_this_run": round(time.time() - started, 1),
+                    "sha256": sha256_of(out), **provenance()}, str(out) + ".json")
+        discard_state(state)
+    return {"out": out, "steps": train.steps}
+
+
+def _video(npz: str) -> str:
+    from ditpareto.clipsets import video_path
+
+    return str(video_path(npz))
