@@ -178,3 +178,76 @@ def test_clips_sample_and_train_through_the_image_diffusion_code(sampler):
             torch.testing.assert_close(clips, frames, rtol=0, atol=1e-5)
         losses = diffusion.training_losses(video, x, torch.tensor([1, 2, 3]), {"y": y}, torch.randn_like(x))
     assert losses["loss"].shape == (3,) and torch.isfinite(losses["vb"]).all()
+
+
+def test_the_clip_extractor_perturbations_do_what_they_say(clips):
+    from ditpareto.clip_extractor import perturb
+    from ditpareto.glyph_clips import downsample
+
+    small = downsample(clips.clips)
+    shuffled = perturb(small, "shuffled", seed=1)
+    for a, b in zip(small, shuffled):  # the same frames, another order
+        assert sorted(f.tobytes() for f in a) == sorted(f.tobytes() for f in b)
+    assert not np.array_equal(shuffled, small)
+    assert (perturb(small, "frozen") == small[:, :1]).all()
+    np.testing.assert_array_equal(perturb(small, "reversed")[:, 0], small[:, -1])
+    jittered = perturb(small, "jittered", seed=2)
+    padded = np.pad(small, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    shifts = [padded[:, :, dy:dy + 16, dx:dx + 16] for dy in range(3) for dx in range(3)]
+    matches = np.stack([(jittered == s).all(axis=(2, 3, 4)) for s in shifts])  # (9 shifts, N, T)
+    assert matches.any(axis=0).all()  # every frame is its original moved by at most one pixel each way
+    assert not matches[4].all()  # and not all of them unmoved
+    with pytest.raises(InputError, match="unknown perturbation"):
+        perturb(small, "blurred")
+
+
+def test_video_jobs_from_clip_draw_to_an_inflated_latte_base(tmp_path):
+    """prepare-clips (H.264 + labels, decoded frames as an image draw), the clip extractor (trained, saved, loaded,
+    validated), and pretrain-video from an image base, in bf16 (autocast on the CPU: dtype mixing fails here)."""
+    import json
+
+    import pandas as pd
+    import torch
+
+    from ditpareto.archs import latte_config
+    from ditpareto.cli import main
+    from ditpareto.clipsets import load_clip_draw
+    from ditpareto.data import load_draw
+    from ditpareto.models.latte import Latte
+
+    for draw, n in (("train", 12), ("reference", 24), ("floor", 24)):
+        extra = ["--frames-out", str(tmp_path / "frames.npz")] if draw == "train" else []
+        main(["prepare-clips", "--draw", draw, "--num", str(n), "--out", str(tmp_path / f"{draw}.npz"),
+              "--video", str(tmp_path / f"{draw}.mp4"), *extra])
+    record = json.loads((tmp_path / "train.npz.json").read_text())
+    assert record["frames"] == 16 and record["frame_size"] == 16 and record["codec_mean_abs_error"] < 1.5
+    clips, attributes = load_clip_draw(tmp_path / "train.npz", tmp_path / "train.mp4")
+    assert clips.clips.shape == (12, 16, 16, 16, 1) and set(attributes) >= {"direction_bin", "bounces"}
+    frames = load_draw(tmp_path / "frames.npz")
+    np.testing.assert_array_equal(frames.images, clips.frames())
+
+    main(["train-clip-extractor", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "reference.npz"),
+          "--steps", "2", "--out", str(tmp_path / "cnn3d.pt"), "--report", str(tmp_path / "cnn3d.json")])
+    main(["validate-clip-extractor", "--extractor", str(tmp_path / "cnn3d.pt"), "--reference",
+          str(tmp_path / "reference.npz"), "--floor", str(tmp_path / "floor.npz"), "--out", str(tmp_path / "v.csv")])
+    table = pd.read_csv(tmp_path / "v.csv")
+    assert list(table["perturbation"]) == ["none (floor)", "shuffled", "frozen", "jittered", "reversed"]
+    assert np.isfinite(table["fvd_toy"]).all()
+
+    model = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+    main(["pretrain", *model, "--data", str(tmp_path / "frames.npz"), "--steps", "2", "--batch-size", "8",
+          "--state", str(tmp_path / "image-state.pt"), "--log-csv", str(tmp_path / "image.csv"),
+          "--out", str(tmp_path / "image.pt")])
+    video = ["--model", "latte-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+    main(["pretrain-video", *video, "--data", str(tmp_path / "train.npz"), "--image-base", str(tmp_path / "image.pt"),
+          "--steps", "2", "--batch-size", "4", "--precision", "bf16", "--state", str(tmp_path / "state.pt"),
+          "--log-csv", str(tmp_path / "video.csv"), "--out", str(tmp_path / "latte.pt")])
+    state = torch.load(tmp_path / "latte.pt", weights_only=True)
+    config = latte_config("latte-micro-2", 16, in_channels=1, num_classes=10, temporal_position="temporal")
+    Latte(config).load_state_dict(state)
+    assert json.loads((tmp_path / "latte.pt.json").read_text())["image_base"] == "dit-micro-2"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain-video", *model, "--data", str(tmp_path / "train.npz"), "--image-base", str(tmp_path / "image.pt"),
+              "--steps", "1", "--state", str(tmp_path / "s2.pt"), "--log-csv", str(tmp_path / "v2.csv"),
+              "--out", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 2
