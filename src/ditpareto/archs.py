@@ -36,6 +36,11 @@ class DiTConfig:
     def num_tokens(self) -> int:
         return self.grid_size**2
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape in the model's input space: (C, H, W)."""
+        return (self.in_channels, self.input_size, self.input_size)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -99,13 +104,18 @@ class LatteConfig(DiTConfig):
     def spatial_depth(self) -> int:
         return self.depth // 2
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One clip's shape in the model's input space: (F, C, H, W), Latte's layout."""
+        return (self.num_frames, self.in_channels, self.input_size, self.input_size)
+
 
 # (depth, hidden_size, num_heads, patch_size); depth = spatial + temporal blocks. Latte-XL/2 is the paper's base;
 # latte-toy-2 is the embedded video study's (4 + 4 blocks inflated from the dit-tiny-2 image base).
 LATTE_ARCHS: dict[str, dict] = {
     "latte-xl-2": dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2),
-    "latte-toy-2": dict(depth=8, hidden_size=64, num_heads=4, patch_size=2),
-    "latte-micro-2": dict(depth=4, hidden_size=32, num_heads=2, patch_size=2),
+    "latte-toy-2": dict(depth=8, hidden_size=64, num_heads=4, patch_size=2, temporal_position="temporal"),
+    "latte-micro-2": dict(depth=4, hidden_size=32, num_heads=2, patch_size=2, temporal_position="temporal"),
 }
 # The image DiT a Latte model's spatial blocks are inflated from (same width, heads, patch; half the depth).
 LATTE_IMAGE_BASE = {"latte-xl-2": "dit-xl-2", "latte-toy-2": "dit-tiny-2", "latte-micro-2": "dit-micro-2"}
@@ -121,6 +131,13 @@ def latte_config(name: str, image_size: int = 256, **overrides) -> LatteConfig:
         raise InputError(f"image size {image_size} is not divisible by the VAE factor {vae_factor}")
     shape = {**LATTE_ARCHS[name], **overrides}
     return LatteConfig(**shape, input_size=image_size // vae_factor, in_channels=in_channels)
+
+
+def model_config(name: str, image_size: int = 256, **overrides) -> DiTConfig:
+    """The config of any registered model: a DiT (images) or a Latte model (clips)."""
+    if name in LATTE_ARCHS:
+        return latte_config(name, image_size, **overrides)
+    return dit_config(name, image_size, **overrides)
 
 
 #################################################################################

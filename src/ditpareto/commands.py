@@ -207,15 +207,9 @@ def _validate_clip_extractor_args(p):
 
 
 def _pretrain_video_args(p):
-    from ditpareto.archs import TEMPORAL_POSITIONS
-
     p.add_argument("--data", required=True, metavar="NPZ", help="clip draw from prepare-clips (its .mp4 beside it)")
     p.add_argument("--image-base", required=True, metavar="PT",
                    help="the image DiT (same width, half the depth) whose blocks become the spatial blocks")
-    p.add_argument("--num-frames", type=count, default=16, metavar="F", help="frames per clip")
-    p.add_argument("--temporal-position", default="temporal", choices=list(TEMPORAL_POSITIONS),
-                   help="frame embedding on the temporal attention's input (inflation-exact) or on the stream "
-                   "(official Latte)")
     p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG")
     _train_args(p, TrainConfig, PRETRAIN_FLAGS)
     p.add_argument("--out", required=True, type=output_path, metavar="PT",

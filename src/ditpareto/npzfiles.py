@@ -100,15 +100,16 @@ def all_finite(array: np.ndarray, chunk: int = 4096) -> bool:
 
 
 def load_samples(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A sampling job's npz, checked: ``images`` uint8 (N, H, W, C), ``labels`` and ``indices`` integer (N,)."""
+    """A sampling job's npz, checked: ``images`` uint8 (N, H, W, C) or clips (N, F, H, W, C), ``labels`` and
+    ``indices`` integer (N,)."""
     data = read_npz(path, "samples")
     missing = [k for k in ("images", "labels", "indices") if k not in data]
     if missing:
         raise InputError(f"samples {path} lack {missing} (have {sorted(data)})")
     images, labels, indices = data["images"], data["labels"], data["indices"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
-        raise InputError(f"samples {path}: images must be uint8 (N, H, W, C) with C in (1, 3), got {images.dtype} "
-                         f"{images.shape}")
+    if images.dtype != np.uint8 or images.ndim not in (4, 5) or images.shape[-1] not in (1, 3):
+        raise InputError(f"samples {path}: images must be uint8 (N, H, W, C) or clips (N, F, H, W, C) with C in "
+                         f"(1, 3), got {images.dtype} {images.shape}")
     for name, values in (("labels", labels), ("indices", indices)):
         if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or len(values) != len(images):
             raise InputError(f"samples {path}: {name} must be {len(images)} integers, got {values.dtype} "

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ditpareto.diffusion import per_sample_labels, per_sample_randn, sample_generators, sample_loop
 from ditpareto.errors import InputError
 from ditpareto.flops import count_macs, plan_macs
-from ditpareto.models import dit_config
+from ditpareto.models import model_config
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.plans import SamplingPlan
 from ditpareto.timing import DeviceClock
@@ -20,22 +20,23 @@ from ditpareto.timing import DeviceClock
 
 @dataclass
 class SampleBatch:
-    images: np.ndarray  # uint8 (N, H, W, C)
+    images: np.ndarray  # uint8 (N, H, W, C); clips (N, F, H, W, C)
     labels: np.ndarray  # int64 (N,)
     indices: np.ndarray  # global sample indices (N,)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float (N, C, H, W) -> uint8 (N, H, W, C), rounding as DiT does (clamp(127.5 x + 128))."""
-    return torch.clamp(127.5 * x + 128.0, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """[-1, 1] float (N, C, H, W) -> uint8 (N, H, W, C), rounding as DiT does (clamp(127.5 x + 128)); clips
+    (N, F, C, H, W) -> (N, F, H, W, C)."""
+    order = (0, 1, 3, 4, 2) if x.ndim == 5 else (0, 2, 3, 1)
+    return torch.clamp(127.5 * x + 128.0, 0, 255).to(torch.uint8).permute(*order).numpy()
 
 
 def initial_state(spec: ModelSpec, seed: int, indices: Sequence[int]):
     """Labels and starting noise of the given global sample indices (shared by all methods: paired samples)."""
     generators = sample_generators(seed, indices)
     labels = per_sample_labels(generators, spec.num_classes)
-    side = dit_config(spec.name, spec.image_size, **spec.overrides()).input_size
-    noise = per_sample_randn(generators, (spec.in_channels, side, side))
+    noise = per_sample_randn(generators, model_config(spec.name, spec.image_size, **spec.overrides()).sample_shape)
     return generators, labels, noise
 
 

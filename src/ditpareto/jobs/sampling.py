@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ditpareto.archs import dit_config
+from ditpareto.archs import model_config
 from ditpareto.diffusion import MAX_SEED
 from ditpareto.errors import InputError
 from ditpareto.npzfiles import save_npz
@@ -23,7 +23,7 @@ from ditpareto.spec.dit import dit_macs_per_call
 from ditpareto.latency import machine, measure, prepare
 from ditpareto.latents import decode_latents, load_vae
 from ditpareto.methods import Method, get_method
-from ditpareto.models import build_dit
+from ditpareto.models import build_model
 from ditpareto.results import SAMPLE_RECORD_KEYS, provenance, read_record, sha256_of, write_json
 from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import counted_macs, generate
@@ -77,14 +77,14 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
     model = method.load_model(checkpoint, spec, options).to(target)
     # after the move: plans hold tensors on the model's device
     plan = method.plan(model, parsed, settings, spec, options)
-    config = dit_config(spec.name, spec.image_size, **spec.overrides())
+    config = model_config(spec.name, spec.image_size, **spec.overrides())
     decode = None
     if autoencoder is not None:
         def decode(z):
             with torch.autocast(target.type, enabled=False):
                 return decode_latents(autoencoder, z.float(), latent_scale)
     with precision_scope(precision, target):
-        macs = counted_macs(plan, (config.in_channels, config.input_size, config.input_size))
+        macs = counted_macs(plan, config.sample_shape)
         start = time.perf_counter()
         batch, seconds = generate(plan, spec, settings, seed, indices, batch_size, decode=decode)
         wall = time.perf_counter() - start
@@ -216,7 +216,7 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
     Example: python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256
     """
     parsed = method.parse_budget(budget) if budget is not None else method.full_budget(settings)
-    config = dit_config(spec.name, spec.image_size, **spec.overrides())
+    config = model_config(spec.name, spec.image_size, **spec.overrides())
     if checkpoint:
         model = method.load_model(checkpoint, spec, options)
     else:
@@ -224,10 +224,10 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
         # the step ladders' compute depends on shapes only: counted on the meta device (no weights in memory);
         # the dynamic methods' conversion and routing need real weights
         with torch.device("meta" if method.name in STEP_BUDGET_METHODS else "cpu"):
-            base = build_dit(spec.name, spec.image_size, **spec.overrides())
+            base = build_model(spec.name, spec.image_size, **spec.overrides())
         model = method.convert(base, options).eval()
     plan = method.plan(model, parsed, settings, spec, options)
-    macs = counted_macs(plan, (config.in_channels, config.input_size, config.input_size))
+    macs = counted_macs(plan, config.sample_shape)
     return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
             "image_size": spec.image_size, **summarize(macs),
             "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9, "details": plan.details}

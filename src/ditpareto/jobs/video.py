@@ -83,10 +83,10 @@ def validate_clip_extractor(*, extractor: str, reference: str, floor: str, out: 
 
 
 def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base: str, state: str, log_csv: str,
-                   out: str, num_frames: int = 16, temporal_position: str = "temporal",
-                   class_dropout: float = 0.1) -> dict:
+                   out: str, class_dropout: float = 0.1) -> dict:
     """Train a Latte model on clips from an image DiT inflated frame by frame (zero-gated temporal blocks); its EMA
-    weights in Latte's layout. Resumable, as ``pretrain``.
+    weights in Latte's layout (frames per clip and the frame embedding's place are the arch's). Resumable, as
+    ``pretrain``.
 
     Example: python -m ditpareto pretrain-video --model latte-toy-2 --image-size 16 --in-channels 1
     --num-classes 10 --data train.npz --image-base frames-base.pt --steps 3000 --state s.pt --log-csv loss.csv
@@ -98,11 +98,10 @@ def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base
 
     if spec.name not in LATTE_ARCHS:
         raise InputError(f"pretrain-video needs a Latte model ({', '.join(sorted(LATTE_ARCHS))}), got {spec.name}")
-    config = latte_config(spec.name, spec.image_size, num_frames=num_frames, temporal_position=temporal_position,
-                          class_dropout_prob=class_dropout, **spec.overrides())
+    config = latte_config(spec.name, spec.image_size, class_dropout_prob=class_dropout, **spec.overrides())
     clips, _ = load_clip_draw(data, _video(data))
-    if clips.clips.shape[1] != num_frames:
-        raise InputError(f"{data} has {clips.clips.shape[1]}-frame clips; the model takes {num_frames}")
+    if clips.clips.shape[1] != config.num_frames:
+        raise InputError(f"{data} has {clips.clips.shape[1]}-frame clips; {spec.name} takes {config.num_frames}")
     image_state = extract_state_dict(read_checkpoint(image_base), f"image base {image_base}")
     torch.manual_seed(train.seed)
     model = Latte(config)

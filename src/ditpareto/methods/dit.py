@@ -7,7 +7,7 @@ import numpy as np
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
-from ditpareto.models import load_dit
+from ditpareto.models import load_model
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
@@ -22,7 +22,7 @@ class StaticDiT(StepsVocabulary, Method):
         return eval_model(base)
 
     def load_model(self, checkpoint, spec: ModelSpec, options):
-        return eval_model(load_dit(checkpoint, spec.name, spec.image_size, **spec.overrides()))
+        return eval_model(load_model(checkpoint, spec.name, spec.image_size, **spec.overrides()))
 
     def plan(self, model, budget, settings: SamplingSettings, spec: ModelSpec, options=None) -> SamplingPlan:
         budget = self.parse_budget(budget)

@@ -238,10 +238,11 @@ def guided_forward(forward, x, t, y, cfg_scale: float, in_channels: int, guidanc
     half = x[: len(x) // 2]
     model_out = forward(torch.cat([half, half], dim=0), t, y)
     guided = guided_channel_count(in_channels, guidance_channels)
-    eps, rest = model_out[:, :guided], model_out[:, guided:]
+    dim = 2 if x.ndim == 5 else 1  # the channel axis: clips (N, F, C, H, W) as Latte lays them out
+    eps, rest = model_out.narrow(dim, 0, guided), model_out.narrow(dim, guided, model_out.shape[dim] - guided)
     cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
     half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-    return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
+    return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=dim)
 
 
 def guided_channel_count(in_channels: int, guidance_channels: str) -> int:

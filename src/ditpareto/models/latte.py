@@ -20,7 +20,7 @@ from ditpareto.archs import LatteConfig
 from ditpareto.errors import InputError
 from ditpareto.models.dit import (
     DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, get_1d_sincos_pos_embed_from_grid,
-    get_2d_sincos_pos_embed, guided_channel_count, modulate,
+    get_2d_sincos_pos_embed, guided_forward, modulate,
 )
 
 
@@ -130,15 +130,9 @@ class Latte(nn.Module):
 
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float,
                          guidance_channels: str = "all") -> torch.Tensor:
-        """Classifier-free guidance over a batch whose second half carries the null label (channels on dim 2;
-        Latte guides all latent channels)."""
-        half = x[: len(x) // 2]
-        out = self.forward(torch.cat([half, half], dim=0), t, y)
-        guided = guided_channel_count(self.in_channels, guidance_channels)
-        eps, rest = out[:, :, :guided], out[:, :, guided:]
-        cond, uncond = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond + cfg_scale * (cond - uncond)
-        return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=2)
+        """Classifier-free guidance over a batch whose second half carries the null label (Latte guides all latent
+        channels)."""
+        return guided_forward(self.forward, x, t, y, cfg_scale, self.in_channels, guidance_channels)
 
 
 def temporal_sincos_embed(embed_dim: int, frames: int) -> np.ndarray:

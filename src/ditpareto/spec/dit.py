@@ -10,7 +10,7 @@ from ditpareto.errors import InputError
 from ditpareto.spec.base import INTERVAL_SUFFIX, MethodOptions, MethodSpec, Vocabulary
 
 if TYPE_CHECKING:
-    from ditpareto.archs import DiTConfig
+    from ditpareto.archs import DiTConfig, LatteConfig
     from ditpareto.study import SamplingSettings
 
 class StepBudget(NamedTuple):
@@ -83,13 +83,30 @@ class StepsVocabulary(Vocabulary):
 
 
 def dit_macs_per_call(config: DiTConfig) -> int:
-    """Closed-form MACs of one DiT forward for one image (DiT's convention; the counter must agree)."""
+    """Closed-form MACs of one DiT forward for one image, or of one Latte forward for one clip (DiT's convention;
+    the counter must agree)."""
+    from ditpareto.archs import LatteConfig
+
+    if isinstance(config, LatteConfig):
+        return latte_macs_per_call(config)
     d, t, p = config.hidden_size, config.num_tokens, config.patch_size
     mlp = int(d * config.mlp_ratio)
     embed = config.in_channels * p * p * d * t + 256 * d + d * d  # patchify conv + timestep MLP
     per_block = (3 * d * d + d * d + 2 * d * mlp) * t + 2 * t * t * d + 6 * d * d
     final = 2 * d * d + d * p * p * config.out_channels * t
     return embed + config.depth * per_block + final
+
+
+def latte_macs_per_call(config: LatteConfig) -> int:
+    """Closed-form MACs of one Latte forward for one clip: F frames of T tokens; the spatial blocks' and the final
+    layer's adaLN run once per frame, the temporal blocks' once per location."""
+    d, t, f, p = config.hidden_size, config.num_tokens, config.num_frames, config.patch_size
+    linear = 4 * d * d + 2 * d * int(d * config.mlp_ratio)  # qkv, proj, fc1, fc2 per token
+    embed = f * config.in_channels * p * p * d * t + 256 * d + d * d
+    spatial = f * (linear * t + 2 * t * t * d + 6 * d * d)
+    temporal = t * (linear * f + 2 * f * f * d + 6 * d * d)
+    final = f * (2 * d * d + d * p * p * config.out_channels * t)
+    return embed + config.spatial_depth * (spatial + temporal) + final
 
 
 DIT = MethodSpec("dit", "DiT (fewer steps)", "#000000", StepsVocabulary(), "none", step_budget=True,
