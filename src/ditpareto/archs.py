@@ -94,7 +94,8 @@ class LatteConfig(DiTConfig):
 
     def __post_init__(self):
         if self.depth % 2:
-            raise InputError(f"a Latte model alternates spatial and temporal blocks: depth must be even, got {self.depth}")
+            raise InputError(f"a Latte model alternates spatial and temporal blocks: depth must be even, "
+                             f"got {self.depth}")
         if self.temporal_position not in TEMPORAL_POSITIONS:
             raise InputError(f"temporal_position must be one of {TEMPORAL_POSITIONS}, got {self.temporal_position!r}")
         if self.num_frames < 1:

@@ -19,10 +19,11 @@ from ditpareto.npzfiles import read_npz, save_npz
 
 @dataclass
 class ClipSet:
-    """uint8 clips (N, T, H, W, C) with integer labels."""
+    """uint8 clips (N, T, H, W, C) with integer labels; ``render_factor``: how much larger they were encoded."""
 
     clips: np.ndarray
     labels: np.ndarray
+    render_factor: int = 1
 
     def __post_init__(self):
         if self.clips.dtype != np.uint8 or self.clips.ndim != 5:
@@ -63,7 +64,8 @@ def load_clip_draw(npz: str | os.PathLike, video: str | os.PathLike) -> tuple[Cl
         raise InputError(f"clip draw {npz} lacks {sorted(missing)} (write it with prepare-clips)")
     labels = data["labels"]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
-        raise InputError(f"clip draw {npz}: labels must be non-negative integers (N,), got {labels.dtype} {labels.shape}")
+        raise InputError(f"clip draw {npz}: labels must be non-negative integers (N,), "
+                         f"got {labels.dtype} {labels.shape}")
     clips = read_clips(video, int(data["frames_per_clip"]), channels=int(data["channels"]))
     if len(clips) != len(labels):
         raise InputError(f"{video} holds {len(clips)} clips but {npz} labels {len(labels)}")
@@ -71,9 +73,20 @@ def load_clip_draw(npz: str | os.PathLike, video: str | os.PathLike) -> tuple[Cl
     if factor > 1:
         clips = downsample(clips, factor)
     attributes = {k[len("attr_"):]: v.astype(np.int64) for k, v in data.items() if k.startswith("attr_")}
-    return ClipSet(clips, labels.astype(np.int64)), attributes
+    return ClipSet(clips, labels.astype(np.int64), factor), attributes
 
 
 def video_path(npz: str | os.PathLike) -> Path:
     """The mp4 beside a clip draw's .npz (``<stem>.mp4``)."""
     return Path(npz).with_suffix(".mp4")
+
+
+def through_codec(clips: np.ndarray, factor: int, workdir: str | os.PathLike) -> np.ndarray:
+    """Study-side clips (N, T, h, w, C) the way real clips reach the metrics: up to the render side (nearest),
+    H.264 and decord, box-downsampled back."""
+    from ditpareto.glyph_clips import downsample
+    from ditpareto.videoio import codec_roundtrip
+
+    up = clips.repeat(factor, axis=2).repeat(factor, axis=3) if factor > 1 else clips
+    decoded = codec_roundtrip(np.ascontiguousarray(up), workdir)
+    return downsample(decoded, factor) if factor > 1 else decoded

@@ -206,6 +206,19 @@ def _validate_clip_extractor_args(p):
     p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="the validation table")
 
 
+def _evaluate_video_args(p):
+    p.add_argument("--samples", required=True, metavar="NPZ", help="clips from `sample` (a Latte model)")
+    p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
+    p.add_argument("--reference", required=True, metavar="NPZ", help="reference clips (prepare-clips; .mp4 beside)")
+    p.add_argument("--clip-extractor", required=True, metavar="PT", help="weights from train-clip-extractor")
+    g = p.add_argument_group("metrics")
+    add_flags(g, MetricFields, ("feature_extractor", "weights_path", "bootstrap_replicates", "bootstrap_seed",
+                                "device"))
+    p.add_argument("--workdir", default=None, metavar="DIR", help="where the codec's temporary file goes "
+                   "(omitted: the system's)")
+    p.add_argument("--out", required=True, type=output_path, metavar="JSON", help="metrics of this grid point")
+
+
 def _pretrain_video_args(p):
     p.add_argument("--data", required=True, metavar="NPZ", help="clip draw from prepare-clips (its .mp4 beside it)")
     p.add_argument("--image-base", required=True, metavar="PT",
@@ -229,7 +242,7 @@ def metric_settings(args):
     from ditpareto.metrics import MetricSettings
 
     names = {f.name: f.metadata.get("flag", f.name).replace("-", "_") for f in dataclasses.fields(MetricFields)}
-    return MetricSettings(**{name: getattr(args, names[name]) for name in METRIC_FLAGS})
+    return MetricSettings(**{name: getattr(args, names[name]) for name in METRIC_FLAGS if hasattr(args, names[name])})
 
 
 def _reference_args(p):
@@ -593,6 +606,7 @@ def commands() -> list[Command]:
         Command("train-clip-extractor", "video", "train_clip_extractor", _clip_extractor_args),
         Command("validate-clip-extractor", "video", "validate_clip_extractor", _validate_clip_extractor_args),
         Command("pretrain-video", "video", "pretrain_video", _pretrain_video_args, model_args=True),
+        Command("evaluate-video", "video", "evaluate_video", _evaluate_video_args),
         Command("reference", "metrics", "reference", _reference_args),
         Command("reference-stats", "metrics", "reference_stats", _reference_stats_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),
