@@ -12,7 +12,8 @@ from ditpareto.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith("video"))
+VIDEO_CONFIGS = sorted((REPO / "config").glob("video*.yaml"))
 
 
 def load(path):
@@ -35,6 +36,34 @@ def test_shipped_configs_are_valid(path):
     if config["base"]["source"] == "checkpoint" and not (REPO / config["base"]["checkpoint"]).exists():
         pytest.skip(f"{config['base']['checkpoint']} is provided by the user")
     check_study(config, REPO)
+
+
+@pytest.mark.parametrize("path", VIDEO_CONFIGS, ids=lambda p: p.name)
+def test_shipped_video_configs_are_valid(path):
+    from snakemake.utils import validate
+
+    from ditpareto.config import check_video_study
+
+    video = copy.deepcopy(load(path)["video"])
+    validate(video, str(REPO / "workflow/schemas/video.schema.yaml"))
+    check_video_study(video, REPO)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda v: v["base"].update(model="dit-tiny-2"), "not a Latte model"),
+    (lambda v: v["image_base"].update(model="dit-toy-2"), "come from dit-tiny-2"),
+    (lambda v: v["methods"].update(dydit={"budgets": ["0.50"]}), "static step ladder"),
+    (lambda v: v["methods"]["dit"].update(budgets=["10", "0"]), "out of range"),
+    (lambda v: v["sampling"].update(num_samples=5000), "must hold sampling.num_samples"),
+    (lambda v: v["base"].update(source="checkpoint", checkpoint="nope.pt"), "nope.pt does not exist"),
+])
+def test_bad_video_configs_name_the_problem(edit, message):
+    from ditpareto.config import check_video_study
+
+    video = copy.deepcopy(load(REPO / "config/video.yaml")["video"])
+    edit(video)
+    with pytest.raises(InputError, match=message):
+        check_video_study(video, REPO)
 
 
 def _mini():

@@ -201,55 +201,26 @@ def test_the_clip_extractor_perturbations_do_what_they_say(clips):
         perturb(small, "blurred")
 
 
-def test_video_jobs_from_clip_draw_to_an_inflated_latte_base(tmp_path):
-    """prepare-clips (H.264 + labels, decoded frames as an image draw), the clip extractor (trained, saved, loaded,
-    validated), and pretrain-video from an image base, in bf16 (autocast on the CPU: dtype mixing fails here)."""
+def test_prepare_clips_writes_decodable_clips_and_their_frames(tmp_path):
+    """prepare-clips: H.264 + labels (the record's codec error and frame size), every decoded frame as an image
+    draw; pretrain-video refuses an image model by name before any work (the chain itself: the miniature study)."""
     import json
 
-    import pandas as pd
-    import torch
-
-    from ditpareto.archs import latte_config
     from ditpareto.cli import main
     from ditpareto.clipsets import load_clip_draw
     from ditpareto.data import load_draw
-    from ditpareto.models.latte import Latte
 
-    for draw, n in (("train", 12), ("reference", 24), ("floor", 24)):
-        extra = ["--frames-out", str(tmp_path / "frames.npz")] if draw == "train" else []
-        main(["prepare-clips", "--draw", draw, "--num", str(n), "--out", str(tmp_path / f"{draw}.npz"),
-              "--video", str(tmp_path / f"{draw}.mp4"), *extra])
+    main(["prepare-clips", "--draw", "train", "--num", "12", "--out", str(tmp_path / "train.npz"),
+          "--video", str(tmp_path / "train.mp4"), "--frames-out", str(tmp_path / "frames.npz")])
     record = json.loads((tmp_path / "train.npz.json").read_text())
     assert record["frames"] == 16 and record["frame_size"] == 16 and record["codec_mean_abs_error"] < 1.5
     clips, attributes = load_clip_draw(tmp_path / "train.npz", tmp_path / "train.mp4")
     assert clips.clips.shape == (12, 16, 16, 16, 1) and set(attributes) >= {"direction_bin", "bounces"}
-    frames = load_draw(tmp_path / "frames.npz")
-    np.testing.assert_array_equal(frames.images, clips.frames())
-
-    main(["train-clip-extractor", "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "reference.npz"),
-          "--steps", "2", "--out", str(tmp_path / "cnn3d.pt"), "--report", str(tmp_path / "cnn3d.json")])
-    main(["validate-clip-extractor", "--extractor", str(tmp_path / "cnn3d.pt"), "--reference",
-          str(tmp_path / "reference.npz"), "--floor", str(tmp_path / "floor.npz"), "--out", str(tmp_path / "v.csv")])
-    table = pd.read_csv(tmp_path / "v.csv")
-    assert list(table["perturbation"]) == ["none (floor)", "shuffled", "frozen", "jittered", "reversed"]
-    assert np.isfinite(table["fvd_toy"]).all()
-
-    model = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
-    main(["pretrain", *model, "--data", str(tmp_path / "frames.npz"), "--steps", "2", "--batch-size", "8",
-          "--state", str(tmp_path / "image-state.pt"), "--log-csv", str(tmp_path / "image.csv"),
-          "--out", str(tmp_path / "image.pt")])
-    video = ["--model", "latte-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
-    main(["pretrain-video", *video, "--data", str(tmp_path / "train.npz"), "--image-base", str(tmp_path / "image.pt"),
-          "--steps", "2", "--batch-size", "4", "--precision", "bf16", "--state", str(tmp_path / "state.pt"),
-          "--log-csv", str(tmp_path / "video.csv"), "--out", str(tmp_path / "latte.pt")])
-    state = torch.load(tmp_path / "latte.pt", weights_only=True)
-    config = latte_config("latte-micro-2", 16, in_channels=1, num_classes=10)
-    Latte(config).load_state_dict(state)
-    assert json.loads((tmp_path / "latte.pt.json").read_text())["image_base"] == "dit-micro-2"
+    np.testing.assert_array_equal(load_draw(tmp_path / "frames.npz").images, clips.frames())
+    image = ["--model", "dit-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
     with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain-video", *model, "--data", str(tmp_path / "train.npz"),
-              "--image-base", str(tmp_path / "image.pt"),
-              "--steps", "1", "--state", str(tmp_path / "s2.pt"), "--log-csv", str(tmp_path / "v2.csv"),
+        main(["pretrain-video", *image, "--data", str(tmp_path / "train.npz"), "--image-base", str(tmp_path / "x.pt"),
+              "--steps", "1", "--state", str(tmp_path / "s.pt"), "--log-csv", str(tmp_path / "v.csv"),
               "--out", str(tmp_path / "x.pt")])
     assert exit_info.value.code == 2
 
@@ -283,46 +254,42 @@ def test_the_static_ladder_samples_clips_and_counts_latte_macs_in_closed_form(tm
     assert not np.array_equal(samples["images"], load_samples(tmp_path / "s2.0.npz")["images"])
 
 
-def test_evaluate_video_scores_clips_after_the_codec(tmp_path):
-    """Real clips scored as generated ones (the codec path is the same): FVD-toy near the floor, far below the
-    frozen clips'; per-frame FID beside it; a CI around the estimate; image samples refused."""
+def test_evaluate_video_refuses_image_samples_before_any_compute(tmp_path):
     import json
 
     from ditpareto.cli import main
-    from ditpareto.clip_extractor import perturb
-    from ditpareto.clipsets import load_clip_draw
-    from ditpareto.glyph_extractor import save_glyph_cnn, GlyphCNN
     from ditpareto.npzfiles import save_npz
 
-    for draw, n in (("reference", 40), ("floor", 40), ("extractor", 60)):
-        main(["prepare-clips", "--draw", draw, "--num", str(n), "--out", str(tmp_path / f"{draw}.npz"),
-              "--video", str(tmp_path / f"{draw}.mp4")])
-    main(["train-clip-extractor", "--data", str(tmp_path / "extractor.npz"), "--val", str(tmp_path / "floor.npz"),
-          "--steps", "30", "--out", str(tmp_path / "cnn3d.pt"), "--report", str(tmp_path / "cnn3d.json")])
-    import torch
-
-    torch.manual_seed(0)
-    save_glyph_cnn(GlyphCNN().eval(), tmp_path / "cnn.pt")
-    floor, _ = load_clip_draw(tmp_path / "floor.npz", tmp_path / "floor.mp4")
-    record = {"method": "dit", "budget": "10", "steps": 10, "ft": "1.00", "cfg_scale": 1.0, "seed": 0,
-              "gmacs_per_image": 4.5,
-              "params": {"num_samples": 40}}
-    scores = {}
-    for name, clips in (("real", floor.clips), ("frozen", perturb(floor.clips, "frozen"))):
-        save_npz({"images": clips, "labels": floor.labels, "indices": np.arange(40)}, tmp_path / f"{name}.npz")
-        (tmp_path / f"{name}.json").write_text(json.dumps(record))
-        main(["evaluate-video", "--samples", str(tmp_path / f"{name}.npz"), "--record", str(tmp_path / f"{name}.json"),
-              "--reference", str(tmp_path / "reference.npz"), "--clip-extractor", str(tmp_path / "cnn3d.pt"),
-              "--extractor-weights", str(tmp_path / "cnn.pt"), "--bootstrap-replicates", "50", "--workdir",
-              str(tmp_path), "--out", str(tmp_path / f"{name}.metrics.json")])
-        scores[name] = json.loads((tmp_path / f"{name}.metrics.json").read_text())
-    real = scores["real"]
-    assert real["codec_mean_abs_error"] < 2 and np.isfinite(real["frame_fid"])
-    assert real["fvd_toy_ci_low"] <= real["fvd_toy"] + 1e-9 and len(real["fvd_toy_bootstrap"]) == 50
-    assert scores["frozen"]["fvd_toy"] > real["fvd_toy"]  # (40 clips in 64-d: the pipeline validates the margin)
-    save_npz({"images": floor.clips[:, 0], "labels": floor.labels, "indices": np.arange(40)}, tmp_path / "img.npz")
+    save_npz({"images": np.zeros((4, 16, 16, 1), np.uint8), "labels": np.zeros(4, np.int64),
+              "indices": np.arange(4)}, tmp_path / "img.npz")
+    record = {"method": "dit", "budget": "10", "steps": 10, "ft": "0.00", "cfg_scale": 1.0, "seed": 0,
+              "gmacs_per_image": 4.5, "params": {"num_samples": 4}}
+    (tmp_path / "img.json").write_text(json.dumps(record))
+    (tmp_path / "w.pt").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate-video", "--samples", str(tmp_path / "img.npz"), "--record", str(tmp_path / "real.json"),
-              "--reference", str(tmp_path / "reference.npz"), "--clip-extractor", str(tmp_path / "cnn3d.pt"),
-              "--extractor-weights", str(tmp_path / "cnn.pt"), "--out", str(tmp_path / "x.json")])
-    assert exit_info.value.code == 2
+        main(["evaluate-video", "--samples", str(tmp_path / "img.npz"), "--record", str(tmp_path / "img.json"),
+              "--reference", str(tmp_path / "missing.npz"), "--clip-extractor", str(tmp_path / "w.pt"),
+              "--extractor-weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path):
+    """config/video-mini.yaml through Snakemake: clip draws, image base -> inflated Latte base, the clip extractor
+    and its validation, the static ladder sampled and scored (FVD-toy with CI, per-frame FID), the table, the
+    pareto, the frame strip and the animated clips."""
+    import pandas as pd
+    from PIL import Image
+
+    from conftest import REPO, run_snakemake
+
+    run_snakemake(venv_env, tmp_path, REPO / "config/video-mini.yaml", "--cores", "2")
+    table = pd.read_csv(tmp_path / "results/video/tables/metrics.csv", dtype={"budget": str})
+    assert sorted(table["budget"]) == ["2", "3"] and (table["fvd_toy"] >= 0).all()
+    assert table["frame_fid"].notna().all() and (table["fvd_toy_ci_high"] >= table["fvd_toy_ci_low"]).all()
+    assert table["gmacs_per_image"].iloc[0] < table["gmacs_per_image"].iloc[1]  # 2 steps < 3 steps
+    validation = pd.read_csv(tmp_path / "results/video/tables/clip_validation.csv")
+    assert set(validation["perturbation"]) == {"none (floor)", "shuffled", "frozen", "jittered", "reversed"}
+    for name in ("pareto.png", "samples.png"):
+        assert (tmp_path / "results/video/figures" / name).stat().st_size > 1000
+    with Image.open(tmp_path / "results/video/figures/clips.gif") as gif:
+        assert gif.n_frames == 16

@@ -219,6 +219,15 @@ def _evaluate_video_args(p):
     p.add_argument("--out", required=True, type=output_path, metavar="JSON", help="metrics of this grid point")
 
 
+def _video_figures_args(p):
+    p.add_argument("--table", required=True, metavar="CSV", help="the video study's metrics table (aggregate)")
+    p.add_argument("--samples", nargs="+", required=True, metavar="NPZ", help="clips of the grid points (sample)")
+    p.add_argument("--pareto", required=True, type=output_path, metavar="PNG", help="FVD-toy vs GMACs per clip")
+    p.add_argument("--strip", required=True, type=output_path, metavar="PNG", help="a frame strip per point")
+    p.add_argument("--clips", required=True, type=output_path, metavar="GIF", help="decoded clips, animated")
+    p.add_argument("--count", type=count, default=4, metavar="N", help="clips per point in the GIF")
+
+
 def _pretrain_video_args(p):
     p.add_argument("--data", required=True, metavar="NPZ", help="clip draw from prepare-clips (its .mp4 beside it)")
     p.add_argument("--image-base", required=True, metavar="PT",
@@ -607,6 +616,7 @@ def commands() -> list[Command]:
         Command("validate-clip-extractor", "video", "validate_clip_extractor", _validate_clip_extractor_args),
         Command("pretrain-video", "video", "pretrain_video", _pretrain_video_args, model_args=True),
         Command("evaluate-video", "video", "evaluate_video", _evaluate_video_args),
+        Command("video-figures", "video", "video_figures", _video_figures_args),
         Command("reference", "metrics", "reference", _reference_args),
         Command("reference-stats", "metrics", "reference_stats", _reference_stats_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),

@@ -7,7 +7,7 @@ import hashlib
 import math
 from pathlib import Path
 
-from ditpareto.archs import dit_config
+from ditpareto.archs import dit_config, latte_config
 from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
@@ -368,3 +368,40 @@ def _exists(path: Path, kind: str) -> bool:
     if kind == "vae":
         return (path / "config.json").is_file()
     return path.is_dir()
+
+
+def check_video_study(video: dict, root: str | Path) -> None:
+    """The toy video study's config (section ``video``, schema-validated): registered shapes that fit together,
+    the static step ladders' budgets, draws large enough for the metrics, and every local input present. Raise
+    InputError naming the first problem."""
+    from ditpareto.archs import DIT_ARCHS, LATTE_ARCHS, LATTE_IMAGE_BASE
+
+    base, image = video["base"], video["image_base"]["model"]
+    if base["model"] not in LATTE_ARCHS:
+        raise InputError(f"config video.base.model {base['model']!r} is not a Latte model; choose one of "
+                         f"{sorted(LATTE_ARCHS)}")
+    if image not in DIT_ARCHS or image != LATTE_IMAGE_BASE[base["model"]]:
+        raise InputError(f"config video.image_base.model {image!r}: {base['model']}'s spatial blocks come from "
+                         f"{LATTE_IMAGE_BASE[base['model']]} (same width, half the depth)")
+    latte_config(base["model"], base.get("image_size", 16), in_channels=base["in_channels"],
+                 num_classes=base["num_classes"])
+    for name, entry in video["methods"].items():
+        if name not in STEP_BUDGET_METHODS or FINETUNE_MODES[name] != "none":
+            raise InputError(f"config video.methods.{name}: the video study samples the static step ladder (dit) "
+                             "so far")
+        _unique(f"video.methods.{name}.budgets", entry["budgets"])
+        for budget in entry["budgets"]:
+            _budget(get_vocabulary(name), f"video.methods.{name}.budgets", budget)
+    sampling, draws = video["sampling"], video["draws"]
+    _unique("video.sampling.seeds", sampling["seeds"])
+    if draws["reference"] < sampling["num_samples"] or draws["floor"] < sampling["num_samples"]:
+        raise InputError(f"config video.draws.reference and floor must hold sampling.num_samples "
+                         f"({sampling['num_samples']}) clips each")
+    paths = [("video.frame_extractor.checkpoint", video["frame_extractor"]["checkpoint"])]
+    if base["source"] == "checkpoint":
+        if not base.get("checkpoint"):
+            raise InputError("config video.base.checkpoint is required when video.base.source is 'checkpoint'")
+        paths.append(("video.base.checkpoint", base["checkpoint"]))
+    for key, path in paths:
+        if not resolve_path(path, root).is_file():
+            raise InputError(f"config {key}: {resolve_path(path, root)} does not exist")

@@ -92,12 +92,16 @@ POINT_KEYS = ("method", "budget", "steps", "ft", "cfg_scale", "seed")
 def read_metrics_record(path: str | os.PathLike) -> dict:
     """A grid point's metrics record (``evaluate``'s JSON), checked: its key fields (a method name, budget and ft
     labels, an integer step count >= 1 and seed >= 0, a finite guidance scale >= 1), a finite FID >= 0, finite
-    GMACs > 0, and finite FID replicates where it has them. InputError naming the file and the field."""
+    GMACs > 0, and finite FID replicates where it has them (a video point: FVD-toy in FID's place). InputError
+    naming the file and the field."""
     import math
 
     from ditpareto.errors import InputError
 
-    record = read_record(path, required=(*POINT_KEYS, "fid", "gmacs_per_image"))
+    record = read_record(path, required=(*POINT_KEYS, "gmacs_per_image"))
+    quality = "fvd_toy" if "fvd_toy" in record else "fid"  # a video point's quality is its FVD-toy
+    if quality not in record:
+        raise InputError(f"metrics record {path} lacks fid (or fvd_toy for clips)")
 
     def bad(field: str, wanted: str):
         return InputError(f"metrics record {path}: {field} is {record.get(field)!r}, expected {wanted}")
@@ -113,17 +117,18 @@ def read_metrics_record(path: str | os.PathLike) -> dict:
     for field, low in (("steps", 1), ("seed", 0)):
         if isinstance(record[field], bool) or not isinstance(record[field], int) or record[field] < low:
             raise bad(field, f"an integer >= {low}")
-    checks = (("cfg_scale", lambda v: v >= 1, "a finite number >= 1"), ("fid", lambda v: v >= 0, "a finite FID >= 0"),
-              ("gmacs_per_image", lambda v: v > 0, "finite GMACs > 0"))
+    name = {"fid": "FID", "fvd_toy": "FVD-toy"}[quality]
+    checks = (("cfg_scale", lambda v: v >= 1, "a finite number >= 1"),
+              (quality, lambda v: v >= 0, f"a finite {name} >= 0"), ("gmacs_per_image", lambda v: v > 0, "finite GMACs > 0"))
     for field, ok, wanted in checks:
         value = number(record[field])
         if value is None or not math.isfinite(value) or not ok(value):
             raise bad(field, wanted)
-    replicates = record.get("fid_bootstrap")
+    replicates = record.get(f"{quality}_bootstrap")
     if replicates is not None:
         values = [number(v) for v in replicates] if isinstance(replicates, list) else [None]
         if not values or any(v is None or not math.isfinite(v) for v in values):
-            raise InputError(f"metrics record {path}: fid_bootstrap is not a list of finite numbers")
+            raise InputError(f"metrics record {path}: {quality}_bootstrap is not a list of finite numbers")
     return record
 
 
@@ -181,7 +186,8 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
     rows = [{k: v for k, v in flatten(r).items() if not k.endswith("_bootstrap")} for r in records]
     table = pd.DataFrame(rows)
     order = [c for c in ("method", "budget", "steps", "ft", "cfg_scale", "seed", "nominal_compute_ratio",
-                         "gmacs_per_image", "fid", "train_gmacs", "optimizer_steps", "samples_seen")
+                         "gmacs_per_image", "fid", "fvd_toy", "frame_fid", "train_gmacs", "optimizer_steps",
+                         "samples_seen")
              if c in table]
     table = table[order + [c for c in table.columns if c not in order]]
     keys = [c for c in ("method", "nominal_compute_ratio", "steps", "ft", "cfg_scale", "seed") if c in table]

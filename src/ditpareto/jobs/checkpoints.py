@@ -12,7 +12,7 @@ from ditpareto.errors import InputError
 from ditpareto.glyph_extractor import load_glyph_cnn
 from ditpareto.methods import Method
 from ditpareto.metrics import load_classifier
-from ditpareto.models import load_dit
+from ditpareto.models import load_model
 from ditpareto.models.checkpoint import atomic_save
 from ditpareto.results import provenance, read_record, sha256_of, verified_digest, write_json
 from ditpareto.study import OFFICIAL, ModelSpec
@@ -36,13 +36,13 @@ def checked_copy(checkpoint: str, sha256: str | None, out: str, what: str, valid
 
 
 def import_base(*, spec: ModelSpec, checkpoint: str, out: str, sha256: str | None = None) -> dict:
-    """Check a pretrained DiT (sha256, keys, shapes) and copy it into the study.
+    """Check a pretrained DiT or Latte base (sha256, keys, shapes) and copy it into the study.
 
     Example: python -m ditpareto import-base --model dit-xl-2 --image-size 256 --checkpoint DiT-XL-2-256x256.pt
     --sha256 HEX --out resources/pretrained/base.pt
     """
     digest = checked_copy(checkpoint, sha256, out, "base checkpoint (config key base.checkpoint)",
-                          lambda path: load_dit(path, spec.name, spec.image_size, **spec.overrides()))
+                          lambda path: load_model(path, spec.name, spec.image_size, **spec.overrides()))
     return {"out": out, "sha256": digest}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,8 +86,8 @@ def validate_clip_extractor(*, extractor: str, reference: str, floor: str, out: 
 def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base: str, state: str, log_csv: str,
                    out: str, class_dropout: float = 0.1) -> dict:
     """Train a Latte model on clips from an image DiT inflated frame by frame (zero-gated temporal blocks); its EMA
-    weights in Latte's layout (frames per clip and the frame embedding's place are the arch's). Resumable, as
-    ``pretrain``.
+    weights in Latte's layout and a record <out>.pretrain.json (frames per clip and the frame embedding's place are
+    the arch's). Resumable, as ``pretrain``.
 
     Example: python -m ditpareto pretrain-video --model latte-toy-2 --image-size 16 --in-channels 1
     --num-classes 10 --data train.npz --image-base frames-base.pt --steps 3000 --state s.pt --log-csv loss.csv
@@ -115,7 +116,7 @@ def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base
         write_json({"model": spec.name, "config": config.to_dict(), "image_base": LATTE_IMAGE_BASE[spec.name],
                     "image_base_sha256": sha256_of(image_base), "data_sha256": sha256_of(data),
                     "train": dataclasses.asdict(train), "wall_s_this_run": round(time.time() - started, 1),
-                    "sha256": sha256_of(out), **provenance()}, str(out) + ".json")
+                    "sha256": sha256_of(out), **provenance()}, str(out) + ".pretrain.json")
         discard_state(state)
     return {"out": out, "steps": train.steps}
 
@@ -176,6 +177,52 @@ def evaluate_video(*, metric_settings, samples: str, record: str, reference: str
                              "metrics_device": str(resolve_device(metric_settings.device))})
     write_json(result, out)
     return metrics
+
+
+def video_figures(*, table: str, samples: list, pareto: str, strip: str, clips: str, count: int = 4) -> dict:
+    """The video study's figures: FVD-toy against GMACs per clip (toy scale), a strip per grid point (its first
+    clip's frames in a row), and an animated GIF of the first ``count`` clips of every point side by side.
+
+    Example: python -m ditpareto video-figures --table metrics.csv --samples a.npz b.npz --pareto pareto.png
+    --strip samples.png --clips clips.gif
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ditpareto.npzfiles import load_samples
+    from ditpareto.plotting import plot_pareto
+    from ditpareto.results import read_metrics_csv
+
+    points = read_metrics_csv(table)
+    if "fvd_toy" not in points:
+        raise InputError(f"{table} has no fvd_toy column: not a video study's table")
+    plot_pareto(points, [pareto], y="fvd_toy", x_label="GMACs per clip (whole trajectory, CFG included)",
+                title="toy scale (latte-toy-2, 16-frame 16 px glyph clips): FVD-toy vs compute")
+    loaded = [(path, load_samples(path)["images"]) for path in samples]
+    rows, frames = [], []
+    for path, clip_set in loaded:
+        if clip_set.ndim != 5:
+            raise InputError(f"samples {path} hold images, not clips")
+        rows.append(np.concatenate(list(clip_set[0, ..., 0]), axis=1))
+        frames.append(np.concatenate(list(clip_set[:count, ..., 0]), axis=2))  # (T, H, count*W)
+    names = [str(Path(p).parent.parent.parent.name) + " " + Path(p).parent.parent.name.split("~")[1] for p in samples]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 0.7 * len(rows) + 0.4), squeeze=False)
+    for ax, row, name in zip(axes[:, 0], rows, names):
+        ax.imshow(row, cmap="gray", vmin=0, vmax=255)
+        ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="x-small")
+    axes[0, 0].set_title("first clip of each grid point, frames left to right (toy scale)", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(strip, dpi=150)
+    plt.close(fig)
+    grid = np.concatenate(frames, axis=1)  # (T, points*H, count*W)
+    images = [Image.fromarray(f).resize((f.shape[1] * 4, f.shape[0] * 4), Image.NEAREST) for f in grid]
+    images[0].save(clips, save_all=True, append_images=images[1:], duration=125, loop=0)
+    return {"points": len(points), "pareto": pareto, "strip": strip, "clips": clips}
 
 
 def _video(npz: str) -> str:

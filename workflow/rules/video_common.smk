@@ -1,0 +1,103 @@
+# Plumbing of the toy video study (rules/video.smk): config validation, wildcard constraints, param helpers.
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ditpareto import study
+from ditpareto.codehash import code_hash
+from ditpareto.config import check_config_files, check_video_study, resolve_path
+from ditpareto.errors import InputError
+from snakemake.utils import validate
+
+try:
+    check_config_files(workflow.configfiles)
+    validate(config["video"], schema="../schemas/video.schema.yaml")
+    check_video_study(config["video"], REPO_ROOT)
+except InputError as exc:
+    sys.exit(f"ditpareto: {exc}")
+
+VIDEO = config["video"]
+ENV = "../../envs/ditpareto.yaml"
+SOURCE_DIR = str(resolve_path("src", REPO_ROOT))
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
+V = "results/video"
+
+
+def code_of(*modules):
+    """The digest of the code a rule's step runs (as in common.smk)."""
+    return code_hash(SOURCE_DIR, *(f"ditpareto.{m}" for m in modules))
+
+
+def repo_file(path):
+    return str(path) if Path(path).is_absolute() else os.path.relpath(REPO_ROOT / path)
+
+
+def video_model_flags():
+    b = VIDEO["base"]
+    return study.argv(
+        {**b, "model": b["model"], "image_size": b.get("image_size", 16)},
+        ["model", "image_size", "in_channels", "num_classes"],
+    )
+
+
+def image_model_flags():
+    b = VIDEO["base"]
+    values = {
+        "model": VIDEO["image_base"]["model"],
+        "image_size": b.get("image_size", 16),
+        "in_channels": b["in_channels"],
+        "num_classes": b["num_classes"],
+    }
+    return study.argv(values)
+
+
+def train_flags(section):
+    return study.argv(VIDEO[section]["pretrain"])
+
+
+def video_points():
+    """(method, budget, cfg, seed) of every grid point: each budget at the study's scale."""
+    cfg = f"{VIDEO['sampling'].get('cfg_scale', 1.5):.2f}"
+    return [
+        (m, b, cfg, s)
+        for m, entry in VIDEO["methods"].items()
+        for b in entry["budgets"]
+        for s in VIDEO["sampling"]["seeds"]
+    ]
+
+
+def point_path(root, point, suffix):
+    method, budget, cfg, seed = point
+    return f"{root}/{method}/budget~{budget}/cfg~{cfg}/seed~{seed}{suffix}"
+
+
+def get_video_base_source(wildcards):
+    if VIDEO["base"]["source"] == "checkpoint":
+        return repo_file(VIDEO["base"]["checkpoint"])
+    return "resources/video/base_here.pt"
+
+
+def video_base_sha256_flag():
+    shipped = VIDEO["base"]["source"] == "checkpoint"
+    return study.argv({"sha256": VIDEO["base"].get("sha256") if shipped else None})
+
+
+def video_targets():
+    """What `snakemake` builds for a video study: the table, the extractor's validation and the figures."""
+    return [f"{V}/tables/metrics.csv", f"{V}/tables/clip_validation.csv", f"{V}/figures/pareto.png"]
+
+
+def full_steps():
+    return max(int(b) for entry in VIDEO["methods"].values() for b in entry["budgets"])
+
+
+wildcard_constraints:
+    draw="|".join(study.DRAWS),
+    method="|".join(VIDEO["methods"]),
+    budget=r"[0-9]+",
+    cfg=r"\d+\.\d\d",
+    seed=r"\d+",
