@@ -274,9 +274,9 @@ def test_evaluate_video_refuses_image_samples_before_any_compute(tmp_path):
 
 
 def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path):
-    """config/video-mini.yaml through Snakemake: clip draws, image base -> inflated Latte base, the clip extractor
-    and its validation, the static ladder sampled and scored (FVD-toy with CI, per-frame FID), the table, the
-    pareto, the frame strip and the animated clips."""
+    """config/video-mini.yaml through Snakemake: clip draws, image base -> inflated Latte base (bf16), the clip
+    extractor and its validation, the static ladders (dit, and dit-ft after the equal-compute fine-tune on clips)
+    sampled and scored (FVD-toy with CI, per-frame FID), the table, the pareto, the frame strip and the clips."""
     import pandas as pd
     from PIL import Image
 
@@ -284,7 +284,9 @@ def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path
 
     run_snakemake(venv_env, tmp_path, REPO / "config/video-mini.yaml", "--cores", "2")
     table = pd.read_csv(tmp_path / "results/video/tables/metrics.csv", dtype={"budget": str})
-    assert sorted(table["budget"]) == ["2", "3"] and (table["fvd_toy"] >= 0).all()
+    assert sorted(zip(table["method"], table["budget"])) == [("dit", "2"), ("dit", "3"), ("dit-ft", "2"),
+                                                             ("dit-ft", "3")]
+    assert (table["fvd_toy"] >= 0).all() and (table["train_gmacs"] > 0).tolist() == [False, False, True, True]
     assert table["frame_fid"].notna().all() and (table["fvd_toy_ci_high"] >= table["fvd_toy_ci_low"]).all()
     assert table["gmacs_per_image"].iloc[0] < table["gmacs_per_image"].iloc[1]  # 2 steps < 3 steps
     validation = pd.read_csv(tmp_path / "results/video/tables/clip_validation.csv")

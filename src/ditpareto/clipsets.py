@@ -76,6 +76,15 @@ def load_clip_draw(npz: str | os.PathLike, video: str | os.PathLike) -> tuple[Cl
     return ClipSet(clips, labels.astype(np.int64), factor), attributes
 
 
+def is_clip_draw(npz: str | os.PathLike) -> bool:
+    """Whether an .npz is a clip draw (its frames in an .mp4 beside it), not an image or latent draw."""
+    try:
+        with np.load(npz, allow_pickle=False) as archive:
+            return "frames_per_clip" in archive.files
+    except (OSError, ValueError):
+        return False  # the draw's own loader names what is wrong
+
+
 def video_path(npz: str | os.PathLike) -> Path:
     """The mp4 beside a clip draw's .npz (``<stem>.mp4``)."""
     return Path(npz).with_suffix(".mp4")

@@ -386,9 +386,12 @@ def check_video_study(video: dict, root: str | Path) -> None:
     latte_config(base["model"], base.get("image_size", 16), in_channels=base["in_channels"],
                  num_classes=base["num_classes"])
     for name, entry in video["methods"].items():
-        if name not in STEP_BUDGET_METHODS or FINETUNE_MODES[name] != "none":
-            raise InputError(f"config video.methods.{name}: the video study samples the static step ladder (dit) "
-                             "so far")
+        if name not in STEP_BUDGET_METHODS:
+            raise InputError(f"config video.methods.{name}: the video study samples the static step ladders (dit, "
+                             "dit-ft) so far")
+        if FINETUNE_MODES[name] != "none" and not video.get("finetune", {}).get("train_gmacs"):
+            raise InputError(f"config video.methods.{name} fine-tunes: set video.finetune.train_gmacs (the shared "
+                             "training compute)")
         _unique(f"video.methods.{name}.budgets", entry["budgets"])
         for budget in entry["budgets"]:
             _budget(get_vocabulary(name), f"video.methods.{name}.budgets", budget)

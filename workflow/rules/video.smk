@@ -3,6 +3,7 @@
 #   resources/video/image_base.pt               the image DiT trained on the frames (spatial blocks' start)
 #   resources/video/base.pt                     the validated Latte base (pretrained here or shipped)
 #   resources/video/clip_extractor.pt           the FVD-toy (2+1)D CNN; frame_extractor.pt: the image glyph-cnn
+#   V/checkpoints/{method}/finetuned.pt         a method's fine-tune (dit-ft: the shared recipe, equal compute)
 #   V/samples/{method}/budget~B/cfg~S/seed~N    clips (.npz) + .record.json
 #   V/metrics/{method}/budget~B/cfg~S/seed~N    FVD-toy (CI), per-frame FID, GMACs (.json)
 #   V/tables/metrics.csv, clip_validation.csv   the table; the extractor's validation
@@ -158,9 +159,52 @@ rule import_frame_extractor:
         "--out {output:q} > {log:q} 2>&1"
 
 
-rule sample_video:
+rule convert_video:
     input:
         "resources/video/base.pt",
+    output:
+        f"{V}/checkpoints/{{method}}/converted.pt",
+    log:
+        "logs/video/convert/{method}.log",
+    conda:
+        ENV
+    params:
+        model=video_model_flags(),
+        code=code_of("jobs.training"),
+    shell:
+        "python -m ditpareto convert --method {wildcards.method} --base {input:q} {params.model} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule finetune_video:
+    input:
+        checkpoint=f"{V}/checkpoints/{{method}}/converted.pt",
+        data="resources/video/train.npz",
+    output:
+        weights=f"{V}/checkpoints/{{method}}/finetuned.pt",
+        record=f"{V}/checkpoints/{{method}}/finetuned.pt.json",
+        loss=f"{V}/training/{{method}}/loss.csv",
+    log:
+        "logs/video/finetune/{method}.log",
+    benchmark:
+        "results/benchmarks/video/finetune/{method}.tsv"
+    conda:
+        ENV
+    threads: 1
+    params:
+        model=video_model_flags(),
+        train=video_finetune_flags(),
+        state=f"{V}/training/{{method}}/state.pt",
+        code=code_of("jobs.training"),
+    shell:
+        "python -m ditpareto --threads {threads} finetune --method {wildcards.method} "
+        "--checkpoint {input.checkpoint:q} --data {input.data:q} {params.model} {params.train} "
+        "--state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} > {log:q} 2>&1"
+
+
+rule sample_video:
+    input:
+        get_video_checkpoint,
     output:
         samples=f"{V}/samples/{{method}}/budget~{{budget}}/cfg~{{cfg}}/seed~{{seed}}.npz",
         record=f"{V}/samples/{{method}}/budget~{{budget}}/cfg~{{cfg}}/seed~{{seed}}.record.json",
@@ -177,10 +221,11 @@ rule sample_video:
             {**VIDEO["sampling"], "reference_steps": full_steps()},
             ["sampler", "guidance_channels", "num_samples", "batch_size", "reference_steps"],
         ),
+        ft=video_ft,
         code=code_of("jobs.sampling"),
     shell:
         "python -m ditpareto --threads {threads} sample --method {wildcards.method} --budget {wildcards.budget} "
-        "--steps {wildcards.budget} --ft 0.00 --cfg-scale {wildcards.cfg} --seed {wildcards.seed} "
+        "--steps {wildcards.budget} --ft {params.ft} --cfg-scale {wildcards.cfg} --seed {wildcards.seed} "
         "--checkpoint {input:q} {params.model} {params.sampling} "
         "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
 

@@ -1,11 +1,13 @@
 # Plumbing of the toy video study (rules/video.smk): config validation, wildcard constraints, param helpers.
 
+import dataclasses
 import os
 import shlex
 import sys
 from pathlib import Path
 
 from ditpareto import study
+from ditpareto.spec import FINETUNE_MODES
 from ditpareto.codehash import code_hash
 from ditpareto.config import check_config_files, check_video_study, resolve_path
 from ditpareto.errors import InputError
@@ -89,6 +91,25 @@ def video_base_sha256_flag():
 def video_targets():
     """What `snakemake` builds for a video study: the table, the extractor's validation and the figures."""
     return [f"{V}/tables/metrics.csv", f"{V}/tables/clip_validation.csv", f"{V}/figures/pareto.png"]
+
+
+def get_video_checkpoint(wildcards):
+    """What a grid point samples: the base (dit), else the method's fine-tune."""
+    if FINETUNE_MODES[wildcards.method] == "none":
+        return "resources/video/base.pt"
+    return f"{V}/checkpoints/{wildcards.method}/finetuned.pt"
+
+
+def video_ft(wildcards):
+    """The training-compute multiple a point's record carries: 0.00 for the untouched base, 1.00 for a fine-tune."""
+    return "0.00" if FINETUNE_MODES[wildcards.method] == "none" else "1.00"
+
+
+def video_finetune_flags():
+    recipe = VIDEO.get("finetune", {})
+    return study.argv(
+        recipe, [f.name for f in dataclasses.fields(study.FinetuneRecipe) if f.name in recipe]
+    )
 
 
 def full_steps():

@@ -16,7 +16,7 @@ from ditpareto.data import load_draw
 from ditpareto.errors import InputError
 from ditpareto.flops import steps_for_train_macs
 from ditpareto.methods import Method
-from ditpareto.models import build_dit, load_dit
+from ditpareto.models import build_dit, load_model
 from ditpareto.models.checkpoint import atomic_save
 from ditpareto.results import provenance, sha256_of, write_json
 from ditpareto.runtime import resolve_device
@@ -29,6 +29,15 @@ def run_id(**identity) -> str:
     """What is trained (plus the code version) as the id a saved state must match to be resumed."""
     identity = {**identity, "code": code_version()}  # a state never resumes under other code
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def training_set(data: str):
+    """A training draw: images or latents (``prepare-data``), or clips (``prepare-clips``: its .mp4 beside it)."""
+    from ditpareto.clipsets import is_clip_draw, load_clip_draw, video_path
+
+    if is_clip_draw(data):
+        return load_clip_draw(data, video_path(data))[0]
+    return load_draw(data)
 
 
 def pretrain(*, spec: ModelSpec, train: TrainConfig, data: str, state: str, log_csv: str, out: str,
@@ -57,7 +66,7 @@ def convert(*, method: Method, options: MethodOptions, spec: ModelSpec, base: st
     Example: python -m ditpareto convert --method flexidit --base base.pt --model dit-toy-2 --image-size 16
     --in-channels 1 --num-classes 10 --out converted.pt
     """
-    model = load_dit(base, spec.name, spec.image_size, **spec.overrides())
+    model = load_model(base, spec.name, spec.image_size, **spec.overrides())
     torch.manual_seed(0)  # any randomly initialised new parameters are reproducible
     atomic_save(method.state_to_save(method.convert(model, options)), out)
     return {"method": method.name, "out": out, "options": options.to_dict()}
@@ -77,7 +86,7 @@ def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe:
     parsed = method.parse_budget(budget) if budget is not None else None
     target = resolve_device(device)  # before any work: a GPU asked for and missing stops here
     model = method.load_model(checkpoint, spec, options)  # the method decides what trains
-    dataset = load_draw(data)
+    dataset = training_set(data)
     if recipe.batch_size > len(dataset.labels):
         raise InputError(f"--batch-size {recipe.batch_size} exceeds the {len(dataset.labels)} training images")
     x0 = dataset.as_model_input()[: recipe.batch_size]
