@@ -128,3 +128,33 @@ def reference_batch(path: Path, inception: Path, count: int = 8, size: int = 64,
     stats = fid_featuresdict_to_statistics(features, "2048")
     np.savez(path, arr_0=images, mu=stats["mu"].astype(np.float64), sigma=stats["sigma"].astype(np.float64))
     return path
+
+
+class _I3DStandIn(torch.nn.Module):
+    """Random-weight stand-in with StyleGAN-V's I3D TorchScript call: uint8 (N, 3, T, H, W) and the keyword
+    arguments rescale, resize, return_features -> (N, 400) features (logits otherwise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 16, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3))
+        self.features = torch.nn.Linear(16 * 4, 400)
+        self.logits = torch.nn.Linear(400, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        x = x.float()
+        if rescale:
+            x = x / 127.5 - 1.0
+        if resize:
+            x = torch.nn.functional.interpolate(x, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
+        h = torch.relu(self.conv(x))
+        h = torch.nn.functional.adaptive_avg_pool3d(h, (1, 2, 2)).flatten(1)
+        features = self.features(h)
+        return features if return_features else self.logits(features)
+
+
+def i3d_torchscript(path: Path, seed: int = 0) -> Path:
+    """A TorchScript file in the official detector's format (random weights)."""
+    torch.manual_seed(seed)
+    torch.jit.script(_I3DStandIn().eval()).save(str(path))
+    return path
