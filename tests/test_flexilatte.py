@@ -86,3 +86,22 @@ def test_weak_patches_are_counted_and_bad_ones_refused():
         FlexiLatteConfig(base.config, (2, 4))
     with pytest.raises(ValueError, match="not one of this model's"):
         model(x, t, y, patch_size=(1, 4))
+
+
+@pytest.mark.parametrize("options", [{}, {"weak_patch_size": 4}, {"variant": "lora"}])
+def test_flexidit_samples_a_latte_base_with_the_counted_macs_of_its_closed_form(options):
+    """The method on a Latte base: (2, p, p) by default, (1, s, s) for weak_patch_size s; executed MACs of a
+    trajectory (plain, guided, weak-model guidance) equal the closed form."""
+    from ditpareto.methods import get_method
+    from ditpareto.sampling import counted_macs
+    from ditpareto.study import ModelSpec, SamplingSettings
+
+    method = get_method("flexidit")
+    parsed = method.parse_options(options)
+    model = method.convert(_base(), parsed)
+    spec = ModelSpec("latte-micro-2", 16, 1, 10)
+    for budget, cfg in (("0.50", 1.0), ("0.50", 2.0), ("0.50-1.00", 2.0)):
+        plan = method.plan(model, budget, SamplingSettings(steps=4, cfg_scale=cfg), spec, parsed)
+        counted = counted_macs(plan, (16, 1, 16, 16))["macs_per_image"]
+        assert counted == pytest.approx(plan.details["analytic_gmacs_per_image"] * 1e9, rel=1e-9)
+    assert plan.details["weak_patch_size"] == ((1, 4) if options.get("weak_patch_size") else (2, 2))

@@ -275,8 +275,9 @@ def test_evaluate_video_refuses_image_samples_before_any_compute(tmp_path):
 
 def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path):
     """config/video-mini.yaml through Snakemake: clip draws, image base -> inflated Latte base (bf16), the clip
-    extractor and its validation, the static ladders (dit, and dit-ft after the equal-compute fine-tune on clips)
-    sampled and scored (FVD-toy with CI, per-frame FID), the table, the pareto, the frame strip and the clips."""
+    extractor and its validation, the static ladders (dit, and dit-ft after the equal-compute fine-tune on clips) and
+    FlexiDiT (fine-tuned at the same compute, weak (2, 2, 2) steps first) sampled and scored (FVD-toy with CI,
+    per-frame FID), the table, the pareto, the frame strip and the clips."""
     import pandas as pd
     from PIL import Image
 
@@ -285,8 +286,11 @@ def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path
     run_snakemake(venv_env, tmp_path, REPO / "config/video-mini.yaml", "--cores", "2")
     table = pd.read_csv(tmp_path / "results/video/tables/metrics.csv", dtype={"budget": str})
     assert sorted(zip(table["method"], table["budget"])) == [("dit", "2"), ("dit", "3"), ("dit-ft", "2"),
-                                                             ("dit-ft", "3")]
-    assert (table["fvd_toy"] >= 0).all() and (table["train_gmacs"] > 0).tolist() == [False, False, True, True]
+                                                             ("dit-ft", "3"), ("flexidit", "0.67")]
+    assert (table["fvd_toy"] >= 0).all() and (table["train_gmacs"] > 0).tolist() == [False, False, True, True, True]
+    flexidit = table[table["method"] == "flexidit"].iloc[0]  # 2 of 3 steps at (2, 2, 2): below dit at 3 steps
+    assert flexidit["gmacs_per_image"] < table[(table["method"] == "dit") & (table["budget"] == "3")].iloc[0][
+        "gmacs_per_image"]
     assert table["frame_fid"].notna().all() and (table["fvd_toy_ci_high"] >= table["fvd_toy_ci_low"]).all()
     assert table["gmacs_per_image"].iloc[0] < table["gmacs_per_image"].iloc[1]  # 2 steps < 3 steps
     validation = pd.read_csv(tmp_path / "results/video/tables/clip_validation.csv")

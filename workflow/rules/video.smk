@@ -170,9 +170,10 @@ rule convert_video:
         ENV
     params:
         model=video_model_flags(),
+        options=video_options,
         code=code_of("jobs.training"),
     shell:
-        "python -m ditpareto convert --method {wildcards.method} --base {input:q} {params.model} "
+        "python -m ditpareto convert --method {wildcards.method} {params.options} --base {input:q} {params.model} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -193,11 +194,12 @@ rule finetune_video:
     threads: 1
     params:
         model=video_model_flags(),
+        options=video_options,
         train=video_finetune_flags(),
         state=f"{V}/training/{{method}}/state.pt",
         code=code_of("jobs.training"),
     shell:
-        "python -m ditpareto --threads {threads} finetune --method {wildcards.method} "
+        "python -m ditpareto --threads {threads} finetune --method {wildcards.method} {params.options} "
         "--checkpoint {input.checkpoint:q} --data {input.data:q} {params.model} {params.train} "
         "--state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} > {log:q} 2>&1"
 
@@ -222,10 +224,13 @@ rule sample_video:
             ["sampler", "guidance_channels", "num_samples", "batch_size", "reference_steps"],
         ),
         ft=video_ft,
+        steps=video_steps,
+        options=video_options,
         code=code_of("jobs.sampling"),
     shell:
-        "python -m ditpareto --threads {threads} sample --method {wildcards.method} --budget {wildcards.budget} "
-        "--steps {wildcards.budget} --ft {params.ft} --cfg-scale {wildcards.cfg} --seed {wildcards.seed} "
+        "python -m ditpareto --threads {threads} sample --method {wildcards.method} {params.options} "
+        "--budget {wildcards.budget} --steps {params.steps} --ft {params.ft} --cfg-scale {wildcards.cfg} "
+        "--seed {wildcards.seed} "
         "--checkpoint {input:q} {params.model} {params.sampling} "
         "--out {output.samples:q} --record {output.record:q} > {log:q} 2>&1"
 

@@ -1,13 +1,14 @@
 # Plumbing of the toy video study (rules/video.smk): config validation, wildcard constraints, param helpers.
 
 import dataclasses
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
 from ditpareto import study
-from ditpareto.spec import FINETUNE_MODES
+from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS
 from ditpareto.codehash import code_hash
 from ditpareto.config import check_config_files, check_video_study, resolve_path
 from ditpareto.errors import InputError
@@ -112,13 +113,34 @@ def video_finetune_flags():
     )
 
 
+def video_steps(wildcards):
+    """A point's sampling steps: its budget on a step ladder, else the study's step count."""
+    return (
+        wildcards.budget
+        if wildcards.method in STEP_BUDGET_METHODS
+        else VIDEO["sampling"].get("steps", 10)
+    )
+
+
+def video_options(wildcards):
+    """A method's options as one shell-quoted JSON argument."""
+    options = VIDEO["methods"][wildcards.method].get("options", {})
+    return study.argv({"options": json.dumps(options, sort_keys=True)})
+
+
 def full_steps():
-    return max(int(b) for entry in VIDEO["methods"].values() for b in entry["budgets"])
+    ladders = [
+        int(b)
+        for m, e in VIDEO["methods"].items()
+        if m in STEP_BUDGET_METHODS
+        for b in e["budgets"]
+    ]
+    return max(ladders + [VIDEO["sampling"].get("steps", 10)])
 
 
 wildcard_constraints:
     draw="|".join(study.DRAWS),
     method="|".join(VIDEO["methods"]),
-    budget=r"[0-9]+",
+    budget=r"[0-9][0-9.\-]*",
     cfg=r"\d+\.\d\d",
     seed=r"\d+",

@@ -21,7 +21,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from ditpareto.diffusion import GaussianDiffusion
+from ditpareto.archs import LATTE_ARCHS, LatteConfig, latte_config
+from ditpareto.diffusion import GaussianDiffusion, channel_dim
 from ditpareto.errors import InputError
 from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
@@ -29,6 +30,8 @@ from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import CheckpointError, load_into
 from ditpareto.models.dit import guided_channel_count
 from ditpareto.models.flexidit import FlexiConfig, FlexiDiT, convert_dit
+from ditpareto.models.flexilatte import FlexiLatte, FlexiLatteConfig, convert_latte
+from ditpareto.models.latte import Latte
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
@@ -52,12 +55,27 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
     def _config_options(options: FlexiDiTOptions) -> dict:
         return {k: getattr(options, k) for k in ("variant", "lora_rank", "ln_affine", "pos_coords", "tokenizer")}
 
+    @staticmethod
+    def video_weak_patch(options: FlexiDiTOptions, base: LatteConfig) -> tuple[int, int]:
+        """A Latte base's weak patch: (2, p, p) by default, (1, s, s) for ``weak_patch_size`` s."""
+        s = options.weak_patch_size
+        return (2, base.patch_size) if s is None else (1, s)
+
     def convert(self, base, options: FlexiDiTOptions) -> FlexiDiT:
         options = self.parse_options(options)
+        if isinstance(base, Latte):
+            weak = self.video_weak_patch(options, base.config)
+            return eval_model(convert_latte(base, weak, **self._config_options(options)))
         return eval_model(convert_dit(base, options.weak_patch_size, **self._config_options(options)))
 
     def load_model(self, checkpoint, spec: ModelSpec, options: FlexiDiTOptions) -> FlexiDiT:
         options = self.parse_options(options)
+        if spec.name in LATTE_ARCHS:
+            base = latte_config(spec.name, spec.image_size, **spec.overrides())
+            weak = self.video_weak_patch(options, base)
+            model = FlexiLatte(FlexiLatteConfig(base, weak, **self._config_options(options)))
+            load_into(model, checkpoint, what=f"flexidit ({options.variant}, weak patch {weak}) of {spec.name}")
+            return eval_model(model)
         base = dit_config(spec.name, spec.image_size, **spec.overrides())
         pw = options.weak_patch_size or 2 * base.patch_size
         model = FlexiDiT(FlexiConfig(base, pw, **self._config_options(options)))
@@ -153,8 +171,10 @@ class FlexiDiTMethod(FlexiDiTVocabulary, Method):
             # weak-model guidance: the label in both branches, separate calls (different token counts)
             out_cond = model(x, t, y, patch_size=p_cond)
             out_weak = model(x, t, y, patch_size=p_uncond)
-            eps = out_weak[:, :guided] + s2 * (out_cond[:, :guided] - out_weak[:, :guided])
-            return torch.cat([eps, out_cond[:, guided:]], dim=1)
+            dim = channel_dim(x)
+            cond, weak = out_cond.narrow(dim, 0, guided), out_weak.narrow(dim, 0, guided)
+            rest = out_cond.narrow(dim, guided, out_cond.shape[dim] - guided)
+            return torch.cat([weak + s2 * (cond - weak), rest], dim=dim)
 
         config = model.config
         details = {
@@ -199,7 +219,9 @@ def flexidit_loss(model: FlexiDiT, x0, y, diffusion: GaussianDiffusion, weak_rat
     out = {"loss": loss, "mse": terms["mse"].mean().detach()}
     if "vb" in terms:
         out["vb"] = terms["vb"].mean().detach()
-    return {**out, "distill": distill.detach(), "patch_size": torch.tensor(float(p))}
+    # the logged patch: its side (images), or its token volume t * s * s (video: 4 base, 8 or 16 weak)
+    size = p[0] * p[1] ** 2 if isinstance(p, tuple) else p
+    return {**out, "distill": distill.detach(), "patch_size": torch.tensor(float(size))}
 
 
 # ---------------------------------------------------------------------------------------------- MMD stage

@@ -10,7 +10,7 @@ at the base patch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -88,6 +88,17 @@ class FlexiLatteConfig:
     @property
     def patch_sizes(self) -> tuple[Patch, Patch]:
         return (1, self.base.patch_size), self.weak
+
+    @property
+    def weak_patch_size(self) -> Patch:
+        return self.weak
+
+    def at(self, patch: Patch) -> LatteConfig:
+        """A Latte config whose closed-form MACs are this model's at ``patch``: F/t frame groups of (H/s)^2 tokens,
+        the tokenizer and head t times as wide (as t x C input channels)."""
+        t, s = patch
+        return replace(self.base, num_frames=self.base.num_frames // t, patch_size=s,
+                       in_channels=self.base.in_channels * t)
 
     @property
     def flex(self) -> Patch:

@@ -22,7 +22,9 @@ class FlexiDiTOptions(MethodOptions):
     variant: str = "shared"  # "shared" (paper's ImageNet choice) or "lora" (frozen base, §1.8)
     # "flexible" (one PI-resized kernel, §1.3) or "separate" (one per size); None: flexible, separate for lora
     tokenizer: str | None = None
-    weak_patch_size: int | None = None  # None: 2 x the base patch
+    # None: 2 x the base patch; a Latte base (video): None is the (2, p, p) patch (two frames), an integer s the
+    # spatial (1, s, s) one
+    weak_patch_size: int | None = None
     pos_coords: str = "corner"  # coarse-patch position: "corner" (PixArt-style) or "centre" (§1.5, UNVERIFIED)
     ln_affine: str = "all"  # patch-size-dependent LN affine after "all" LNs, the "final" one, or "none" (§1.6)
     lora_rank: int = 8  # LoRA variant only (paper: 32 for XL-sized models)
@@ -145,13 +147,15 @@ class FlexiDiTVocabulary(Vocabulary):
         return (sum(per_branch) / 2 if settings.guided else per_branch[0]) / steps
 
 
-def flexidit_macs_per_call(config: FlexiConfig, patch_size: int) -> int:
-    """Closed-form MACs of one forward at ``patch_size`` (DiT's formula at that token count, plus LoRA if any)."""
+def flexidit_macs_per_call(config: FlexiConfig, patch_size) -> int:
+    """Closed-form MACs of one forward at ``patch_size`` (DiT's or Latte's formula at that token count, plus LoRA
+    if any; a video model's patch is (frames, side))."""
 
-    macs = dit_macs_per_call(config.at(patch_size))
+    at = config.at(patch_size)
+    macs = dit_macs_per_call(at)
     if config.variant == "lora" and patch_size == config.weak_patch_size:
         d, mlp = config.base.hidden_size, int(config.base.hidden_size * config.base.mlp_ratio)
-        tokens = config.at(patch_size).num_tokens
+        tokens = at.num_tokens * getattr(at, "num_frames", 1)  # a clip's tokens: frames (groups) x per frame
         macs += config.base.depth * tokens * config.lora_rank * (8 * d + 2 * mlp)  # qkv, proj, fc1, fc2
     return macs
 
