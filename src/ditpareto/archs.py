@@ -115,11 +115,13 @@ class LatteConfig(DiTConfig):
 # latte-toy-2 is the embedded video study's (4 + 4 blocks inflated from the dit-tiny-2 image base).
 LATTE_ARCHS: dict[str, dict] = {
     "latte-xl-2": dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2),
+    "latte-s-2": dict(depth=24, hidden_size=384, num_heads=6, patch_size=2),
     "latte-toy-2": dict(depth=8, hidden_size=64, num_heads=4, patch_size=2, temporal_position="temporal"),
     "latte-micro-2": dict(depth=4, hidden_size=32, num_heads=2, patch_size=2, temporal_position="temporal"),
 }
 # The image DiT a Latte model's spatial blocks are inflated from (same width, heads, patch; half the depth).
-LATTE_IMAGE_BASE = {"latte-xl-2": "dit-xl-2", "latte-toy-2": "dit-tiny-2", "latte-micro-2": "dit-micro-2"}
+LATTE_IMAGE_BASE = {"latte-xl-2": "dit-xl-2", "latte-s-2": "dit-s-2", "latte-toy-2": "dit-tiny-2",
+                    "latte-micro-2": "dit-micro-2"}
 
 
 def latte_config(name: str, image_size: int = 256, **overrides) -> LatteConfig:
