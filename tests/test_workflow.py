@@ -21,7 +21,8 @@ from ditpareto.study import grid_points
 
 REPO = Path(__file__).resolve().parents[1]
 # Paper configs name inputs the user provides: tests/test_paper.py plans them with placeholders.
-CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith("paper-"))
+CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith(("paper-", "video")))
+VIDEO_CONFIGS = sorted((REPO / "config").glob("video*.yaml"))
 MINI = REPO / "config" / "mini.yaml"
 
 
@@ -51,6 +52,15 @@ def test_lint(venv_env):
 def test_dry_run(venv_env, tmp_path, configfile):
     result = run_study(venv_env, tmp_path, configfile, "-n")
     assert "sample" in result.stdout and "notebook_pareto" in result.stdout
+
+
+@pytest.mark.parametrize("configfile", VIDEO_CONFIGS, ids=lambda p: p.name)
+def test_video_dry_run(venv_env, tmp_path, configfile):
+    """A video config plans the video rules (sample_video, evaluate_video, video_figures) and none of the image
+    study's."""
+    result = run_study(venv_env, tmp_path, configfile, "-n")
+    assert all(rule in result.stdout for rule in ("sample_video", "evaluate_video", "video_figures"))
+    assert "notebook_pareto" not in result.stdout
 
 
 def test_a_budget_without_a_recorded_scale_stops_planning_with_one_line_and_the_ways_forward(venv_env, tmp_path):
