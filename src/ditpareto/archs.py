@@ -63,15 +63,19 @@ DIT_ARCHS["dit-micro-2"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size
 
 def dit_config(name: str, image_size: int = 256, **overrides) -> DiTConfig:
     """Config of a registered DiT. ``image_size`` is in pixels; latent models (in_channels=4) see image_size/8."""
-    if name not in DIT_ARCHS:
-        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(DIT_ARCHS))}")
+    return _registered(DiTConfig, DIT_ARCHS, "model", name, image_size, overrides)
+
+
+def _registered(cls, registry: dict, kind: str, name: str, image_size: int, overrides: dict):
+    """``cls`` of a registered shape at ``image_size`` pixels (latent models: image_size / VAE factor), with
+    ``overrides`` of its fields."""
+    if name not in registry:
+        raise InputError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}")
     in_channels = overrides.pop("in_channels", 4)
     vae_factor = overrides.pop("vae_factor", 8 if in_channels == 4 else 1)
     if image_size % vae_factor:
         raise InputError(f"image size {image_size} is not divisible by the VAE factor {vae_factor}")
-    return DiTConfig(
-        **DIT_ARCHS[name], input_size=image_size // vae_factor, in_channels=in_channels, **overrides
-    )
+    return cls(**{**registry[name], **overrides}, input_size=image_size // vae_factor, in_channels=in_channels)
 
 
 #################################################################################
@@ -126,14 +130,7 @@ LATTE_IMAGE_BASE = {"latte-xl-2": "dit-xl-2", "latte-s-2": "dit-s-2", "latte-toy
 
 def latte_config(name: str, image_size: int = 256, **overrides) -> LatteConfig:
     """Config of a registered Latte model (``image_size`` in pixels, as ``dit_config``)."""
-    if name not in LATTE_ARCHS:
-        raise InputError(f"unknown video model {name!r}; choose one of: {', '.join(sorted(LATTE_ARCHS))}")
-    in_channels = overrides.pop("in_channels", 4)
-    vae_factor = overrides.pop("vae_factor", 8 if in_channels == 4 else 1)
-    if image_size % vae_factor:
-        raise InputError(f"image size {image_size} is not divisible by the VAE factor {vae_factor}")
-    shape = {**LATTE_ARCHS[name], **overrides}
-    return LatteConfig(**shape, input_size=image_size // vae_factor, in_channels=in_channels)
+    return _registered(LatteConfig, LATTE_ARCHS, "video model", name, image_size, overrides)
 
 
 def model_config(name: str, image_size: int = 256, **overrides) -> DiTConfig:

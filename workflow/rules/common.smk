@@ -2,18 +2,18 @@
 
 import dataclasses
 import json
-import os
 import shlex
 import sys
-from pathlib import Path
 
-import ditpareto
 from ditpareto import study
 from ditpareto.spec import FINETUNE_MODES
-from ditpareto.codehash import code_hash
-from ditpareto.config import check_config_files, check_study, resolve_path
+from ditpareto.config import check_config_files, check_study
 from ditpareto.errors import InputError
 from snakemake.utils import validate
+
+
+include: "plumbing.smk"
+
 
 try:
     check_config_files(workflow.configfiles)
@@ -21,33 +21,6 @@ try:
     check_study(config, REPO_ROOT)
 except InputError as exc:  # one line, no traceback: what is wrong and the ways forward
     sys.exit(f"ditpareto: {exc}")
-
-
-def code_of(*modules):
-    """The digest of the code a rule's step runs (ditpareto.codehash over this checkout's src): in each rule's
-    params, so an edit reruns exactly the jobs whose code it touches, and a version bump alone reruns nothing.
-    """
-    return code_hash(SOURCE_DIR, *(f"ditpareto.{m}" for m in modules))
-
-
-# Third-party packages only: every job imports ditpareto from this checkout (PYTHONPATH below), so the venv and a
-# `--sdm conda` environment run the same code.
-ENV = "../../envs/ditpareto.yaml"
-# the code the jobs run: this checkout's src, else (a workflow copied without it) the installed package's
-SOURCE_DIR = str(resolve_path("src", REPO_ROOT))
-if not Path(SOURCE_DIR, "ditpareto").is_dir():
-    SOURCE_DIR = str(Path(ditpareto.__file__).resolve().parents[1])
-SOURCE = shlex.quote(SOURCE_DIR)
-# (doubled braces: Snakemake formats the prefix like a shell command)
-shell.prefix(f"set -euo pipefail; export PYTHONPATH={SOURCE}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
-DRAWS = study.DRAWS
-
-
-def repo_file(path):
-    """A file config or the workflow names relative to the repository root, named relative to the working directory
-    (an absolute path stays as given): a finished study moved together with its checkout plans no job.
-    """
-    return str(path) if Path(path).is_absolute() else os.path.relpath(REPO_ROOT / path)
 
 
 # Guidance scales a long run recorded (sampling.cfg_recorded; checked above): sampled instead of the fixed scale.
@@ -66,7 +39,7 @@ wildcard_constraints:
     seed=r"\d+",
     shard=r"\d+",
     shards=r"\d+",
-    draw="|".join(DRAWS),
+    draw="|".join(study.DRAWS),
 
 
 def q(value):

@@ -2,17 +2,17 @@
 
 import dataclasses
 import json
-import os
-import shlex
 import sys
-from pathlib import Path
 
 from ditpareto import study
 from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS
-from ditpareto.codehash import code_hash
-from ditpareto.config import check_config_files, check_video_study, resolve_path
+from ditpareto.config import check_config_files, check_video_study
 from ditpareto.errors import InputError
 from snakemake.utils import validate
+
+
+include: "plumbing.smk"
+
 
 try:
     check_config_files(workflow.configfiles)
@@ -22,21 +22,7 @@ except InputError as exc:
     sys.exit(f"ditpareto: {exc}")
 
 VIDEO = config["video"]
-ENV = "../../envs/ditpareto.yaml"
-SOURCE_DIR = str(resolve_path("src", REPO_ROOT))
-shell.prefix(
-    f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-)
 V = "results/video"
-
-
-def code_of(*modules):
-    """The digest of the code a rule's step runs (as in common.smk)."""
-    return code_hash(SOURCE_DIR, *(f"ditpareto.{m}" for m in modules))
-
-
-def repo_file(path):
-    return str(path) if Path(path).is_absolute() else os.path.relpath(REPO_ROOT / path)
 
 
 def video_model_flags():

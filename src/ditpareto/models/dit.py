@@ -178,28 +178,7 @@ class DiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        def _basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-        self.apply(_basic_init)
-        pos = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.config.grid_size)
-        self.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:  # adaLN-Zero
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        initialize_dit_weights(self)
 
     def unpatchify(self, x: torch.Tensor, patch_size: int | None = None) -> torch.Tensor:
         """(N, T, p*p*C) tokens -> (N, C, H, W) images."""
@@ -227,6 +206,35 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """Classifier-free guidance over a batch whose second half carries the null label."""
         return guided_forward(self.forward, x, t, y, cfg_scale, self.in_channels, guidance_channels)
+
+
+def initialize_dit_weights(model: nn.Module) -> None:
+    """DiT's initialisation (Xavier linears, sin-cos positions, adaLN-Zero, zero output layer) of a DiT or a Latte
+    model; a model without ``y_embedder`` (unconditional) skips it."""
+
+    def _basic_init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    model.apply(_basic_init)
+    pos = get_2d_sincos_pos_embed(model.pos_embed.shape[-1], model.config.grid_size)
+    model.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
+    w = model.x_embedder.proj.weight.data
+    nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+    nn.init.zeros_(model.x_embedder.proj.bias)
+    if hasattr(model, "y_embedder"):
+        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
+    for block in model.blocks:  # adaLN-Zero
+        nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        nn.init.zeros_(block.adaLN_modulation[-1].bias)
+    nn.init.zeros_(model.final_layer.adaLN_modulation[-1].weight)
+    nn.init.zeros_(model.final_layer.adaLN_modulation[-1].bias)
+    nn.init.zeros_(model.final_layer.linear.weight)
+    nn.init.zeros_(model.final_layer.linear.bias)
 
 
 def guided_forward(forward, x, t, y, cfg_scale: float, in_channels: int, guidance_channels: str = "dit3"):

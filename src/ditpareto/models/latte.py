@@ -20,7 +20,7 @@ from ditpareto.archs import LatteConfig
 from ditpareto.errors import InputError
 from ditpareto.models.dit import (
     DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, get_1d_sincos_pos_embed_from_grid,
-    get_2d_sincos_pos_embed, guided_forward, modulate,
+    guided_forward, initialize_dit_weights, modulate,
 )
 
 
@@ -68,31 +68,10 @@ class Latte(nn.Module):
         return self.config.num_classes > 0
 
     def initialize_weights(self) -> None:
-        def _basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-        self.apply(_basic_init)
-        self.pos_embed.data.copy_(torch.from_numpy(
-            get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.config.grid_size)).float().unsqueeze(0))
+        """DiT's initialisation (the temporal blocks too: adaLN-Zero) and the fixed frame embedding."""
+        initialize_dit_weights(self)
         self.temp_embed.data.copy_(torch.from_numpy(
             temporal_sincos_embed(self.temp_embed.shape[-1], self.config.num_frames)).float().unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        if self.conditional:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:  # adaLN-Zero
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
 
     def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """adaLN conditioning per clip: t_emb (+ y_emb for a class-conditional model)."""
