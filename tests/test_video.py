@@ -223,6 +223,24 @@ def test_prepare_clips_writes_decodable_clips_and_their_frames(tmp_path):
               "--steps", "1", "--state", str(tmp_path / "s.pt"), "--log-csv", str(tmp_path / "v.csv"),
               "--out", str(tmp_path / "x.pt")])
     assert exit_info.value.code == 2
+    # a second stage: --init continues a Latte checkpoint (sha256-checked first; a wrong arch is named)
+    import torch
+
+    from ditpareto.models import build_model
+
+    latte = ["--model", "latte-micro-2", "--image-size", "16", "--in-channels", "1", "--num-classes", "10"]
+    torch.save(build_model("latte-micro-2", 16, in_channels=1, num_classes=10).state_dict(), tmp_path / "s1.pt")
+    stage = ["pretrain-video", *latte, "--data", str(tmp_path / "train.npz"), "--init", str(tmp_path / "s1.pt"),
+             "--steps", "1", "--batch-size", "4", "--state", str(tmp_path / "s.pt"),
+             "--log-csv", str(tmp_path / "v.csv"), "--out", str(tmp_path / "s2.pt")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*stage, "--init-sha256", "0" * 64])
+    assert exit_info.value.code != 0 and not (tmp_path / "s2.pt").exists()
+    main(stage)
+    assert json.loads((tmp_path / "s2.pt.pretrain.json").read_text())["init_sha256"]
+    torch.save(build_model("dit-micro-2", 16, in_channels=1, num_classes=10).state_dict(), tmp_path / "dit.pt")
+    with pytest.raises(SystemExit):
+        main([*stage[:8], "--init", str(tmp_path / "dit.pt"), *stage[10:]])
 
 
 def test_the_static_ladder_samples_clips_and_counts_latte_macs_in_closed_form(tmp_path):

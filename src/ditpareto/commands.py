@@ -230,8 +230,11 @@ def _video_figures_args(p):
 
 def _pretrain_video_args(p):
     p.add_argument("--data", required=True, metavar="NPZ", help="clip draw from prepare-clips (its .mp4 beside it)")
-    p.add_argument("--image-base", required=True, metavar="PT",
-                   help="the image DiT (same width, half the depth) whose blocks become the spatial blocks")
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument("--image-base", metavar="PT",
+                       help="the image DiT (same width, half the depth) whose blocks become the spatial blocks")
+    start.add_argument("--init", metavar="PT", help="a Latte checkpoint of this arch to continue (a previous stage)")
+    p.add_argument("--init-sha256", metavar="HEX", help="--init's expected sha256 (checked first)")
     p.add_argument("--class-dropout", type=float, default=0.1, metavar="P", help="label dropout for CFG")
     _train_args(p, TrainConfig, PRETRAIN_FLAGS)
     p.add_argument("--out", required=True, type=output_path, metavar="PT",

@@ -409,6 +409,8 @@ def check_video_study(video: dict, root: str | Path) -> None:
         if not base.get("checkpoint"):
             raise InputError("config video.base.checkpoint is required when video.base.source is 'checkpoint'")
         paths.append(("video.base.checkpoint", base["checkpoint"]))
+    elif base.get("init"):
+        paths.append(("video.base.init.checkpoint", base["init"]["checkpoint"]))
     for key, path in paths:
         if not resolve_path(path, root).is_file():
             raise InputError(f"config {key}: {resolve_path(path, root)} does not exist")

@@ -61,7 +61,7 @@ rule pretrain_image_base:
 rule pretrain_video:
     input:
         data="resources/video/train.npz",
-        image_base="resources/video/image_base.pt",
+        start=get_video_pretrain_start,
     output:
         weights="resources/video/base_here.pt",
         loss=f"{V}/training/base/loss.csv",
@@ -75,11 +75,12 @@ rule pretrain_video:
     params:
         model=video_model_flags(),
         train=train_flags("base"),
+        start=video_pretrain_start_flags,
         state=f"{V}/training/base/state.pt",
         code=code_of("jobs.video"),
     shell:
         "python -m ditpareto --threads {threads} pretrain-video {params.model} {params.train} "
-        "--data {input.data:q} --image-base {input.image_base:q} --state {params.state:q} "
+        "--data {input.data:q} {params.start} --state {params.state:q} "
         "--log-csv {output.loss:q} --out {output.weights:q} > {log:q} 2>&1"
 
 

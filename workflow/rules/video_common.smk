@@ -70,6 +70,18 @@ def get_video_base_source(wildcards):
     return "resources/video/base_here.pt"
 
 
+def get_video_pretrain_start(wildcards):
+    init = VIDEO["base"].get("init")
+    return repo_file(init["checkpoint"]) if init else "resources/video/image_base.pt"
+
+
+def video_pretrain_start_flags(wildcards, input):
+    init = VIDEO["base"].get("init")
+    if init:
+        return study.argv({"init": input.start, "init_sha256": init["sha256"]})
+    return study.argv({"image_base": input.start})
+
+
 def video_base_sha256_flag():
     shipped = VIDEO["base"]["source"] == "checkpoint"
     return study.argv({"sha256": VIDEO["base"].get("sha256") if shipped else None})

@@ -16,8 +16,8 @@ from ditpareto.archs import LATTE_ARCHS, LATTE_IMAGE_BASE, latte_config
 from ditpareto.clipsets import load_clip_draw, save_clip_draw
 from ditpareto.data import ImageSet, save_draw
 from ditpareto.errors import InputError
-from ditpareto.models.checkpoint import atomic_save, extract_state_dict, read_checkpoint
-from ditpareto.results import provenance, sha256_of, write_json
+from ditpareto.models.checkpoint import atomic_save, extract_state_dict, load_into, read_checkpoint
+from ditpareto.results import provenance, sha256_of, verified_digest, write_json
 from ditpareto.study import ModelSpec, TrainConfig
 
 
@@ -83,11 +83,13 @@ def validate_clip_extractor(*, extractor: str, reference: str, floor: str, out: 
     return {row["perturbation"]: round(row["ratio_to_floor"], 2) for row in rows}
 
 
-def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base: str, state: str, log_csv: str,
-                   out: str, class_dropout: float = 0.1) -> dict:
-    """Train a Latte model on clips from an image DiT inflated frame by frame (zero-gated temporal blocks); its EMA
-    weights in Latte's layout and a record <out>.pretrain.json (frames per clip and the frame embedding's place are
-    the arch's). Resumable, as ``pretrain``.
+def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, state: str, log_csv: str, out: str,
+                   image_base: str | None = None, init: str | None = None, init_sha256: str | None = None,
+                   class_dropout: float = 0.1) -> dict:
+    """Train a Latte model on clips, starting from an image DiT inflated frame by frame (zero-gated temporal blocks)
+    or, with ``init``, from a Latte checkpoint of the same arch (a previous stage, continued with a fresh schedule);
+    its EMA weights in Latte's layout and a record <out>.pretrain.json (frames per clip and the frame embedding's
+    place are the arch's). Resumable, as ``pretrain``.
 
     Example: python -m ditpareto pretrain-video --model latte-toy-2 --image-size 16 --in-channels 1
     --num-classes 10 --data train.npz --image-base frames-base.pt --steps 3000 --state s.pt --log-csv loss.csv
@@ -103,18 +105,26 @@ def pretrain_video(*, spec: ModelSpec, train: TrainConfig, data: str, image_base
     clips, _ = load_clip_draw(data, _video(data))
     if clips.clips.shape[1] != config.num_frames:
         raise InputError(f"{data} has {clips.clips.shape[1]}-frame clips; {spec.name} takes {config.num_frames}")
-    image_state = extract_state_dict(read_checkpoint(image_base), f"image base {image_base}")
+    if (image_base is None) == (init is None):
+        raise InputError("pretrain-video starts from exactly one of an image base (--image-base) or a Latte (--init)")
     torch.manual_seed(train.seed)
     model = Latte(config)
-    model.load_state_dict(inflate_image_dit(image_state, config, seed=train.seed))
+    start = image_base or init
+    if init is not None:
+        verified_digest(init, init_sha256, "--init")
+        load_into(model, init, what=f"{spec.name} at image size {spec.image_size}")
+    else:
+        image_state = extract_state_dict(read_checkpoint(image_base), f"image base {image_base}")
+        model.load_state_dict(inflate_image_dit(image_state, config, seed=train.seed))
     train = dataclasses.replace(train, run_id=run_id(data=sha256_of(data), video=sha256_of(_video(data)),
-                                                     image_base=sha256_of(image_base), config=config.to_dict()))
+                                                     start=sha256_of(start), config=config.to_dict()))
     started = time.time()
     ema = run_training(model, clips.as_model_input(), torch.from_numpy(clips.labels), train, state, log_csv)
     if is_main_process():
         atomic_save(ema.state_dict(), out)
-        write_json({"model": spec.name, "config": config.to_dict(), "image_base": LATTE_IMAGE_BASE[spec.name],
-                    "image_base_sha256": sha256_of(image_base), "data_sha256": sha256_of(data),
+        origin = ({"init_sha256": sha256_of(init)} if init else
+                  {"image_base": LATTE_IMAGE_BASE[spec.name], "image_base_sha256": sha256_of(image_base)})
+        write_json({"model": spec.name, "config": config.to_dict(), **origin, "data_sha256": sha256_of(data),
                     "train": dataclasses.asdict(train), "wall_s_this_run": round(time.time() - started, 1),
                     "sha256": sha256_of(out), **provenance()}, str(out) + ".pretrain.json")
         discard_state(state)
