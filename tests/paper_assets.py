@@ -158,3 +158,53 @@ def i3d_torchscript(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     torch.jit.script(_I3DStandIn().eval()).save(str(path))
     return path
+
+
+# ------------------------------------------------------------------------------------- paper video (Latte)
+
+
+def write_avi(path: Path, frames: np.ndarray) -> Path:
+    """uint8 frames (T, H, W, 3) as MPEG-4 part 2 in AVI, as UCF101 ships (xvid)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt, stream.bit_rate = "yuv420p", 4_000_000
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def ucf101_folder(root: Path, classes: int = 3, per_class: int = 2, frames: int = 52, seed: int = 0) -> Path:
+    """UCF101's layout (videos/<Class>/v_<Class>_gXX_cYY.avi): a coloured square moving over noise per video, 48 x 64
+    px (decord reads MPEG-4 frames whose sides are multiples of 16)."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        name = f"Class{c}"
+        for g in range(per_class):
+            clip = rng.integers(0, 60, size=(frames, 48, 64, 3)).astype(np.uint8)
+            for t in range(frames):
+                x = (2 * t) % 56
+                clip[t, 10:18, x:x + 8, c % 3] = 230
+            write_avi(root / "videos" / name / f"v_{name}_g{g + 1:02d}_c01.avi", clip)
+    return root
+
+
+def official_latte(path: Path, model: str, image_size: int, num_classes: int, seed: int = 0) -> Path:
+    """A random-weight Latte saved as Latte's train.py saves its checkpoints (the released ones too): {"ema": ...}."""
+    from ditpareto.models import build_model
+
+    torch.manual_seed(seed)
+    net = build_model(model, image_size, in_channels=4, num_classes=num_classes)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)  # the zero-initialised gates and head: a non-trivial output
+    state = net.state_dict()
+    torch.save({"ema": state}, path)
+    return path

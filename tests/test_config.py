@@ -12,7 +12,7 @@ from ditpareto.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith("video"))
+CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith(("video", "paper-video")))
 VIDEO_CONFIGS = sorted((REPO / "config").glob("video*.yaml"))
 
 

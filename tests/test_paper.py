@@ -22,7 +22,7 @@ from ditpareto.results import read_metrics_csv
 from ditpareto.study import grid_points
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_CONFIGS = sorted((REPO / "config").glob("paper-*.yaml"))
+PAPER_CONFIGS = sorted(p for p in (REPO / "config").glob("paper-*.yaml") if not p.name.startswith("paper-video"))
 
 
 def snakemake(env, *args, cwd=REPO):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ditpareto.study import (
-    DEVICE_HELP, DIGITS_EXTRACTOR, GLYPH_EXTRACTOR, METRIC_FLAGS, PRETRAIN_FLAGS, SD_VAE_SCALE, FinetuneRecipe, MetricFields, SamplingSettings,
-    TrainConfig,
+    DEVICE_HELP, DIGITS_EXTRACTOR, GLYPH_EXTRACTOR, METRIC_FLAGS, PRETRAIN_FLAGS, SD_VAE_SCALE, VIDEO_LAYOUTS,
+    FinetuneRecipe, MetricFields, SamplingSettings, TrainConfig,
 )
 
 log = logging.getLogger("ditpareto")
@@ -239,6 +239,51 @@ def _pretrain_video_args(p):
     _train_args(p, TrainConfig, PRETRAIN_FLAGS)
     p.add_argument("--out", required=True, type=output_path, metavar="PT",
                    help="EMA weights (Latte layout; a record <out>.json)")
+
+
+def _dataset_layout_args(p):
+    p.add_argument("--layout", required=True, choices=VIDEO_LAYOUTS,
+                   help="the dataset's folder layout, as Latte's loaders expect it (docs/video.md)")
+    p.add_argument("--root", required=True, metavar="DIR", help="the dataset's root folder")
+    p.add_argument("--size", type=count, default=256, metavar="PX", help="frame side after short-side resize + crop")
+
+
+def _encode_video_dataset_args(p):
+    _dataset_layout_args(p)
+    p.add_argument("--clips", required=True, type=count, metavar="N", help="training clips to encode")
+    p.add_argument("--frames", type=count, default=16, metavar="F", help="frames per clip")
+    p.add_argument("--interval", type=count, default=3, metavar="K",
+                   help="frame interval: F frames evenly spaced over F x K (Latte's temporal crop)")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed of the clip windows and posteriors")
+    p.add_argument("--batch-size", type=count, default=4, metavar="B", help="clips per VAE batch")
+    _device_arg(p)
+    _latent_args(p)
+    p.add_argument("--out", required=True, type=output_path, metavar="NPZ",
+                   help="latents (N, F, C, h, w) + labels; a record <out>.json beside it")
+
+
+def _fvd_reference_args(p):
+    from ditpareto.fvd import FVD_CLIPS, FVD_FRAMES, REAL_STRIDE
+
+    _dataset_layout_args(p)
+    p.add_argument("--i3d", required=True, metavar="PT", help="StyleGAN-V's I3D TorchScript (local file)")
+    p.add_argument("--clips", type=count, default=FVD_CLIPS, metavar="N", help="real clips (pinned and recorded)")
+    p.add_argument("--frames", type=count, default=FVD_FRAMES, metavar="F", help="frames per clip")
+    p.add_argument("--stride", type=count, default=REAL_STRIDE, metavar="K", help="every K-th frame of the video")
+    p.add_argument("--seed", type=index, default=0, metavar="S", help="seed of the clip starts")
+    p.add_argument("--batch-size", type=count, default=8, metavar="B", help="clips per I3D batch")
+    _device_arg(p)
+    p.add_argument("--out", required=True, type=output_path, metavar="NPZ", help="mu, sigma and the protocol")
+
+
+def _evaluate_fvd_args(p):
+    p.add_argument("--samples", required=True, metavar="NPZ", help="clips from `sample` (decoded frames)")
+    p.add_argument("--record", required=True, metavar="JSON", help="sampling record from `sample`")
+    p.add_argument("--reference", required=True, metavar="NPZ", help="real statistics from fvd-reference")
+    p.add_argument("--i3d", required=True, metavar="PT", help="StyleGAN-V's I3D TorchScript (local file)")
+    p.add_argument("--batch-size", type=count, default=8, metavar="B", help="clips per I3D batch")
+    _device_arg(p)
+    p.add_argument("--out", required=True, type=output_path, metavar="JSON", help="metrics record")
 
 
 def _metric_args(p):
@@ -620,6 +665,9 @@ def commands() -> list[Command]:
         Command("pretrain-video", "video", "pretrain_video", _pretrain_video_args, model_args=True),
         Command("evaluate-video", "video", "evaluate_video", _evaluate_video_args),
         Command("video-figures", "video", "video_figures", _video_figures_args),
+        Command("encode-video-dataset", "video_paper", "encode_video_dataset", _encode_video_dataset_args),
+        Command("fvd-reference", "video_paper", "fvd_reference", _fvd_reference_args),
+        Command("evaluate-fvd", "video_paper", "evaluate_fvd", _evaluate_fvd_args),
         Command("reference", "metrics", "reference", _reference_args),
         Command("reference-stats", "metrics", "reference_stats", _reference_stats_args),
         Command("calibrate", "metrics", "calibrate", _calibrate_args),

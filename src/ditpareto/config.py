@@ -380,11 +380,13 @@ def check_video_study(video: dict, root: str | Path) -> None:
     InputError naming the first problem."""
     from ditpareto.archs import DIT_ARCHS, LATTE_ARCHS, LATTE_IMAGE_BASE
 
-    base, image = video["base"], video["image_base"]["model"]
+    base, paper = video["base"], "dataset" in video
     if base["model"] not in LATTE_ARCHS:
         raise InputError(f"config video.base.model {base['model']!r} is not a Latte model; choose one of "
                          f"{sorted(LATTE_ARCHS)}")
-    if image not in DIT_ARCHS or image != LATTE_IMAGE_BASE[base["model"]]:
+    if paper:
+        _check_paper_video(video, root)
+    elif (image := video["image_base"]["model"]) not in DIT_ARCHS or image != LATTE_IMAGE_BASE[base["model"]]:
         raise InputError(f"config video.image_base.model {image!r}: {base['model']}'s spatial blocks come from "
                          f"{LATTE_IMAGE_BASE[base['model']]} (same width, half the depth)")
     latte_config(base["model"], base.get("image_size", 16), in_channels=base["in_channels"],
@@ -399,12 +401,20 @@ def check_video_study(video: dict, root: str | Path) -> None:
         _unique(f"video.methods.{name}.budgets", entry["budgets"])
         for budget in entry["budgets"]:
             _budget(get_vocabulary(name), f"video.methods.{name}.budgets", budget)
-    sampling, draws = video["sampling"], video["draws"]
+    sampling = video["sampling"]
     _unique("video.sampling.seeds", sampling["seeds"])
+    if paper:
+        return
+    draws = video["draws"]
+    if (base["in_channels"], base["num_classes"]) != (1, 10):
+        raise InputError("config video.base: the toy study's clips are grey (in_channels 1) with ten digit classes "
+                         "(num_classes 10)")
     if draws["reference"] < sampling["num_samples"] or draws["floor"] < sampling["num_samples"]:
         raise InputError(f"config video.draws.reference and floor must hold sampling.num_samples "
                          f"({sampling['num_samples']}) clips each")
     paths = [("video.frame_extractor.checkpoint", video["frame_extractor"]["checkpoint"])]
+    if base["source"] == "pretrain" and not base.get("pretrain"):
+        raise InputError("config video.base.pretrain is required when video.base.source is 'pretrain'")
     if base["source"] == "checkpoint":
         if not base.get("checkpoint"):
             raise InputError("config video.base.checkpoint is required when video.base.source is 'checkpoint'")
@@ -414,3 +424,27 @@ def check_video_study(video: dict, root: str | Path) -> None:
     for key, path in paths:
         if not resolve_path(path, root).is_file():
             raise InputError(f"config {key}: {resolve_path(path, root)} does not exist")
+
+
+def _check_paper_video(video: dict, root: str | Path) -> None:
+    """The paper video setting: a shipped (official) Latte base and every local input present, all missing ones
+    named in one line."""
+    base, dataset = video["base"], video["dataset"]
+    if base["source"] != "checkpoint" or not base.get("checkpoint"):
+        raise InputError("config video.base: the paper setting starts from a Latte checkpoint (source: checkpoint "
+                         "and its path), e.g. the official Latte-XL/2 of the dataset")
+    if base["in_channels"] != 4:
+        raise InputError("config video.base.in_channels must be 4: the paper setting runs in SD-VAE latents")
+    conditional = dataset["layout"] == "ucf101"
+    if conditional != (base["num_classes"] > 0):
+        raise InputError(f"config video.base.num_classes {base['num_classes']}: {dataset['layout']} is "
+                         f"{'class-conditional (UCF101: 101)' if conditional else 'unconditional (0)'}")
+    if not conditional and video["sampling"].get("cfg_scale", 1.5) != 1:
+        raise InputError(f"config video.sampling.cfg_scale must be 1 for the unconditional {dataset['layout']}")
+    inputs = [("video.dataset.path", dataset["path"], "dir"), ("video.latents.vae", video["latents"]["vae"], "dir"),
+              ("video.fvd.i3d", video["fvd"]["i3d"], "file"), ("video.base.checkpoint", base["checkpoint"], "file")]
+    missing = [f"{key} ({resolve_path(path, root)})" for key, path, kind in inputs
+               if not (resolve_path(path, root).is_dir() if kind == "dir" else resolve_path(path, root).is_file())]
+    if missing:
+        raise InputError(f"missing inputs (nothing is downloaded; see the config's header): {'; '.join(missing)}")
+

@@ -42,14 +42,16 @@ class ImageSet:
 
 @dataclass
 class LatentSet:
-    """Scaled SD-VAE latents (N, C, h, w) float32 with integer labels: a training set in the model's input space."""
+    """Scaled SD-VAE latents float32 with integer labels, a training set in the model's input space: images (N, C, h,
+    w) or clips encoded frame by frame (N, F, C, h, w, Latte's layout)."""
 
     latents: np.ndarray
     labels: np.ndarray
 
     def __post_init__(self):
-        if self.latents.dtype != np.float32 or self.latents.ndim != 4:
-            raise ValueError(f"latents must be float32 (N, C, h, w), got {self.latents.dtype} {self.latents.shape}")
+        if self.latents.dtype != np.float32 or self.latents.ndim not in (4, 5):
+            raise ValueError(f"latents must be float32 (N, C, h, w) or clips (N, F, C, h, w), got "
+                             f"{self.latents.dtype} {self.latents.shape}")
         if len(self.latents) != len(self.labels):
             raise ValueError(f"{len(self.latents)} latents but {len(self.labels)} labels")
 
@@ -127,7 +129,7 @@ def prepare_digits(image_size: int = 16, heldout_fraction: float = 0.3, split_se
 
 def save_draw(data: ImageSet | LatentSet, path: str | os.PathLike, attributes: dict | None = None,
               **metadata) -> None:
-    """One draw in one .npz: ``images`` (uint8 N,H,W,C) or ``latents`` (float32 N,C,h,w), ``labels``, optional
+    """One draw in one .npz: ``images`` (uint8 N,H,W,C) or ``latents`` (float32 N,[F,]C,h,w), ``labels``, optional
     ``attr_<name>`` integer arrays (sample attributes) and metadata arrays."""
     arrays = {"images": data.images} if isinstance(data, ImageSet) else {"latents": data.latents}
     arrays["labels"] = data.labels

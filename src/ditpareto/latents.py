@@ -69,9 +69,19 @@ def encode_images(vae, images: torch.Tensor, scale: float, generator: torch.Gene
 
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor, scale: float) -> torch.Tensor:
-    """Scaled latents -> images in [-1, 1] (N, 3, H, W) on the latents' device."""
+    """Scaled latents -> images in [-1, 1] (N, 3, H, W) on the latents' device; clips (N, F, C, h, w) frame by
+    frame -> (N, F, 3, H, W)."""
+    if latents.ndim == 5:
+        frames = decode_latents(vae, latents.flatten(0, 1), scale)
+        return frames.unflatten(0, latents.shape[:2])
     device = next(vae.parameters()).device
     return vae.decode(latents.to(device) / scale).sample.to(latents.device)
+
+
+def encode_clips(vae, clips: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """uint8 clips (N, F, H, W, 3) -> scaled latents (N, F, C, H/f, W/f) float32 on the CPU, frame by frame (Latte's
+    training encodes every frame alone with the image SD-VAE)."""
+    return encode_images(vae, clips.flatten(0, 1), scale, generator).unflatten(0, clips.shape[:2])
 
 
 def _stack(items):

@@ -99,9 +99,10 @@ def read_metrics_record(path: str | os.PathLike) -> dict:
     from ditpareto.errors import InputError
 
     record = read_record(path, required=(*POINT_KEYS, "gmacs_per_image"))
-    quality = "fvd_toy" if "fvd_toy" in record else "fid"  # a video point's quality is its FVD-toy
+    # a video point's quality is its FVD (paper scale) or FVD-toy
+    quality = next((q for q in ("fvd", "fvd_toy") if q in record), "fid")
     if quality not in record:
-        raise InputError(f"metrics record {path} lacks fid (or fvd_toy for clips)")
+        raise InputError(f"metrics record {path} lacks fid (or fvd / fvd_toy for clips)")
 
     def bad(field: str, wanted: str):
         return InputError(f"metrics record {path}: {field} is {record.get(field)!r}, expected {wanted}")
@@ -117,7 +118,7 @@ def read_metrics_record(path: str | os.PathLike) -> dict:
     for field, low in (("steps", 1), ("seed", 0)):
         if isinstance(record[field], bool) or not isinstance(record[field], int) or record[field] < low:
             raise bad(field, f"an integer >= {low}")
-    name = {"fid": "FID", "fvd_toy": "FVD-toy"}[quality]
+    name = {"fid": "FID", "fvd": "FVD", "fvd_toy": "FVD-toy"}[quality]
     checks = (("cfg_scale", lambda v: v >= 1, "a finite number >= 1"),
               (quality, lambda v: v >= 0, f"a finite {name} >= 0"), ("gmacs_per_image", lambda v: v > 0, "finite GMACs > 0"))
     for field, ok, wanted in checks:
@@ -186,7 +187,7 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
     rows = [{k: v for k, v in flatten(r).items() if not k.endswith("_bootstrap")} for r in records]
     table = pd.DataFrame(rows)
     order = [c for c in ("method", "budget", "steps", "ft", "cfg_scale", "seed", "nominal_compute_ratio",
-                         "gmacs_per_image", "fid", "fvd_toy", "frame_fid", "train_gmacs", "optimizer_steps",
+                         "gmacs_per_image", "fid", "fvd", "fvd_toy", "frame_fid", "train_gmacs", "optimizer_steps",
                          "samples_seen")
              if c in table]
     table = table[order + [c for c in table.columns if c not in order]]

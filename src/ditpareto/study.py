@@ -33,6 +33,9 @@ NO_FINETUNE, UNIT_FINETUNE = "0.00", "1.00"
 SHARED = "shared"  # the sha256 key of a shared fine-tune
 # A method's full-compute point within this FID of dit-ft at full steps is at parity; beyond, "conversion cost".
 PARITY_TOLERANCE = 0.3
+# The paper video datasets' folder layouts, as Latte's loaders expect them (ditpareto.video_datasets reads them):
+# FaceForensics, SkyTimelapse, Taichi-HD, UCF101 (class-conditional).
+VIDEO_LAYOUTS = ("ffs", "sky", "taichi", "ucf101")
 # DiT's SD-VAE latent scale: z = vae.encode(x).latent_dist.sample() * SD_VAE_SCALE.
 SD_VAE_SCALE = 0.18215
 

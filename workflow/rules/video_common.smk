@@ -1,4 +1,4 @@
-# Plumbing of the toy video study (rules/video.smk): config validation, wildcard constraints, param helpers.
+# Plumbing of the video studies (rules/video*.smk): config validation, wildcard constraints, param helpers.
 
 import dataclasses
 import json
@@ -23,6 +23,8 @@ except InputError as exc:
 
 VIDEO = config["video"]
 V = "results/video"
+# The paper setting: one of Latte's datasets (config video.dataset) in SD-VAE latents, FVD with I3D.
+PAPER_VIDEO = "dataset" in VIDEO
 
 
 def video_model_flags():
@@ -88,8 +90,39 @@ def video_base_sha256_flag():
 
 
 def video_targets():
-    """What `snakemake` builds for a video study: the table, the extractor's validation and the figures."""
-    return [f"{V}/tables/metrics.csv", f"{V}/tables/clip_validation.csv", f"{V}/figures/pareto.png"]
+    """What `snakemake` builds for a video study: the table, the figures and (toy) the extractor's validation."""
+    toy = [] if PAPER_VIDEO else [f"{V}/tables/clip_validation.csv"]
+    return [f"{V}/tables/metrics.csv", *toy, f"{V}/figures/pareto.png"]
+
+
+def video_sampling_flags():
+    """The sample job's flags; the paper setting adds the SD-VAE (frames decoded one by one), device and
+    numerics."""
+    s = {**VIDEO["sampling"], "reference_steps": full_steps()}
+    keys = ["sampler", "guidance_channels", "num_samples", "batch_size", "reference_steps"]
+    if PAPER_VIDEO:
+        s.update(
+            vae=repo_file(VIDEO["latents"]["vae"]),
+            latent_scale=VIDEO["latents"].get("scale_factor", 0.18215),
+            device=VIDEO.get("device", "auto"),
+        )
+        keys += ["vae", "latent_scale", "device", "precision"]
+    return study.argv(s, [k for k in keys if k in s])
+
+
+def paper_dataset_flags():
+    d = VIDEO["dataset"]
+    return study.argv(
+        {**d, "root": repo_file(d["path"])}, ["layout", "root", "frames", "interval", "size"]
+    )
+
+
+def paper_fvd_flags():
+    f = VIDEO["fvd"]
+    return study.argv(
+        {**f, "device": VIDEO.get("device", "auto")},
+        [k for k in ("clips", "stride", "seed", "batch_size", "device") if k in f or k == "device"],
+    )
 
 
 def get_video_checkpoint(wildcards):
@@ -105,10 +138,9 @@ def video_ft(wildcards):
 
 
 def video_finetune_flags():
-    recipe = VIDEO.get("finetune", {})
-    return study.argv(
-        recipe, [f.name for f in dataclasses.fields(study.FinetuneRecipe) if f.name in recipe]
-    )
+    recipe = {**VIDEO.get("finetune", {}), "device": VIDEO.get("device")}
+    keys = [f.name for f in dataclasses.fields(study.FinetuneRecipe) if f.name in recipe]
+    return study.argv(recipe, keys + ["device"])
 
 
 def video_steps(wildcards):

@@ -190,7 +190,7 @@ def evaluate_video(*, metric_settings, samples: str, record: str, reference: str
 
 
 def video_figures(*, table: str, samples: list, pareto: str, strip: str, clips: str, count: int = 4) -> dict:
-    """The video study's figures: FVD-toy against GMACs per clip (toy scale), a strip per grid point (its first
+    """The video study's figures: FVD-toy (toy scale) or FVD against GMACs per clip, a strip per grid point (its first
     clip's frames in a row), and an animated GIF of the first ``count`` clips of every point side by side.
 
     Example: python -m ditpareto video-figures --table metrics.csv --samples a.npz b.npz --pareto pareto.png
@@ -207,17 +207,20 @@ def video_figures(*, table: str, samples: list, pareto: str, strip: str, clips: 
     from ditpareto.results import read_metrics_csv
 
     points = read_metrics_csv(table)
-    if "fvd_toy" not in points:
-        raise InputError(f"{table} has no fvd_toy column: not a video study's table")
-    plot_pareto(points, [pareto], y="fvd_toy", x_label="GMACs per clip (whole trajectory, CFG included)",
-                title="toy scale (latte-toy-2, 16-frame 16 px glyph clips): FVD-toy vs compute")
+    quality = next((q for q in ("fvd", "fvd_toy") if q in points), None)
+    if quality is None:
+        raise InputError(f"{table} has no fvd or fvd_toy column: not a video study's table")
+    scale = "paper setting: FVD (I3D)" if quality == "fvd" else "toy scale (16-frame 16 px glyph clips): FVD-toy"
+    plot_pareto(points, [pareto], y=quality, x_label="GMACs per clip (whole trajectory, CFG included)",
+                title=f"{scale} vs compute")
     loaded = [(path, load_samples(path)["images"]) for path in samples]
     rows, frames = [], []
     for path, clip_set in loaded:
         if clip_set.ndim != 5:
             raise InputError(f"samples {path} hold images, not clips")
-        rows.append(np.concatenate(list(clip_set[0, ..., 0]), axis=1))
-        frames.append(np.concatenate(list(clip_set[:count, ..., 0]), axis=2))  # (T, H, count*W)
+        clip_set = clip_set[..., 0] if clip_set.shape[-1] == 1 else clip_set  # grey (toy) or RGB (paper)
+        rows.append(np.concatenate(list(clip_set[0]), axis=1))
+        frames.append(np.concatenate(list(clip_set[:count]), axis=2))  # (T, H, count*W[, 3])
     names = [str(Path(p).parent.parent.parent.name) + " " + Path(p).parent.parent.name.split("~")[1] for p in samples]
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 0.7 * len(rows) + 0.4), squeeze=False)
     for ax, row, name in zip(axes[:, 0], rows, names):
@@ -225,12 +228,14 @@ def video_figures(*, table: str, samples: list, pareto: str, strip: str, clips: 
         ax.set_yticks([])
         ax.set_xticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="x-small")
-    axes[0, 0].set_title("first clip of each grid point, frames left to right (toy scale)", fontsize="small")
+    axes[0, 0].set_title(f"first clip of each grid point, frames left to right ({scale.split(':')[0]})",
+                         fontsize="small")
     fig.tight_layout()
     fig.savefig(strip, dpi=150)
     plt.close(fig)
     grid = np.concatenate(frames, axis=1)  # (T, points*H, count*W)
-    images = [Image.fromarray(f).resize((f.shape[1] * 4, f.shape[0] * 4), Image.NEAREST) for f in grid]
+    zoom = max(1, 64 // loaded[0][1].shape[2])  # toy frames (16 px) drawn 4x; paper frames as they are
+    images = [Image.fromarray(f).resize((f.shape[1] * zoom, f.shape[0] * zoom), Image.NEAREST) for f in grid]
     images[0].save(clips, save_all=True, append_images=images[1:], duration=125, loop=0)
     return {"points": len(points), "pareto": pareto, "strip": strip, "clips": clips}
 
