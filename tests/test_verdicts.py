@@ -577,3 +577,34 @@ def test_a_study_of_static_ladders_only_says_it_has_no_claims_to_test(tmp_path):
                       comparisons=str(tmp_path / "c.csv"), fixed_cfg=2.0, full_steps=10)
     assert result["note"] == "no claims to test" and result["claims"] == 0
     assert "verdict" in pd.read_csv(tmp_path / "v.csv").columns
+
+
+def test_a_video_claim_is_judged_at_the_budget_nearest_its_compute_within_the_floor_tolerance():
+    """video_claims_ledger: the method's budget nearest the claimed compute ratio, FVD relative to the untouched base
+    at full steps with a paired CI, and the real-vs-real floor as tolerance: a point within it reproduces "no
+    significant drop", one far above it is worse than claimed."""
+    import numpy as np
+    import pandas as pd
+
+    from ditpareto.verdicts import video_claims_ledger
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.05, 200)
+
+    def point(method, budget, steps, gmacs, fvd):
+        return {"method": method, "budget": budget, "steps": steps, "seed": 0, "cfg_scale": 1.5, "variant": "guided",
+                "gmacs": gmacs, "fid": fvd, "precision": np.nan, "recall": np.nan, "num_samples": 200,
+                "nominal_compute_ratio": gmacs / 10, "finetune_source": None, "replicates": fvd + noise}
+
+    points = pd.DataFrame([point("dit", "10", 10, 10.0, 20.0), point("flexidit", "0.90", 10, 3.0, 20.2),
+                           point("flexidit", "0.50", 10, 6.0, 20.1), point("flexdit", "0.61", 10, 4.5, 30.0)])
+    claims = pd.DataFrame([
+        {"method": "flexidit", "model": "m", "datasets": "d", "claim": "up to 75 %", "compute_ratio": 0.25,
+         "quality_change": 0.0},
+        {"method": "flexdit", "model": "m", "datasets": "d", "claim": "-56 %", "compute_ratio": 0.44,
+         "quality_change": 0.0}])
+    ledger = video_claims_ledger(points, pd.DataFrame(), claims, 10, floor=2.0).set_index("method")
+    assert ledger.loc["flexidit", "toy_analogue"].startswith("flexidit 0.90")  # 30 % executed: nearest 25 %
+    assert ledger.loc["flexidit", "tolerance"] == pytest.approx(0.1)  # floor 2 / base 20
+    assert ledger.loc["flexidit", "verdict"] == "reproduced" and ledger.loc["flexdit", "verdict"] == "worse than claimed"
+    assert ledger.loc["flexdit", "compute_mismatch"] == False  # noqa: E712  (45 % executed vs 44 % claimed)

@@ -295,7 +295,7 @@ def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path
     """config/video-mini.yaml through Snakemake: clip draws, image base -> inflated Latte base (bf16), the clip
     extractor and its validation, the static ladders (dit, and dit-ft after the equal-compute fine-tune on clips) and
     FlexiDiT (fine-tuned at the same compute, weak (2, 2, 2) steps first) sampled and scored (FVD-toy with CI,
-    per-frame FID), the table, the pareto, the frame strip and the clips."""
+    per-frame FID), the table, the verdicts, the pareto, the frame strip and the clips."""
     import pandas as pd
     from PIL import Image
 
@@ -317,3 +317,7 @@ def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path
         assert (tmp_path / "results/video/figures" / name).stat().st_size > 1000
     with Image.open(tmp_path / "results/video/figures/clips.gif") as gif:
         assert gif.n_frames == 16
+    verdicts = pd.read_csv(tmp_path / "results/video/tables/verdicts.csv")
+    claim = verdicts[verdicts["claim"].str.contains("75 % compute")].iloc[0]  # FlexiDiT's, at its nearest budget
+    assert claim["method"] == "flexidit" and claim["toy_analogue"].startswith("flexidit 0.67 at 3 steps")
+    assert claim["ci_low"] <= claim["estimate"] <= claim["ci_high"] and claim["tolerance"] > 0

@@ -241,6 +241,19 @@ def _pretrain_video_args(p):
                    help="EMA weights (Latte layout; a record <out>.json)")
 
 
+def _video_verdicts_args(p):
+    p.add_argument("metrics", nargs="+", metavar="JSON", help="metrics records from evaluate-video (FVD-toy)")
+    p.add_argument("--claims", required=True, metavar="CSV", help="the papers' video claims "
+                   "(results/published/video-claims.csv)")
+    p.add_argument("--validation", required=True, metavar="CSV",
+                   help="the clip extractor's validation table (its real-vs-real floor sets the tolerance)")
+    p.add_argument("--fixed-cfg", type=float, default=1.5, metavar="S", help="the study's guidance scale")
+    p.add_argument("--full-steps", required=True, type=count, metavar="N", help="the study's full step count")
+    p.add_argument("--comparisons", required=True, type=output_path, metavar="CSV",
+                   help="every method point against the step-ladder envelopes")
+    p.add_argument("--out", required=True, type=output_path, metavar="CSV", help="the claims ledger")
+
+
 def _dataset_layout_args(p):
     p.add_argument("--layout", required=True, choices=VIDEO_LAYOUTS,
                    help="the dataset's folder layout, as Latte's loaders expect it (docs/video.md)")
@@ -665,6 +678,7 @@ def commands() -> list[Command]:
         Command("pretrain-video", "video", "pretrain_video", _pretrain_video_args, model_args=True),
         Command("evaluate-video", "video", "evaluate_video", _evaluate_video_args),
         Command("video-figures", "video", "video_figures", _video_figures_args),
+        Command("video-verdicts", "video", "video_verdicts", _video_verdicts_args),
         Command("encode-video-dataset", "video_paper", "encode_video_dataset", _encode_video_dataset_args),
         Command("fvd-reference", "video_paper", "fvd_reference", _fvd_reference_args),
         Command("evaluate-fvd", "video_paper", "evaluate_fvd", _evaluate_fvd_args),

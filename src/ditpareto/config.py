@@ -401,6 +401,15 @@ def check_video_study(video: dict, root: str | Path) -> None:
         _unique(f"video.methods.{name}.budgets", entry["budgets"])
         for budget in entry["budgets"]:
             _budget(get_vocabulary(name), f"video.methods.{name}.budgets", budget)
+        if entry.get("source", "train") == "checkpoint":
+            if FINETUNE_MODES[name] == "none":
+                raise InputError(f"config video.methods.{name}.source: {name} does not fine-tune")
+            shipped_dir = video.get("finetune", {}).get("shipped_dir", "assets/video/finetuned")
+            for budget in entry["budgets"]:
+                path, _ = shipped_checkpoint(name, budget, shipped_dir)
+                if not resolve_path(path, root).is_file():
+                    raise InputError(f"config video.methods.{name}.source is checkpoint: {resolve_path(path, root)} "
+                                     "does not exist (source: train fine-tunes here)")
     sampling = video["sampling"]
     _unique("video.sampling.seeds", sampling["seeds"])
     if paper:

@@ -6,7 +6,8 @@
 #   resources/video/image_base.pt               toy: the image DiT trained on the frames (spatial blocks' start)
 #   resources/video/base.pt                     the validated Latte base (pretrained here, shipped or official)
 #   resources/video/clip_extractor.pt           toy: the FVD-toy (2+1)D CNN; frame_extractor.pt: the image glyph-cnn
-#   V/checkpoints/{method}/finetuned.pt         a method's fine-tune (dit-ft: the shared recipe, equal compute)
+#   V/checkpoints/{method}/{run}/finetuned.pt   a method's fine-tune (run: shared, or budget~B for per-budget methods;
+#                                               the shared recipe, equal compute), trained here or shipped
 #   V/samples/{method}/budget~B/cfg~S/seed~N    clips (.npz) + .record.json
 #   V/metrics/{method}/budget~B/cfg~S/seed~N    FVD-toy (CI) and per-frame FID, or FVD (paper); GMACs (.json)
 #   V/tables/metrics.csv, clip_validation.csv   the table; the extractor's validation
@@ -54,13 +55,13 @@ rule finetune_video:
         checkpoint=f"{V}/checkpoints/{{method}}/converted.pt",
         data="resources/video/train.npz",
     output:
-        weights=f"{V}/checkpoints/{{method}}/finetuned.pt",
-        record=f"{V}/checkpoints/{{method}}/finetuned.pt.json",
-        loss=f"{V}/training/{{method}}/loss.csv",
+        weights=f"{V}/checkpoints/{{method}}/{{run}}/trained.pt",
+        record=f"{V}/checkpoints/{{method}}/{{run}}/trained.pt.json",
+        loss=f"{V}/training/{{method}}/{{run}}/loss.csv",
     log:
-        "logs/video/finetune/{method}.log",
+        "logs/video/finetune/{method}/{run}.log",
     benchmark:
-        "results/benchmarks/video/finetune/{method}.tsv"
+        "results/benchmarks/video/finetune/{method}/{run}.tsv"
     conda:
         ENV
     threads: 1
@@ -70,14 +71,38 @@ rule finetune_video:
     params:
         model=video_model_flags(),
         options=video_options,
+        budget=video_run_budget_flag,
         train=video_finetune_flags(),
-        state=f"{V}/training/{{method}}/state.pt",
+        state=f"{V}/training/{{method}}/{{run}}/state.pt",
         code=code_of("jobs.training"),
     shell:
         "python -m ditpareto --threads {threads} --nproc {resources.gpu} finetune --method {wildcards.method} "
-        "{params.options} "
+        "{params.options} {params.budget} "
         "--checkpoint {input.checkpoint:q} --data {input.data:q} {params.model} {params.train} "
         "--state {params.state:q} --log-csv {output.loss:q} --out {output.weights:q} > {log:q} 2>&1"
+
+
+rule import_finetuned_video:
+    input:
+        unpack(get_video_finetuned_source),
+    output:
+        weights=f"{V}/checkpoints/{{method}}/{{run}}/finetuned.pt",
+        record=f"{V}/checkpoints/{{method}}/{{run}}/finetuned.pt.json",
+    log:
+        "logs/video/import_finetuned/{method}/{run}.log",
+    conda:
+        ENV
+    params:
+        model=video_model_flags(),
+        options=video_options,
+        budget=video_run_budget_flag,
+        sha256=video_finetuned_sha256_flags,
+        train_gmacs=study.argv({"train_gmacs": VIDEO.get("finetune", {}).get("train_gmacs")}),
+        code=code_of("jobs.checkpoints"),
+    shell:
+        "python -m ditpareto import-finetuned --method {wildcards.method} {params.options} {params.budget} "
+        "{params.model} --checkpoint {input.weights:q} {params.sha256} {params.train_gmacs} "
+        "--out {output.weights:q} > {log:q} 2>&1"
 
 
 rule sample_video:

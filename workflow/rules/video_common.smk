@@ -90,8 +90,9 @@ def video_base_sha256_flag():
 
 
 def video_targets():
-    """What `snakemake` builds for a video study: the table, the figures and (toy) the extractor's validation."""
-    toy = [] if PAPER_VIDEO else [f"{V}/tables/clip_validation.csv"]
+    """What `snakemake` builds for a video study: the table, the figures and (toy) the extractor's validation and
+    the verdicts."""
+    toy = [] if PAPER_VIDEO else [f"{V}/tables/clip_validation.csv", f"{V}/tables/verdicts.csv"]
     return [f"{V}/tables/metrics.csv", *toy, f"{V}/figures/pareto.png"]
 
 
@@ -125,11 +126,60 @@ def paper_fvd_flags():
     )
 
 
+def video_run(method, budget):
+    """A fine-tune's run folder: one per budget for per-budget methods (DyDiT, FlexDiT), else one shared."""
+    if FINETUNE_MODES[method] == "per_budget":
+        return f"budget~{study.checkpoint_budget(budget)}"
+    return "shared"
+
+
 def get_video_checkpoint(wildcards):
     """What a grid point samples: the base (dit), else the method's fine-tune."""
     if FINETUNE_MODES[wildcards.method] == "none":
         return "resources/video/base.pt"
-    return f"{V}/checkpoints/{wildcards.method}/finetuned.pt"
+    run = video_run(wildcards.method, wildcards.budget)
+    return f"{V}/checkpoints/{wildcards.method}/{run}/finetuned.pt"
+
+
+def video_run_budget(wildcards):
+    return wildcards.run.split("~", 1)[1] if wildcards.run != "shared" else None
+
+
+def video_run_budget_flag(wildcards):
+    return study.argv({"budget": video_run_budget(wildcards)})
+
+
+def shipped_video_finetune(wildcards):
+    """(path, sha256 key) of a method's shipped fine-tune, or None when it trains here (source: train)."""
+    if VIDEO["methods"][wildcards.method].get("source", "train") != "checkpoint":
+        return None
+    shipped_dir = VIDEO.get("finetune", {}).get("shipped_dir", "assets/video/finetuned")
+    return study.shipped_checkpoint(
+        wildcards.method, video_run_budget(wildcards) or "", shipped_dir
+    )
+
+
+def get_video_finetuned_source(wildcards):
+    shipped = shipped_video_finetune(wildcards)
+    path = (
+        repo_file(shipped[0])
+        if shipped
+        else f"{V}/checkpoints/{wildcards.method}/{wildcards.run}/trained.pt"
+    )
+    return {"weights": path, "record": f"{path}.json"}
+
+
+def video_finetuned_sha256_flags(wildcards):
+    shipped = shipped_video_finetune(wildcards)
+    if not shipped:
+        return ""
+    entry, key = VIDEO["methods"][wildcards.method], shipped[1]
+    return study.argv(
+        {
+            "sha256": entry.get("sha256", {}).get(key),
+            "record_sha256": entry.get("record_sha256", {}).get(key),
+        }
+    )
 
 
 def video_ft(wildcards):
@@ -174,3 +224,4 @@ wildcard_constraints:
     budget=r"[0-9][0-9.\-]*",
     cfg=r"\d+\.\d\d",
     seed=r"\d+",
+    run=r"shared|budget~[^/]+",

@@ -162,3 +162,25 @@ rule evaluate_video:
         "--samples {input.samples:q} --record {input.record:q} --reference {input.reference:q} "
         "--clip-extractor {input.clip_extractor:q} --extractor-weights {input.frame_extractor:q} "
         "{params.bootstrap} --workdir {params.workdir:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule video_verdicts:
+    input:
+        metrics=[point_path(f"{V}/metrics", p, ".json") for p in video_points()],
+        claims=repo_file("results/published/video-claims.csv"),
+        validation=f"{V}/tables/clip_validation.csv",
+    output:
+        verdicts=f"{V}/tables/verdicts.csv",
+        comparisons=f"{V}/tables/comparisons.csv",
+    log:
+        "logs/video/verdicts.log",
+    conda:
+        ENV
+    params:
+        cfg=VIDEO["sampling"].get("cfg_scale", 1.5),
+        full_steps=full_steps(),
+        code=code_of("jobs.video"),
+    shell:
+        "python -m ditpareto video-verdicts {input.metrics:q} --claims {input.claims:q} "
+        "--validation {input.validation:q} --fixed-cfg {params.cfg} --full-steps {params.full_steps} "
+        "--comparisons {output.comparisons:q} --out {output.verdicts:q} > {log:q} 2>&1"

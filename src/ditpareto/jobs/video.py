@@ -189,6 +189,49 @@ def evaluate_video(*, metric_settings, samples: str, record: str, reference: str
     return metrics
 
 
+def video_verdicts(*, metrics: list, claims: str, validation: str, out: str, comparisons: str, fixed_cfg: float,
+                   full_steps: int) -> dict:
+    """The papers' video claims against their toy analogues (FVD-toy relative to the untouched Latte at full steps,
+    paired-bootstrap CI, tolerance: the real-vs-real floor of the extractor's validation table) and each method
+    against the dit-ft step ladder at equal GMACs; the second table: every method point against the envelopes.
+
+    Example: python -m ditpareto video-verdicts results/video/metrics/*/*/*/seed~0.json --claims
+    results/published/video-claims.csv --validation clip_validation.csv --fixed-cfg 1.5 --full-steps 10
+    --comparisons comparisons.csv --out verdicts.csv
+    """
+    import pandas as pd
+
+    from ditpareto.results import read_metrics_record, unique_points
+    from ditpareto.verdicts import VIDEO_CLAIM_COLUMNS, compare_with_envelopes, load_points, video_claims_ledger
+
+    try:
+        published = pd.read_csv(claims)
+        floors = pd.read_csv(validation)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"video claims {claims} or validation table {validation} cannot be read ({exc})") from None
+    missing = [c for c in VIDEO_CLAIM_COLUMNS if c not in published]
+    if missing:
+        raise InputError(f"video claims {claims} lack columns {missing}")
+    floor_rows = floors[floors.get("perturbation", pd.Series(dtype=str)) == "none (floor)"]
+    if floor_rows.empty:
+        raise InputError(f"validation table {validation} has no 'none (floor)' row (validate-clip-extractor writes it)")
+    records = [read_metrics_record(p) for p in metrics]
+    unique_points(records, metrics)
+    if any("fvd_toy_bootstrap" not in r for r in records):
+        raise InputError("video verdicts need FVD-toy bootstrap replicates in every record (evaluate-video with "
+                         "--bootstrap-replicates > 0)")
+    as_fid = [{**r, "fid": r["fvd_toy"], "fid_bootstrap": r["fvd_toy_bootstrap"]} for r in records]
+    try:
+        points = load_points(as_fid, fixed_cfg)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    table = compare_with_envelopes(points)
+    ledger = video_claims_ledger(points, table, published, full_steps, float(floor_rows["fvd_toy"].iloc[0]))
+    table.rename(columns={"fid": "fvd_toy", "envelope_fid": "envelope_fvd_toy"}).to_csv(comparisons, index=False)
+    ledger.to_csv(out, index=False)
+    return {"rows": len(ledger), "verdicts": ledger["verdict"].value_counts().to_dict() if len(ledger) else {}}
+
+
 def video_figures(*, table: str, samples: list, pareto: str, strip: str, clips: str, count: int = 4) -> dict:
     """The video study's figures: FVD-toy (toy scale) or FVD against GMACs per clip, a strip per grid point (its first
     clip's frames in a row), and an animated GIF of the first ``count`` clips of every point side by side.
