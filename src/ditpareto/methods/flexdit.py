@@ -9,6 +9,9 @@ timesteps t in [0, T), T = 1000:
   r_k     = r_min + (r_max - r_min) k/(K-1)  (r = 1 - M/N is the pruning rate: most tokens near data)
   s_k     = clamp(round(sqrt(N (1 - r_k))), 1, grid side)   (sparse grid s_k x s_k, M = s_k^2)
 e.g. 256 px (16x16 tokens) [0.61, 0.86] -> s = 10, 9, 8, 6; the default study (8x8 tokens) [0.61, 0.86] -> 5, 4, 4, 3.
+
+A Latte base (video; ``models/flexlatte``) takes the same budgets, schedule and options. N is the tokens per frame,
+and s_k x s_k is each frame's sparse grid. Fine-tuning takes clips x0 (N, F, C, H, W).
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
+from ditpareto.archs import LATTE_ARCHS, latte_config
 from ditpareto.models import dit_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.flexdit import FlexDiT, flexdit_from_dit
+from ditpareto.models.flexlatte import FlexLatte, flexlatte_from_latte
+from ditpareto.models.latte import Latte
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import distributed_env, run_training
@@ -30,6 +36,10 @@ from ditpareto.spec.flexdit import (
     FlexDiTOptions, FlexDiTVocabulary, flexdit_macs_per_call, stage_bounds, stage_of, stage_rates, stage_sides,
 )
 from ditpareto.archs import FlexLayout
+
+
+# Fixed sin-cos tables, never trained: DiT's and Latte's position embeddings and Latte's frame embedding.
+FIXED_TABLES = ("pos_embed", "temp_embed")
 
 
 def batch_stage(t: torch.Tensor, stages: int) -> int:
@@ -82,13 +92,22 @@ class FlexDiTMethod(FlexDiTVocabulary, Method):
         return {"layout": layout, "stages": options.stages, "pf_mode": options.pf_mode,
                 "w1_after_upsample": options.w1_after_upsample, "pos_reinject": options.pos_reinject}
 
-    def convert(self, base, options) -> FlexDiT:
-        return eval_model(flexdit_from_dit(base, **self._build_kwargs(self.parse_options(options))))
+    def convert(self, base, options) -> FlexDiT | FlexLatte:
+        """A FlexDiT from a DiT, or (video) a FlexLatte from a Latte model."""
+        kwargs = self._build_kwargs(self.parse_options(options))
+        if isinstance(base, Latte):
+            return eval_model(flexlatte_from_latte(base, **kwargs))
+        return eval_model(flexdit_from_dit(base, **kwargs))
 
-    def load_model(self, checkpoint, spec: ModelSpec, options) -> FlexDiT:
-        config = dit_config(spec.name, spec.image_size, **spec.overrides())
-        model = FlexDiT(config, **self._build_kwargs(self.parse_options(options)))
-        what = f"flexdit {spec.name} at image size {spec.image_size} with layout {model.layout.to_dict()}"
+    def load_model(self, checkpoint, spec: ModelSpec, options) -> FlexDiT | FlexLatte:
+        kwargs = self._build_kwargs(self.parse_options(options))
+        if spec.name in LATTE_ARCHS:
+            model = FlexLatte(latte_config(spec.name, spec.image_size, **spec.overrides()), **kwargs)
+            what = (f"flexdit on video {spec.name} at image size {spec.image_size} with layout "
+                    f"{model.layout.to_dict()} over block pairs")
+        else:
+            model = FlexDiT(dit_config(spec.name, spec.image_size, **spec.overrides()), **kwargs)
+            what = f"flexdit {spec.name} at image size {spec.image_size} with layout {model.layout.to_dict()}"
         return eval_model(load_into(model, checkpoint, what=what))
 
     def sides(self, model: FlexDiT, budget) -> list[int]:
@@ -106,7 +125,7 @@ class FlexDiTMethod(FlexDiTVocabulary, Method):
             raise InputError(f"flexdit needs a batch of at least stages ({model.stages}) per process (batch_size "
                              f"{train.batch_size} over {world}): one micro-batch per stage")
         for name, param in model.named_parameters():
-            param.requires_grad_(name != "pos_embed")  # the sin-cos table stays fixed, as in DiT
+            param.requires_grad_(name not in FIXED_TABLES)  # the sin-cos tables stay fixed, as in DiT and Latte
         loss_fn = stratified_loss(self.sides(model, budget))
         return run_training(model, data.as_model_input(), torch.from_numpy(data.labels), train, state_path, log_csv,
                             loss_fn=loss_fn)
@@ -130,14 +149,15 @@ class FlexDiTMethod(FlexDiTVocabulary, Method):
         def forward(x, t, y):
             return model(x, t, y, side=sides[batch_stage(t, stages)])
 
-        n = model.config.num_tokens
+        n = model.config.num_tokens  # per frame for a Latte base
+        video = {"frames": model.config.num_frames} if isinstance(model, FlexLatte) else {}
         details = {
             "r_min": budget.r_min, "r_max": budget.r_max, "stages": stages, "full_compute": full,
             "stage_rates": [round(r, 4) for r in stage_rates(budget, stages)],
             "sparse_sides": sides, "sparse_tokens": [s * s for s in sides], "dense_tokens": n,
             "realised_rates": [round(1 - s * s / n, 4) for s in sides],
             "steps_per_stage": [step_stage.count(k) for k in range(stages)],
-            "layout": model.layout.to_dict(),
+            "layout": model.layout.to_dict(), **video,
             # Closed form per network call and stage (tests check it equals the executed count).
             "gmacs_per_call_by_stage": [
                 flexdit_macs_per_call(model.config, model.layout, s, model.pf_mode, model.w1_after_upsample) / 1e9

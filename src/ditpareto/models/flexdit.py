@@ -140,21 +140,29 @@ class SDTM(nn.Module):
         self.rec = CrossBlock(hidden_size, num_heads, mlp_ratio)
         self.dense = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(dense)])
 
+    @staticmethod
+    def pool(x: torch.Tensor, grid: int, side: int) -> torch.Tensor:
+        """Sparse tokens: the grid x grid dense tokens adaptive-average-pooled to side x side."""
+        return to_tokens(F.adaptive_avg_pool2d(to_grid(x, grid), (side, side)))
+
+    def merge(self, x: torch.Tensor, z: torch.Tensor, grid: int, side: int) -> torch.Tensor:
+        """Xm = W1 up(Z) + W2 Xd: the Dense-Rec block's queries and residual base."""
+        # Nearest upsampling only replicates rows, so W1 before it is identical and costs M C^2 instead of N C^2.
+        if self.w1_after_upsample:
+            up = to_tokens(F.interpolate(to_grid(z, side), size=(grid, grid), mode="nearest"))
+            return self.merge_sparse(up) + self.merge_dense(x)
+        up = F.interpolate(to_grid(self.merge_sparse(z), side), size=(grid, grid), mode="nearest")
+        return to_tokens(up) + self.merge_dense(x)
+
     def forward(self, x, c, grid: int, side: int, sparse_pos=None, dense_pos=None) -> torch.Tensor:
         # Sparse tokens are pooled afresh from the current dense tokens in every SDTM (not carried over).
-        z = to_tokens(F.adaptive_avg_pool2d(to_grid(x, grid), (side, side)))
+        z = self.pool(x, grid, side)
         if sparse_pos is not None:  # optional ablation (spec section 1.6): re-add sin-cos tables
             z = z + sparse_pos
         z = self.gen(z, x, c)
         for block in self.sparse:
             z = block(z, c)
-        # Nearest upsampling only replicates rows, so W1 before it is identical and costs M C^2 instead of N C^2.
-        if self.w1_after_upsample:
-            up = to_tokens(F.interpolate(to_grid(z, side), size=(grid, grid), mode="nearest"))
-            merged = self.merge_sparse(up) + self.merge_dense(x)
-        else:
-            up = F.interpolate(to_grid(self.merge_sparse(z), side), size=(grid, grid), mode="nearest")
-            merged = to_tokens(up) + self.merge_dense(x)
+        merged = self.merge(x, z, grid, side)
         x = self.rec(merged, z, c)  # residual base is the merged tokens; keys/values are the sparse tokens
         if dense_pos is not None:
             x = x + dense_pos

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from ditpareto.archs import PF_MODES, FlexLayout
+from ditpareto.archs import PF_MODES, FlexLayout, LatteConfig
 from ditpareto.errors import InputError
 from ditpareto.spec.base import FULL_PREFIX, FullCompute, MethodOptions, MethodSpec, Vocabulary, split_full
 
@@ -141,7 +141,10 @@ def flexdit_macs_per_call(config: DiTConfig, layout: FlexLayout, side: int, pf_m
 
     Linear layers, attention matmuls and adaLN; not norms, pooling, upsampling or elementwise ops (as DiT's count).
     ``pf_mode="per_token", w1_after_upsample=True`` is the paper/code cost model (spec section 4.1).
+    A Latte config (video) gives one clip's MACs (``flexlatte_macs_per_call``).
     """
+    if isinstance(config, LatteConfig):
+        return flexlatte_macs_per_call(config, layout, side, pf_mode, w1_after_upsample)
     d, n, p = config.hidden_size, config.num_tokens, config.patch_size
     m, h = side * side, int(d * config.mlp_ratio)
     ada, mlp = 6 * d * d, 2 * d * h
@@ -155,6 +158,36 @@ def flexdit_macs_per_call(config: DiTConfig, layout: FlexLayout, side: int, pf_m
     embed = config.in_channels * p * p * d * n + 256 * d + d * d
     final = 2 * d * d + d * p * p * config.out_channels * n
     return embed + layout.pf * pf_block + layout.sdtms * sdtm + layout.top * dense_block + final
+
+
+def flexlatte_macs_per_call(config: LatteConfig, layout: FlexLayout, side: int, pf_mode: str = "mean_first",
+                            w1_after_upsample: bool = False) -> int:
+    """MACs of one FlexDiT-on-Latte forward for one clip at per-frame sparse side ``side`` (``models/flexlatte``).
+
+    F frames of N tokens, M = side^2. The layout counts block pairs. Each pair's spatial block runs per frame, at
+    the image block's cost with its adaLN once per frame. Its temporal block runs across the F frames at each
+    location it sees, with its adaLN once per location: M locations for the Sparse-Gen and sparse pairs, N for
+    all others. The merge runs per frame. The embedding and the final layer are Latte's (``latte_macs_per_call``).
+    """
+    d, n, f, p = config.hidden_size, config.num_tokens, config.num_frames, config.patch_size
+    m, h = side * side, int(d * config.mlp_ratio)
+    ada, mlp, linear = 6 * d * d, 2 * d * h, 4 * d * d + 2 * d * h
+
+    def temporal(locations: int) -> int:
+        return locations * (ada + linear * f + 2 * f * f * d)
+
+    dense_spatial = ada + linear * n + 2 * n * n * d
+    sparse_spatial = ada + linear * m + 2 * m * m * d
+    pf = ada + mlp * n + (2 * n * d * d if pf_mode == "per_token" else 2 * d * d)
+    gen = ada + 2 * m * d * d + 2 * n * d * d + 2 * m * n * d + mlp * m
+    rec = ada + 2 * n * d * d + 2 * m * d * d + 2 * n * m * d + mlp * n
+    merge = n * d * d + (n if w1_after_upsample else m) * d * d
+    dense_pair = f * dense_spatial + temporal(n)
+    sdtm = (f * (gen + merge + rec) + temporal(m) + temporal(n)
+            + layout.sparse * (f * sparse_spatial + temporal(m)) + layout.dense * dense_pair)
+    embed = f * config.in_channels * p * p * d * n + 256 * d + d * d
+    final = f * (2 * d * d + d * p * p * config.out_channels * n)
+    return (embed + layout.pf * (f * pf + temporal(n)) + layout.sdtms * sdtm + layout.top * dense_pair + final)
 
 
 FLEXDIT = MethodSpec("flexdit", "FlexDiT", "#009E73", FlexDiTVocabulary(), "per_budget",
