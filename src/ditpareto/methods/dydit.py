@@ -4,6 +4,9 @@ Budget = the FLOPs target λ in (0, 1] (label with two decimals, "0.50"). Traini
 (straight-through Gumbel-sigmoid routers, (mean ratio - target)^2 FLOPs loss with weight 2, target ramp
 1 -> λ, optional weight-shared complete-model loss, 4-bin stratified timesteps); sampling runs the sliced path
 (``DyDiT.forward_sliced``) and its MACs are counted on real trajectories (``sampling.sampled_macs``).
+
+On a Latte base (a video arch) the model is ``models.dylatte.DyLatte``: the same routers in the spatial and the
+temporal blocks, token routing over (frame, location), clips (N, F, C, H, W) in training and sampling.
 """
 
 from __future__ import annotations
@@ -12,20 +15,23 @@ from dataclasses import replace
 
 import torch
 
+from ditpareto.archs import LATTE_ARCHS, LatteConfig
 from ditpareto.diffusion import GaussianDiffusion
 from ditpareto.errors import InputError
 from ditpareto.flops import count_train_macs
 from ditpareto.methods.base import Method, eval_model
-from ditpareto.models import dit_config
+from ditpareto.models import dit_config, model_config
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.dydit import DyDiT, RouterConfig, RoutingStats, flops_loss
+from ditpareto.models.dylatte import DyLatte
+from ditpareto.models.latte import Latte
 from ditpareto.models.dydit_official import check_official, official_to_ours, read_official
 from ditpareto.plans import SamplingPlan, cfg_denoiser, model_device
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import ModelSpec, SamplingSettings
 from ditpareto.train import resume_step, run_training
 from ditpareto.spec import FullCompute
-from ditpareto.spec.dydit import DyDiTOptions, DyDiTVocabulary, layer_flops, token_router_macs
+from ditpareto.spec.dydit import DyDiTOptions, DyDiTVocabulary, block_flops, sliced_macs_per_call, token_router_macs
 from ditpareto.spec.dit import dit_macs_per_call
 
 
@@ -96,19 +102,25 @@ class DyDiTMethod(DyDiTVocabulary, Method):
 
     # ------------------------------------------------------------------ models
     def convert(self, base, options):
+        """A DyDiT from a base DiT, or a DyLatte from a Latte base (every gate open: the base's function)."""
         options = self.parse_options(options)
+        if isinstance(base, Latte):
+            return eval_model(DyLatte.from_latte(base, router_config(options)))
         model = DyDiT.from_dit(base, router_config(options))
         return eval_model(model)
 
     def load_model(self, checkpoint, spec: ModelSpec, options):
-        config = dit_config(spec.name, spec.image_size, **spec.overrides())
+        config = model_config(spec.name, spec.image_size, **spec.overrides())
         options = self.parse_options(options)
-        model = DyDiT(config, router_config(options))
+        model = (DyLatte if isinstance(config, LatteConfig) else DyDiT)(config, router_config(options))
         return eval_model(load_into(model, checkpoint, what=f"dydit {spec.name} at image size {spec.image_size}"))
 
     def load_official(self, checkpoint, spec: ModelSpec, options):
         """The authors' released DyDiT (``ditpareto.models.dydit_official``: their key names, one MLP group per head)
         checked key by key against our DyDiT of ``spec``, then loaded under our names."""
+        if spec.name in LATTE_ARCHS:
+            raise InputError(f"the authors released image DyDiT checkpoints only; {spec.name} is a video model "
+                             "(source: official needs a DiT arch)")
         config = dit_config(spec.name, spec.image_size, **spec.overrides())
         options = self.parse_options(options)
         if options.mlp_groups not in (None, config.num_heads):
@@ -130,7 +142,7 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         if isinstance(lam, FullCompute):
             raise InputError(f"dydit fine-tunes a FLOPs target λ, not {self.budget_label(lam)!r}")
         for name, p in model.named_parameters():
-            p.requires_grad_(name != "pos_embed")
+            p.requires_grad_(name not in ("pos_embed", "temp_embed"))  # the fixed sin-cos embeddings stay
         routers = set(map(id, model.router_parameters()))
         groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in routers]},
                   {"params": model.router_parameters(), "lr": train.lr * options.router_lr_scale}]
@@ -167,13 +179,13 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         model_t = [int(diffusion.timestep_map[steps - 1 - step]) for step in range(steps)]
         masks = [model.width_masks(t) for t in model_t]  # batch-independent: precomputed per sampling step
         model.clear_width_cache()
-        stats = RoutingStats()
+        step_stats = [RoutingStats() for _ in range(steps)]  # kept tokens per step and layer, while counting
 
         def denoise(x, step, t, y):
             if int(t[0]) != model_t[step] or bool((t != t[0]).any()):
                 raise ValueError(f"step {step} expects model timestep {model_t[step]} for the whole batch")
             widths = model.gather_widths(masks[step])
-            forward = lambda xx, tt, yy: model.forward_sliced(xx, tt, yy, widths, stats)
+            forward = lambda xx, tt, yy: model.forward_sliced(xx, tt, yy, widths, step_stats[step])
             return cfg_denoiser(forward, settings, spec.in_channels, spec.num_classes)(x, step, t, y)
 
         config = model.config
@@ -192,26 +204,47 @@ class DyDiTMethod(DyDiTVocabulary, Method):
         n = self.parse_options(options).flops_samples
 
         def count(sampled_macs) -> dict:
-            stats.kept.clear(), stats.total.clear()
-            stats.enabled = True
+            for stats in step_stats:
+                stats.kept.clear(), stats.total.clear()
+                stats.enabled = True
             try:
                 macs = sampled_macs(plan, spec, settings, n, batch_size=min(n, 256))
             finally:
-                stats.enabled = False
+                for stats in step_stats:
+                    stats.enabled = False
             static = dit_macs_per_call(config)
-            f_attn, f_mlp = layer_flops(config)
+            blocks = sum(f_attn + f_mlp for f_attn, f_mlp in block_flops(config))
             router = token_router_macs(config)
-            nonblock = static - config.depth * (f_attn + f_mlp)
-            rates = stats.keep_rates()
+            nonblock = static - blocks
+            kept = [sum(s.kept[layer] for s in step_stats if s.kept) for layer in range(config.depth)]
+            total = [sum(s.total[layer] for s in step_stats if s.total) for layer in range(config.depth)]
+            rates = [k / t for k, t in zip(kept, total)]
             details.update({
                 "flops_count_samples": n,
                 "executed_compute_ratio": macs["macs_per_call"] / static,
-                "block_compute_ratio": (macs["macs_per_call"] - nonblock - config.depth * router)
-                / (config.depth * (f_attn + f_mlp)),
+                "block_compute_ratio": (macs["macs_per_call"] - nonblock - config.depth * router) / blocks,
                 "token_keep_rate": sum(rates) / len(rates),
                 "token_keep_per_layer": " ".join(f"{r:.3f}" for r in rates),
+                "analytic_gmacs_per_image": self.recorded_macs(model, masks, step_stats) / n / 1e9,
             })
             return macs
 
         plan.macs_counter = count
         return plan
+
+    @staticmethod
+    def recorded_macs(model, masks, step_stats) -> float:
+        """The closed form (``spec.dydit.sliced_macs_per_call``) of the sliced calls a count ran, from its recorded
+        routing decisions: per step, the step's active heads and groups per layer and the tokens each layer kept
+        out of those it saw (every image or clip of the step's calls, both CFG halves)."""
+        config = model.config
+        tokens = config.num_tokens * (config.num_frames if isinstance(config, LatteConfig) else 1)
+        macs = 0.0
+        for layer_masks, stats in zip(masks, step_stats):
+            if not stats.total:
+                continue
+            calls = stats.total[0] / tokens  # single-image (clip) network calls of the step
+            kept = [k / t for k, t in zip(stats.kept, stats.total)]
+            macs += calls * sliced_macs_per_call(config, model.num_groups, [int(h.sum()) for h, _ in layer_masks],
+                                                 [int(g.sum()) for _, g in layer_masks], kept)
+        return macs

@@ -9,7 +9,9 @@ Two execution paths share the weights:
   (``LayerWidth``, batch-independent) and the MLP run on the kept tokens only (gather / index_add).
 
 Parameter names of the DiT part are the official ones; router keys are ``blocks.{i}.head_router``,
-``blocks.{i}.group_router`` and ``blocks.{i}.token_router.{0,2}``.
+``blocks.{i}.group_router`` and ``blocks.{i}.token_router.{0,2}``. ``WidthRouting`` (router initialisation, the
+per-step width masks and their gathered weights) and ``DyDiTBlock`` are shared with the video model
+(``models/dylatte.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from ditpareto.errors import InputError
 from ditpareto.models.dit import DiT, DiTBlock, modulate
-from ditpareto.spec.dydit import layer_flops
+from ditpareto.spec.dydit import block_flops
 from ditpareto.archs import DiTConfig
 
 GATE_MODES = ("gumbel", "hard", "complete")
@@ -114,23 +116,30 @@ class DyDiTBlock(DiTBlock):
         groups = self.group_router(t_emb) if self.group_router is not None else empty
         return heads, groups
 
-    def forward_masked(self, x, c, t_emb, mode: str, tau: float, width=None, noise: float = 1.0):
-        """Full-size forward with 0/1 gates; returns x and the gates ([B, H], [B, G], [B, N])."""
+    def width_gates(self, t_emb: torch.Tensor, mode: str, tau: float, noise: float = 1.0):
+        """Head [B, H] and group [B, G] 0/1 gates from the timestep embedding, unit 0 forced on: straight-through
+        Gumbel-sigmoid (``mode`` "gumbel") or ``logit > 0`` ("hard")."""
+        head_logits, group_logits = self.width_logits(t_emb)
+        if mode == "gumbel":
+            gate = lambda z: gumbel_sigmoid_gate(z, tau, noise)  # noqa: E731
+        else:
+            gate = lambda z: (z > 0).to(z.dtype)  # noqa: E731
+        return with_forced_unit(gate(head_logits)), with_forced_unit(gate(group_logits))
+
+    def forward_masked(self, x, c, t_emb, mode: str, tau: float, width=None, noise: float = 1.0, position=None):
+        """Full-size forward with 0/1 gates; returns x and the gates ([B, H], [B, G], [B, N]). ``position`` (N, D),
+        when given, is added to the attention's input only (Latte's temporal blocks, ``temporal_position``
+        "temporal")."""
         b, n, d = x.shape
         heads, dh = self.attn.num_heads, self.attn.head_dim
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        if width is not None:  # explicit [B, H], [B, G] masks (tests)
+        if width is not None:  # explicit [B, H], [B, G] masks (tests; a video model's per-clip gates)
             m_head, m_grp = width
         elif mode == "complete":
             m_head, m_grp = x.new_ones(b, heads), x.new_ones(b, self.groups)
         else:
-            head_logits, group_logits = self.width_logits(t_emb)
-            if mode == "gumbel":
-                gate = lambda z: gumbel_sigmoid_gate(z, tau, noise)  # noqa: E731
-            else:
-                gate = lambda z: (z > 0).to(z.dtype)  # noqa: E731
-            m_head, m_grp = with_forced_unit(gate(head_logits)), with_forced_unit(gate(group_logits))
-        h = modulate(self.norm1(x), shift_msa, scale_msa)
+            m_head, m_grp = self.width_gates(t_emb, mode, tau, noise)
+        h = modulate(self.norm1(x if position is None else x + position), shift_msa, scale_msa)
         qkv = self.attn.qkv(h).reshape(b, n, 3, heads, dh).permute(2, 0, 3, 1, 4)
         o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]) * m_head[:, :, None, None]
         x = x + gate_msa.unsqueeze(1) * self.attn.proj(o.transpose(1, 2).reshape(b, n, d))
@@ -144,11 +153,13 @@ class DyDiTBlock(DiTBlock):
         x = x + m_tok.unsqueeze(-1) * (gate_mlp.unsqueeze(1) * self.mlp.fc2(self.mlp.act(a)))
         return x, (m_head, m_grp, m_tok)
 
-    def forward_sliced(self, x, c, width: LayerWidth, layer: int = 0, stats: RoutingStats | None = None):
-        """Inference forward that computes only the active heads/groups and the MLP of kept tokens."""
+    def forward_sliced(self, x, c, width: LayerWidth, layer: int = 0, stats: RoutingStats | None = None,
+                       position=None):
+        """Inference forward that computes only the active heads/groups and the MLP of kept tokens (``position``:
+        as in ``forward_masked``)."""
         b, n, d = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        h = modulate(self.norm1(x if position is None else x + position), shift_msa, scale_msa)
         active = len(width.heads)
         qkv = F.linear(h, width.qkv_w, width.qkv_b).reshape(b, n, 3, active, self.attn.head_dim).permute(2, 0, 3, 1, 4)
         o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, n, -1)
@@ -173,33 +184,9 @@ class DyDiTBlock(DiTBlock):
         return flat.index_add_(0, idx, (y * gate).to(flat.dtype)).view(b, n, d)
 
 
-class DyDiT(DiT):
-    """DiT with DyDiT's routers; ``forward`` is the masked path (Gumbel gates in training, hard gates in eval)."""
-
-    def __init__(self, config: DiTConfig, routers: RouterConfig = RouterConfig()):
-        self.routers = routers
-        self.num_groups = routers.groups(config)
-        if routers.router_init not in ("xavier", "zero"):
-            raise InputError(f"router_init must be 'xavier' or 'zero', got {routers.router_init!r}")
-        super().__init__(replace(config, depth=0))  # DiT's embedders and final layer; blocks built once below
-        self.config = config
-        self.blocks = nn.ModuleList(
-            [DyDiTBlock(config.hidden_size, config.num_heads, config.mlp_ratio, self.num_groups)
-             for _ in range(config.depth)]
-        )
-        self.initialize_weights()
-        self.init_routers()
-        self._width_cache: OrderedDict = OrderedDict()
-        self._width_cache_numel = 0
-
-    @classmethod
-    def from_dit(cls, base: DiT, routers: RouterConfig = RouterConfig()) -> DyDiT:
-        """Converted model: the base's weights (validated, strict) plus freshly initialised routers."""
-        model = cls(base.config, routers)
-        missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-        if unexpected or any("router" not in k for k in missing):
-            raise InputError(f"base DiT does not fit DyDiT: missing {missing}, unexpected {unexpected}")
-        return model
+class WidthRouting:
+    """The router machinery of a model whose ``blocks`` are all ``DyDiTBlock``s (DyDiT, and the video DyLatte):
+    router initialisation, the per-timestep (batch-independent) head/group masks and their gathered weights."""
 
     def init_routers(self) -> None:
         """Routers as the spec: xavier weights (or zeros), width biases +15, token router's last bias +35."""
@@ -221,29 +208,6 @@ class DyDiT(DiT):
     def router_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if "router" in n]
 
-    # ------------------------------------------------------------------ masked path (training)
-    def forward_masked(self, x, t, y, mode: str = "gumbel", widths=None, noise: float = 1.0):
-        """Output and per-layer gates ``[(m_head [B,H], m_grp [B,G], m_tok [B,N]), ...]``.
-
-        ``mode``: "gumbel" (straight-through Gumbel-sigmoid), "hard" (logit > 0) or "complete" (all units on, routers
-        unused); ``widths`` optionally forces per-layer ([B, H], [B, G]) width masks; ``noise`` scales the Gumbel noise.
-        """
-        if mode not in GATE_MODES:
-            raise ValueError(f"mode must be one of {GATE_MODES}, got {mode!r}")
-        t_emb = self.t_embedder(t)
-        c = t_emb + self.y_embedder(y, self.training)
-        x = self.x_embedder(x) + self.pos_embed
-        gates = []
-        for i, block in enumerate(self.blocks):
-            width = None if widths is None else widths[i]
-            x, g = block.forward_masked(x, c, t_emb, mode, self.routers.tau, width, noise)
-            gates.append(g)
-        return self.unpatchify(self.final_layer(x, c)), gates
-
-    def forward(self, x, t, y):
-        return self.forward_masked(x, t, y, "gumbel" if self.training else "hard")[0]
-
-    # ------------------------------------------------------------------ sliced path (inference)
     @torch.no_grad()
     def width_masks(self, t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the boolean head [H] and group [G] masks at model timestep ``t`` (batch-independent)."""
@@ -297,9 +261,60 @@ class DyDiT(DiT):
         return width
 
     def clear_width_cache(self) -> None:
-        self._width_cache.clear()
+        self._width_cache: OrderedDict = OrderedDict()
         self._width_cache_numel = 0
 
+
+class DyDiT(WidthRouting, DiT):
+    """DiT with DyDiT's routers; ``forward`` is the masked path (Gumbel gates in training, hard gates in eval)."""
+
+    def __init__(self, config: DiTConfig, routers: RouterConfig = RouterConfig()):
+        self.routers = routers
+        self.num_groups = routers.groups(config)
+        if routers.router_init not in ("xavier", "zero"):
+            raise InputError(f"router_init must be 'xavier' or 'zero', got {routers.router_init!r}")
+        super().__init__(replace(config, depth=0))  # DiT's embedders and final layer; blocks built once below
+        self.config = config
+        self.blocks = nn.ModuleList(
+            [DyDiTBlock(config.hidden_size, config.num_heads, config.mlp_ratio, self.num_groups)
+             for _ in range(config.depth)]
+        )
+        self.initialize_weights()
+        self.init_routers()
+        self.clear_width_cache()
+
+    @classmethod
+    def from_dit(cls, base: DiT, routers: RouterConfig = RouterConfig()) -> DyDiT:
+        """Converted model: the base's weights (validated, strict) plus freshly initialised routers."""
+        model = cls(base.config, routers)
+        missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+        if unexpected or any("router" not in k for k in missing):
+            raise InputError(f"base DiT does not fit DyDiT: missing {missing}, unexpected {unexpected}")
+        return model
+
+    # ------------------------------------------------------------------ masked path (training)
+    def forward_masked(self, x, t, y, mode: str = "gumbel", widths=None, noise: float = 1.0):
+        """Output and per-layer gates ``[(m_head [B,H], m_grp [B,G], m_tok [B,N]), ...]``.
+
+        ``mode``: "gumbel" (straight-through Gumbel-sigmoid), "hard" (logit > 0) or "complete" (all units on, routers
+        unused); ``widths`` optionally forces per-layer ([B, H], [B, G]) width masks; ``noise`` scales the Gumbel noise.
+        """
+        if mode not in GATE_MODES:
+            raise ValueError(f"mode must be one of {GATE_MODES}, got {mode!r}")
+        t_emb = self.t_embedder(t)
+        c = t_emb + self.y_embedder(y, self.training)
+        x = self.x_embedder(x) + self.pos_embed
+        gates = []
+        for i, block in enumerate(self.blocks):
+            width = None if widths is None else widths[i]
+            x, g = block.forward_masked(x, c, t_emb, mode, self.routers.tau, width, noise)
+            gates.append(g)
+        return self.unpatchify(self.final_layer(x, c)), gates
+
+    def forward(self, x, t, y):
+        return self.forward_masked(x, t, y, "gumbel" if self.training else "hard")[0]
+
+    # ------------------------------------------------------------------ sliced path (inference)
     @torch.no_grad()
     def forward_sliced(self, x, t, y, widths: list[LayerWidth], stats: RoutingStats | None = None):
         """Inference forward with real savings; ``widths`` must be those of the batch's (shared) timestep."""
@@ -311,12 +326,16 @@ class DyDiT(DiT):
 
 
 def compute_ratio(gates, config: DiTConfig) -> torch.Tensor:
-    """Per-sample block-FLOPs ratio [B]: sum_l (a_l F_attn + g_l s_l F_mlp) / (L (F_attn + F_mlp))."""
-    f_attn, f_mlp = layer_flops(config)
+    """Per-sample block-FLOPs ratio [B]: sum_l (a_l F_attn,l + g_l s_l F_mlp,l) / sum_l (F_attn,l + F_mlp,l), each
+    block's units weighted by that block's MACs (``block_flops``: one pair for every DiT block, L (F_attn + F_mlp)
+    below; a Latte model's spatial and temporal blocks differ)."""
+    flops = block_flops(config)
+    if len(flops) != len(gates):
+        raise ValueError(f"{len(gates)} layers of gates for a model of {len(flops)} blocks")
     total = 0
-    for m_head, m_grp, m_tok in gates:
+    for (m_head, m_grp, m_tok), (f_attn, f_mlp) in zip(gates, flops):
         total = total + m_head.mean(1) * f_attn + m_grp.mean(1) * m_tok.mean(1) * f_mlp
-    return total / (len(gates) * (f_attn + f_mlp))
+    return total / sum(f_attn + f_mlp for f_attn, f_mlp in flops)
 
 
 def flops_loss(gates, config: DiTConfig, target: float) -> tuple[torch.Tensor, torch.Tensor]:
