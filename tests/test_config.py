@@ -52,7 +52,7 @@ def test_shipped_video_configs_are_valid(path):
 @pytest.mark.parametrize("edit, message", [
     (lambda v: v["base"].update(model="dit-tiny-2"), "not a Latte model"),
     (lambda v: v["image_base"].update(model="dit-toy-2"), "come from dit-tiny-2"),
-    (lambda v: v["methods"].update(dydit={"budgets": ["0.50"]}), "runs dit, dit-ft, flexidit so far"),
+    (lambda v: v["methods"].update(tome={"budgets": ["0.50"]}), "unknown method 'tome'"),
     (lambda v: v.pop("finetune"), "set video.finetune.train_gmacs"),
     (lambda v: v["methods"]["dit"].update(budgets=["10", "0"]), "out of range"),
     (lambda v: v["sampling"].update(num_samples=5000), "must hold sampling.num_samples"),

@@ -293,8 +293,9 @@ def test_evaluate_video_refuses_image_samples_before_any_compute(tmp_path):
 
 def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path):
     """config/video-mini.yaml through Snakemake: clip draws, image base -> inflated Latte base (bf16), the clip
-    extractor and its validation, the static ladders (dit, and dit-ft after the equal-compute fine-tune on clips) and
-    FlexiDiT (fine-tuned at the same compute, weak (2, 2, 2) steps first) sampled and scored (FVD-toy with CI,
+    extractor and its validation, the static ladders (dit, and dit-ft after the equal-compute fine-tune on clips),
+    FlexiDiT (fine-tuned at the same compute, weak (2, 2, 2) steps first), DyDiT and FlexDiT (one fine-tune per
+    budget at the same compute) sampled and scored (FVD-toy with CI,
     per-frame FID), the table, the verdicts, the pareto, the frame strip and the clips."""
     import pandas as pd
     from PIL import Image
@@ -304,8 +305,12 @@ def test_the_miniature_video_study_runs_from_clips_to_figures(venv_env, tmp_path
     run_snakemake(venv_env, tmp_path, REPO / "config/video-mini.yaml", "--cores", "2")
     table = pd.read_csv(tmp_path / "results/video/tables/metrics.csv", dtype={"budget": str})
     assert sorted(zip(table["method"], table["budget"])) == [("dit", "2"), ("dit", "3"), ("dit-ft", "3"),
+                                                             ("dydit", "0.50"), ("flexdit", "0.61-0.86"),
                                                              ("flexidit", "0.67")]
-    assert (table["fvd_toy"] >= 0).all() and (table["train_gmacs"] > 0).tolist() == [False, False, True, True]
+    trained = dict(zip(table["method"], table["train_gmacs"] > 0))
+    assert (table["fvd_toy"] >= 0).all() and trained == {"dit": False, "dit-ft": True, "dydit": True, "flexdit": True,
+                                                         "flexidit": True}
+    assert (tmp_path / "results/video/checkpoints/dydit/budget~0.50/finetuned.pt").is_file()  # one per budget
     flexidit = table[table["method"] == "flexidit"].iloc[0]  # 2 of 3 steps at (2, 2, 2): below dit at 3 steps
     assert flexidit["gmacs_per_image"] < table[(table["method"] == "dit") & (table["budget"] == "3")].iloc[0][
         "gmacs_per_image"]

@@ -370,10 +370,6 @@ def _exists(path: Path, kind: str) -> bool:
     return path.is_dir()
 
 
-# The methods with a video model so far.
-VIDEO_METHODS = ("dit", "dit-ft", "flexidit")
-
-
 def check_video_study(video: dict, root: str | Path) -> None:
     """The toy video study's config (section ``video``, schema-validated): registered shapes that fit together,
     the static step ladders' budgets, draws large enough for the metrics, and every local input present. Raise
@@ -392,8 +388,6 @@ def check_video_study(video: dict, root: str | Path) -> None:
     latte_config(base["model"], base.get("image_size", 16), in_channels=base["in_channels"],
                  num_classes=base["num_classes"])
     for name, entry in video["methods"].items():
-        if name not in VIDEO_METHODS:
-            raise InputError(f"config video.methods.{name}: the video study runs {', '.join(VIDEO_METHODS)} so far")
         get_vocabulary(name).parse_options(entry.get("options", {}))
         if FINETUNE_MODES[name] != "none" and not video.get("finetune", {}).get("train_gmacs"):
             raise InputError(f"config video.methods.{name} fine-tunes: set video.finetune.train_gmacs (the shared "
