@@ -59,16 +59,19 @@ def tiny_model(tiny_spec):
 TABLE = "results/tables/metrics.csv"
 
 
+def snakemake_command(workdir: Path, configfile: Path, *extra) -> list[str]:
+    return ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile),
+            "--replace-workflow-config", *extra]
+
+
 def run_snakemake(env, workdir: Path, configfile: Path, *extra, timeout: float = 1800) -> str:
     """``snakemake -s Snakefile --directory workdir --configfile ...`` in its own session; a run past ``timeout``
     is killed with its process group (a stuck status poll must never hang CI). Returns stdout + stderr."""
     import signal
     import subprocess
 
-    proc = subprocess.Popen(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                             "--configfile", str(configfile), "--replace-workflow-config", *extra],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(snakemake_command(workdir, configfile, *extra), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -101,3 +104,12 @@ def two_point_local_run(venv_env, two_point_study, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("two-point-local")
     run_snakemake(venv_env, workdir, two_point_study, "--cores", "2", TABLE)
     return workdir
+
+
+# Started first wherever tests/test_slurm.py runs (see its slurm_study_in_background): the SLURM study mostly waits
+# on the executor's status polls, so the rest of the suite runs meanwhile.
+SLURM_STARTER = "test_the_slurm_study_starts_in_the_background"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.name != SLURM_STARTER)  # stable: every other test keeps its place

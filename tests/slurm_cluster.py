@@ -207,7 +207,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         self.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A running single-node cluster (partition "debug"); skips, with the reason, where SLURM is unavailable."""
     started = time.monotonic()

@@ -300,7 +300,7 @@ def test_a_fine_tune_step_on_clips_runs_and_counts_train_macs(tmp_path):
     from ditpareto.train import TrainConfig
 
     options = METHOD.parse_options({"router_init": "zero", "width_bias_init": 0.5, "token_bias_init": 0.5,
-                                    "hold_steps": 0, "ramp_steps": 2, "complete_steps": 1})
+                                    "hold_steps": 0, "ramp_steps": 2, "complete_steps": 1, "flops_samples": 2})
     data = clip_set()
     model = METHOD.convert(latte(), options)
     x0, y = data.as_model_input()[:4], torch.from_numpy(data.labels[:4])

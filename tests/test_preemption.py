@@ -22,8 +22,8 @@ def kill_config(tmp_path: Path) -> Path:
     """The mini study cut to the dit-ft fine-tune, long enough to be killed twice, with frequent states."""
     config = yaml.safe_load((REPO / "config/mini.yaml").read_text())
     config["methods"] = {"dit-ft": {"budgets": ["2"]}}
-    config["finetune"] = {"train_gmacs": None, "steps": 800, "batch_size": 32, "lr": 0.001, "warmup_fraction": 0.05,
-                          "schedule": "cosine", "ema_horizon": 0.1, "seed": 0, "checkpoint_every": 100}
+    config["finetune"] = {"train_gmacs": None, "steps": 400, "batch_size": 32, "lr": 0.001, "warmup_fraction": 0.05,
+                          "schedule": "cosine", "ema_horizon": 0.1, "seed": 0, "checkpoint_every": 50}
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -88,7 +88,7 @@ def test_sigterm_then_sigkill_then_rerun_gives_the_uninterrupted_weights(venv_en
     rc, out = finished(job)
     assert rc != 0 and not (killed / TARGET).exists(), out[-3000:]
     first = saved_step(killed)
-    assert 0 < first < 800
+    assert 0 < first < 400
 
     job = snakemake(venv_env, killed, configfile)  # 2: SIGKILL after the next periodic state
     wait_for(lambda: saved_step(killed) > first, "a periodic state after the resume")
