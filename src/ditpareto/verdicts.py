@@ -556,10 +556,7 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
                 })
         seed_rows += _beats_rows(comparisons, group, seed)
         if seed_rows:
-            adjusted = holm([r["p_value"] for r in seed_rows])
-            for r, q in zip(seed_rows, adjusted):
-                r["p_holm"] = q
-                r["verdict_holm"] = r["verdict"] if (q < ALPHA or r["verdict"] == "inconclusive") else "inconclusive"
+            with_holm(seed_rows)
             regime = regime_row(group, full_steps, seed)
             for r in seed_rows:
                 r["regime"] = regime["regime"]
@@ -570,6 +567,15 @@ def claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.Da
                "compute_mismatch", "finetune_seed_std", "finetune_seed_source", "verdict_by_training", "regime", "basis",
                "seed"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def with_holm(rows: list[dict]) -> list[dict]:
+    """A seed's rows with ``p_holm`` (Holm over their p-values) and ``verdict_holm``: the verdict where its adjusted
+    p-value is below ``ALPHA``, else inconclusive."""
+    for r, q in zip(rows, holm([r["p_value"] for r in rows])):
+        r["p_holm"] = q
+        r["verdict_holm"] = r["verdict"] if (q < ALPHA or r["verdict"] == "inconclusive") else "inconclusive"
+    return rows
 
 
 def regime_row(group: pd.DataFrame, full_steps: int, seed) -> dict:
@@ -703,12 +709,7 @@ def video_claims_ledger(points: pd.DataFrame, comparisons: pd.DataFrame, claims:
                              "noise measured on video",
                 })
         seed_rows += _beats_rows(comparisons, group, seed)
-        if seed_rows:
-            adjusted = holm([r["p_value"] for r in seed_rows])
-            for r, q in zip(seed_rows, adjusted):
-                r["p_holm"] = q
-                r["verdict_holm"] = r["verdict"] if (q < ALPHA or r["verdict"] == "inconclusive") else "inconclusive"
-            rows += seed_rows
+        rows += with_holm(seed_rows)
     columns = ["method", "claim", "toy_analogue", "estimate", "ci_low", "ci_high", "tolerance", "verdict", "p_value",
                "p_holm", "verdict_holm", "fid", "comparator_fid", "executed_compute_ratio", "claimed_compute_ratio",
                "compute_mismatch", "basis", "seed"]

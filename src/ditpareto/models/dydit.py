@@ -188,6 +188,23 @@ class WidthRouting:
     """The router machinery of a model whose ``blocks`` are all ``DyDiTBlock``s (DyDiT, and the video DyLatte):
     router initialisation, the per-timestep (batch-independent) head/group masks and their gathered weights."""
 
+    def build_routed(self, base_class: type, config, routers: RouterConfig) -> None:
+        """``base_class``'s embedders and final layer (built at depth 0), then ``config.depth`` DyDiT blocks, the
+        base's weight initialisation and the routers'; called by the model's ``__init__``."""
+        self.routers = routers
+        self.num_groups = routers.groups(config)
+        if routers.router_init not in ("xavier", "zero"):
+            raise InputError(f"router_init must be 'xavier' or 'zero', got {routers.router_init!r}")
+        base_class.__init__(self, replace(config, depth=0))
+        self.config = config
+        self.blocks = nn.ModuleList(
+            [DyDiTBlock(config.hidden_size, config.num_heads, config.mlp_ratio, self.num_groups)
+             for _ in range(config.depth)]
+        )
+        self.initialize_weights()
+        self.init_routers()
+        self.clear_width_cache()
+
     def init_routers(self) -> None:
         """Routers as the spec: xavier weights (or zeros), width biases +15, token router's last bias +35."""
         g = torch.Generator().manual_seed(self.routers.seed)
@@ -269,19 +286,7 @@ class DyDiT(WidthRouting, DiT):
     """DiT with DyDiT's routers; ``forward`` is the masked path (Gumbel gates in training, hard gates in eval)."""
 
     def __init__(self, config: DiTConfig, routers: RouterConfig = RouterConfig()):
-        self.routers = routers
-        self.num_groups = routers.groups(config)
-        if routers.router_init not in ("xavier", "zero"):
-            raise InputError(f"router_init must be 'xavier' or 'zero', got {routers.router_init!r}")
-        super().__init__(replace(config, depth=0))  # DiT's embedders and final layer; blocks built once below
-        self.config = config
-        self.blocks = nn.ModuleList(
-            [DyDiTBlock(config.hidden_size, config.num_heads, config.mlp_ratio, self.num_groups)
-             for _ in range(config.depth)]
-        )
-        self.initialize_weights()
-        self.init_routers()
-        self.clear_width_cache()
+        self.build_routed(DiT, config, routers)
 
     @classmethod
     def from_dit(cls, base: DiT, routers: RouterConfig = RouterConfig()) -> DyDiT:

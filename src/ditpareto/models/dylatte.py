@@ -18,15 +18,12 @@ converted model computes the base's function.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
-import torch.nn as nn
 
 from ditpareto.archs import LatteConfig
 from ditpareto.errors import InputError
 from ditpareto.models.dydit import (
-    GATE_MODES, DyDiTBlock, LayerWidth, RouterConfig, RoutingStats, WidthRouting,
+    GATE_MODES, LayerWidth, RouterConfig, RoutingStats, WidthRouting,
 )
 from ditpareto.models.latte import Latte
 
@@ -40,19 +37,7 @@ class DyLatte(WidthRouting, Latte):
     def __init__(self, config: LatteConfig, routers: RouterConfig = RouterConfig()):
         if not isinstance(config, LatteConfig):
             raise InputError(f"DyLatte needs a Latte config, got {type(config).__name__}")
-        self.routers = routers
-        self.num_groups = routers.groups(config)
-        if routers.router_init not in ("xavier", "zero"):
-            raise InputError(f"router_init must be 'xavier' or 'zero', got {routers.router_init!r}")
-        super().__init__(replace(config, depth=0))  # Latte's embedders and final layer; blocks built once below
-        self.config = config
-        self.blocks = nn.ModuleList(
-            [DyDiTBlock(config.hidden_size, config.num_heads, config.mlp_ratio, self.num_groups)
-             for _ in range(config.depth)]
-        )
-        self.initialize_weights()
-        self.init_routers()
-        self.clear_width_cache()
+        self.build_routed(Latte, config, routers)
 
     @classmethod
     def from_latte(cls, base: Latte, routers: RouterConfig = RouterConfig()) -> DyLatte:
