@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ditpareto.bootstrap import moments
 from ditpareto.data import LatentSet, save_draw
 from ditpareto.errors import InputError
 from ditpareto.fvd import FVD_CLIPS, FVD_FRAMES, REAL_STRIDE, i3d_features, load_i3d, real_clip_windows
@@ -76,7 +77,7 @@ def fvd_reference(*, layout: str, root: str, i3d: str, out: str, clips: int = FV
         chunk = np.stack([read_window(entries[w.video], w.indices, size) for w in windows[start:start + batch_size]])
         features.append(i3d_features(detector, chunk, batch_size, target))
     features = np.concatenate(features)
-    mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
+    mu, sigma = moments(features)
     save_npz({"mu": mu, "sigma": sigma, "clips": np.int64(len(windows)), "frames": np.int64(frames),
               "stride": np.int64(stride), "size": np.int64(size), "seed": np.int64(seed)}, out, compress=False)
     write_json({"layout": layout, "root": str(root), "videos": len(entries), "clips": len(windows), "frames": frames,
@@ -122,7 +123,7 @@ def evaluate_fvd(*, samples: str, record: str, reference: str, i3d: str, out: st
         raise InputError(f"samples {samples} hold {len(generated)} clips; their record {record} says {count}")
     target = resolve_device(device)
     features = i3d_features(load_i3d(i3d, target), generated, batch_size, target)
-    mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
+    mu, sigma = moments(features)
     fvd = frechet_distance(mu, sigma, real["mu"], real["sigma"])
     result.update({"fvd": float(fvd), "fvd_generated_clips": len(generated), "fvd_real_clips": int(real["clips"])})
     result["params"].update({"i3d_sha256": sha256_of(i3d), "fvd_reference_sha256": sha256_of(reference),

@@ -55,10 +55,10 @@ from ditpareto.archs import FlexLayout, LatteConfig, default_layout
 from ditpareto.errors import InputError
 from ditpareto.models.checkpoint import load_into
 from ditpareto.models.dit import (
-    DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed,
+    DiTBlock, FinalLayer, get_2d_sincos_pos_embed,
 )
 from ditpareto.models.flexdit import SDTM, FlexDiT, PoolingBlock, converted_state
-from ditpareto.models.latte import Latte, TemporalBlock, temporal_sincos_embed
+from ditpareto.models.latte import Latte, TemporalBlock, add_latte_embedders, temporal_sincos_embed
 
 
 def temporal_path(path: str) -> str:
@@ -154,12 +154,7 @@ class FlexLatte(nn.Module):
         self.in_channels, self.out_channels = config.in_channels, config.out_channels
         self.patch_size, self.num_heads = config.patch_size, config.num_heads
         hidden, heads, ratio = config.hidden_size, config.num_heads, config.mlp_ratio
-        self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, hidden)
-        self.t_embedder = TimestepEmbedder(hidden)
-        if config.num_classes > 0:
-            self.y_embedder = LabelEmbedder(config.num_classes, hidden, config.class_dropout_prob)
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, hidden), requires_grad=False)
-        self.temp_embed = nn.Parameter(torch.zeros(1, config.num_frames, hidden), requires_grad=False)
+        add_latte_embedders(self, config)
         self.pf_blocks = nn.ModuleList([PoolingBlock(hidden, ratio, pf_mode) for _ in range(layout.pf)])
         self.pf_temporal = nn.ModuleList([TemporalBlock(hidden, heads, ratio) for _ in range(layout.pf)])
         self.sdtms = nn.ModuleList([VideoSDTM(hidden, heads, layout.sparse, layout.dense, ratio, w1_after_upsample)

@@ -37,6 +37,18 @@ class TemporalBlock(DiTBlock):
         return x
 
 
+def add_latte_embedders(module: nn.Module, config: LatteConfig) -> None:
+    """Latte's input side on ``module``, under its names: ``x_embedder``, ``t_embedder``, ``y_embedder`` (class-
+    conditional models only), the fixed ``pos_embed`` and ``temp_embed`` tables (filled by the weight init)."""
+    hidden = config.hidden_size
+    module.x_embedder = PatchEmbed(config.patch_size, config.in_channels, hidden)
+    module.t_embedder = TimestepEmbedder(hidden)
+    if config.num_classes > 0:
+        module.y_embedder = LabelEmbedder(config.num_classes, hidden, config.class_dropout_prob)
+    module.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, hidden), requires_grad=False)
+    module.temp_embed = nn.Parameter(torch.zeros(1, config.num_frames, hidden), requires_grad=False)
+
+
 class Latte(nn.Module):
     """Video diffusion model: x (N, F, C, H, W) -> (N, F, out_channels, H, W)."""
 
@@ -50,12 +62,7 @@ class Latte(nn.Module):
         self.patch_size = config.patch_size
         self.num_heads = config.num_heads
         hidden = config.hidden_size
-        self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, hidden)
-        self.t_embedder = TimestepEmbedder(hidden)
-        if config.num_classes > 0:
-            self.y_embedder = LabelEmbedder(config.num_classes, hidden, config.class_dropout_prob)
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, hidden), requires_grad=False)
-        self.temp_embed = nn.Parameter(torch.zeros(1, config.num_frames, hidden), requires_grad=False)
+        add_latte_embedders(self, config)
         self.blocks = nn.ModuleList(
             [(TemporalBlock if i % 2 else DiTBlock)(hidden, config.num_heads, mlp_ratio=config.mlp_ratio)
              for i in range(config.depth)]
