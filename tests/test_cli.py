@@ -68,7 +68,7 @@ def test_bad_checkpoints_fail_with_one_message(tmp_path, good_checkpoint):
 @pytest.mark.parametrize(
     "method, budget, message",
     [("dit", "0", "out of range"), ("dit", "1001", "out of range"), ("dit", "x", "integer step count"),
-     ("flexo", "4", "invalid choice: 'flexo'")],
+     ("flexo", "4", "invalid choice: 'flexo'"), ("dit", "4+euler", "names sampler 'euler'")],
 )
 def test_bad_method_or_budget(tmp_path, good_checkpoint, method, budget, message):
     result = run_cli(*_sample_args(tmp_path, good_checkpoint, method, budget))

@@ -52,7 +52,8 @@ def test_shipped_video_configs_are_valid(path):
 @pytest.mark.parametrize("edit, message", [
     (lambda v: v["base"].update(model="dit-tiny-2"), "not a Latte model"),
     (lambda v: v["image_base"].update(model="dit-toy-2"), "come from dit-tiny-2"),
-    (lambda v: v["methods"].update(tome={"budgets": ["0.50"]}), "unknown method 'tome'"),
+    (lambda v: v["methods"].update(tomes={"budgets": ["0.50"]}), "unknown method 'tomes'"),
+    (lambda v: v["methods"].update(tome={"budgets": ["0.50"]}), "video.methods.tome: tome runs on image DiTs only"),
     (lambda v: v.pop("finetune"), "set video.finetune.train_gmacs"),
     (lambda v: v["methods"]["dit"].update(budgets=["10", "0"]), "out of range"),
     (lambda v: v["sampling"].update(num_samples=5000), "must hold sampling.num_samples"),
@@ -85,6 +86,10 @@ def _mini():
         (lambda c: c["sampling"]["cfg_selection"].update(scales=[1.5, 1.5]), "cfg_selection.scales has duplicates"),
         (lambda c: c["finetune"]["seed_noise"].update(seeds=[0, 1]), "repeats finetune.seed 0"),
         (lambda c: c["finetune"]["seed_noise"].update(seeds=[1], budgets={"dit": "4"}), "dit does not fine-tune"),
+        (lambda c: c["methods"]["dit"].update(budgets=["4+euler"]), "names sampler 'euler'"),
+        (lambda c: c["methods"]["dit"].update(steps=[4]), "methods.dit.steps: a step ladder's budgets"),
+        (lambda c: c["methods"]["l2c"].pop("steps"), "budget 0.50 at 2 steps visits other timesteps"),
+        (lambda c: c["methods"]["l2c"].update(options={"sampler_steps": 10}), "at 4 steps visits other timesteps"),
     ],
 )
 def test_bad_configs_name_the_problem(edit, message):

@@ -25,15 +25,18 @@ from ditpareto.sampling import counted_macs, generate
 # Every kind of plan: step ladders, DyDiT sliced and with routers bypassed, FlexDiT sparse and full, FlexiDiT with
 # both branches weak and with weak-model guidance (cond weak fewer steps than the guidance branch).
 PLANS = [("dit", "3"), ("dit-ft", "3"), ("dydit", "0.50"), ("dydit", "full@0.50"), ("flexdit", "0.61-0.86"),
-         ("flexdit", "full@0.61-0.86"), ("flexidit", "0.50"), ("flexidit", "0.30-1.00")]
+         ("flexdit", "full@0.61-0.86"), ("flexidit", "0.50"), ("flexidit", "0.30-1.00"), ("tome", "0.50"),
+         ("fora", "2"), ("l2c", "0.50")]
+# and the baselines: token merging, a fixed cache, a learned cache (its router for the 3-step grid)
 SETTINGS = SamplingSettings(steps=3, cfg_scale=2.0)
+OPTIONS = {"dydit": {"flops_samples": 4}, "l2c": {"sampler_steps": 3}}
 
 
 def method_model(name: str, base, seed: int = 1):
     """The method's model from the base, every parameter random (DyDiT's routers then drop heads, groups and
     tokens; a converted model keeps them all and would never gather)."""
     method = METHODS[name]
-    model = method.convert(copy.deepcopy(base), method.parse_options({"flops_samples": 4} if name == "dydit" else {}))
+    model = method.convert(copy.deepcopy(base), method.parse_options(OPTIONS.get(name, {})))
     model.requires_grad_(True)
     randomize_(model, seed=seed, std=0.5 if name == "dydit" else 0.05)
     return model.requires_grad_(False).eval()
@@ -69,14 +72,14 @@ def test_every_plan_computes_on_the_models_device(name, budget, order, base, inp
     model = method_model(name, base)
     x, y = inputs
     expected = denoise_all_steps(method.plan(copy.deepcopy(model), method.parse_budget(budget), SETTINGS,
-                                             tiny_spec), x, y)
+                                             tiny_spec, OPTIONS.get(name)), x, y)
     with simulated_device() as device:
         if order == "move then plan":
             model.to(device)
-            plan = method.plan(model, method.parse_budget(budget), SETTINGS, tiny_spec)
+            plan = method.plan(model, method.parse_budget(budget), SETTINGS, tiny_spec, OPTIONS.get(name))
             assert plan.device == device
         else:
-            plan = method.plan(model, method.parse_budget(budget), SETTINGS, tiny_spec)
+            plan = method.plan(model, method.parse_budget(budget), SETTINGS, tiny_spec, OPTIONS.get(name))
             model.to(device)
         outs = denoise_all_steps(plan, x.to(device), y.to(device))
         assert all(isinstance(out, OnDevice) for out in outs)
@@ -101,11 +104,11 @@ def test_sampling_flops_and_latency_run_on_the_device(name, budget, base, tiny_s
     same images, MACs and recorded states as on the CPU."""
     method = METHODS[name]
     model = method_model(name, base)
-    cpu_plan = method.plan(copy.deepcopy(model), method.parse_budget(budget), SETTINGS, tiny_spec)
+    cpu_plan = method.plan(copy.deepcopy(model), method.parse_budget(budget), SETTINGS, tiny_spec, OPTIONS.get(name))
     expected, _ = generate(cpu_plan, tiny_spec, SETTINGS, seed=0, indices=range(3), batch_size=3, progress=False)
     expected_macs = counted_macs(cpu_plan, (1, 16, 16))
     with simulated_device() as device:
-        plan = method.plan(model.to(device), method.parse_budget(budget), SETTINGS, tiny_spec)
+        plan = method.plan(model.to(device), method.parse_budget(budget), SETTINGS, tiny_spec, OPTIONS.get(name))
         batch, _ = generate(plan, tiny_spec, SETTINGS, seed=0, indices=range(3), batch_size=3, progress=False)
         macs = counted_macs(plan, (1, 16, 16))
         timed = prepare("point", plan, tiny_spec, SETTINGS, seed=0)
@@ -122,7 +125,7 @@ def test_every_plan_samples_in_bf16(name, budget, base, tiny_spec):
     stays float32 (DyDiT's sliced MLP once crashed here: a bfloat16 scatter into the float32 residual)."""
     method = METHODS[name]
     model = method_model(name, base)
-    plan = method.plan(model, method.parse_budget(budget), SETTINGS, tiny_spec)
+    plan = method.plan(model, method.parse_budget(budget), SETTINGS, tiny_spec, OPTIONS.get(name))
     reference, _ = generate(plan, tiny_spec, SETTINGS, seed=0, indices=range(4), batch_size=4, progress=False)
     with precision_scope("bf16", "cpu"):
         batch, _ = generate(plan, tiny_spec, SETTINGS, seed=0, indices=range(4), batch_size=4, progress=False)
@@ -203,7 +206,7 @@ def test_the_sample_job_runs_on_the_device(name, budget, base, tiny_spec, monkey
     from ditpareto.results import read_record
 
     method = METHODS[name]
-    options = method.parse_options({})
+    options = method.parse_options(OPTIONS.get(name, {}))
     checkpoint = tmp_path / "model.pt"
     torch.save(method.state_to_save(method_model(name, base)), checkpoint)
     kwargs = dict(method=method, options=options, spec=tiny_spec, settings=SETTINGS, budget=budget,

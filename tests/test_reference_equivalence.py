@@ -1,5 +1,5 @@
-"""Our DiT and diffusion maths against independent references: diffusers' DiTTransformer2DModel, DDPMScheduler and
-DDIMScheduler, and torch.distributions. Every comparison runs on randomised weights / inputs so that it can fail."""
+"""Our DiT and diffusion maths against independent references: diffusers' DiTTransformer2DModel, DDPMScheduler,
+DDIMScheduler and DPMSolverMultistepScheduler, and torch.distributions. Every comparison runs on randomised weights / inputs so that it can fail."""
 
 import ditpareto.compat  # noqa: F401  (before diffusers: makes the CUDA torchvision wheel importable)
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.models.embeddings import get_timestep_embedding
 from torch.distributions import Normal, kl_divergence
 
@@ -354,6 +354,39 @@ def test_ddim_timesteps_and_loop_match_diffusers():
     assert (x - x_T).abs().max() > 0.1
     diff = (ours - x).abs().max().item()
     assert diff < 1e-4 * max(1.0, x.abs().max().item()), diff
+
+
+def _dpm_scheduler(diffusion: GaussianDiffusion) -> DPMSolverMultistepScheduler:
+    """diffusers' DPM-Solver++(2M) with its defaults (midpoint, lower-order final, final sigma 0) on our timesteps."""
+    scheduler = DPMSolverMultistepScheduler(**BETA_KW, algorithm_type="dpmsolver++", solver_order=2)
+    scheduler.set_timesteps(timesteps=list(reversed(diffusion.timestep_map.tolist())))
+    return scheduler
+
+
+@pytest.mark.parametrize("steps", [10, 4, 20])
+def test_dpmpp_2m_matches_diffusers_step_by_step(steps):
+    """Each step of our DPM-Solver++(2M) from diffusers' own state equals diffusers' step (<= 1e-5), over a whole
+    trajectory; and our sample_loop lands on diffusers' final sample."""
+    diffusion = GaussianDiffusion.respaced("dpmpp-2m", steps)
+    assert diffusion.timestep_map.tolist() == GaussianDiffusion.respaced("ddim", steps).timestep_map.tolist()
+    scheduler = _dpm_scheduler(diffusion)
+    model = _fake_model(31)
+    x_T = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(32))
+    x, previous, worst = x_T.clone(), None, 0.0
+    for step, t in enumerate(scheduler.timesteps):
+        out = model(x, int(t))
+        theirs = scheduler.step(out[:, :4], int(t), x).prev_sample
+        ours, previous = diffusion.dpmpp_2m_step(out, x, steps - 1 - step, previous)
+        worst = max(worst, (ours - theirs).abs().max().item() / max(1.0, theirs.abs().max().item()))
+        x = theirs
+    assert worst <= 1e-5, worst
+    assert (x - x_T).abs().max() > 0.1
+    looped = sample_loop(diffusion, lambda z, step, t: model(z, t), x_T.clone(),
+                         sample_generators(0, [0, 1]), "dpmpp-2m")
+    assert (looped - x).abs().max().item() <= 1e-5 * max(1.0, x.abs().max().item())
+    ddim = sample_loop(GaussianDiffusion.respaced("ddim", steps), lambda z, step, t: model(z, t),
+                       x_T.clone(), sample_generators(0, [0, 1]), "ddim")
+    assert (ddim - looped).abs().max() > 1e-3  # a second-order solver, not DDIM under another name
 
 
 @pytest.mark.parametrize("index", [49, 20, 1, 0])

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ def _plan(model, spec, steps=3, sampler="ddim", cfg=2.0):
     return METHODS["dit"].plan(model, str(steps), settings, spec), settings
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp-2m"])
 def test_samples_do_not_depend_on_batch_size(tiny_model, tiny_spec, sampler):
     plan, settings = _plan(tiny_model, tiny_spec, sampler=sampler)
     a, _ = generate(plan, tiny_spec, settings, seed=3, indices=range(5), batch_size=5, progress=False)
@@ -73,3 +75,30 @@ def test_ddim_loop_is_deterministic_and_respaced():
     out2 = sample_loop(diffusion, denoise, noise, sample_generators(0, [0, 1]), "ddim")
     assert seen[:5] == [800, 600, 400, 200, 0]
     assert torch.equal(out1, out2)
+
+
+def test_a_budget_names_its_sampler_and_the_sample_job_runs_it(tmp_path, tiny_model, tiny_spec):
+    """The sampler axis: "4+dpmpp-2m" samples the same model at 4 steps with DPM-Solver++(2M) (same labels, noise and
+    MACs, other images); its record says so; an unknown sampler fails with one line."""
+    from ditpareto.jobs.sampling import sample
+    from ditpareto.spec import split_sampler
+
+    checkpoint = tmp_path / "base.pt"
+    torch.save(tiny_model.state_dict(), checkpoint)
+    settings = SamplingSettings(sampler="ddim", steps=4, cfg_scale=1.5)
+    records = {}
+    for budget in ("4", "4+dpmpp-2m"):
+        out, record = tmp_path / f"{budget}.npz", tmp_path / f"{budget}.json"
+        sample(method=METHODS["dit"], options=METHODS["dit"].parse_options({}), spec=tiny_spec, settings=settings,
+               budget=budget, checkpoint=str(checkpoint), seed=0, out=str(out), record=str(record), num_samples=4,
+               batch_size=4, ft="0.00")
+        with np.load(out) as data:
+            records[budget] = (json.loads(record.read_text()), data["images"], data["labels"])
+    (ddim, ddim_images, ddim_labels), (dpm, dpm_images, dpm_labels) = records["4"], records["4+dpmpp-2m"]
+    assert (ddim["budget"], ddim["params"]["sampler"]) == ("4", "ddim")
+    assert (dpm["budget"], dpm["params"]["sampler"]) == ("4+dpmpp-2m", "dpmpp-2m")
+    assert dpm["gmacs_per_image"] == ddim["gmacs_per_image"] and dpm["steps"] == 4
+    np.testing.assert_array_equal(ddim_labels, dpm_labels)
+    assert not np.array_equal(ddim_images, dpm_images)
+    with pytest.raises(InputError, match="names sampler 'euler'"):
+        split_sampler("4+euler")

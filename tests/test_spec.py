@@ -25,7 +25,7 @@ def _method_choices(command: str) -> list[str]:
 
 def test_every_registry_agrees_with_the_spec_registry(repo):
     names = list(SPECS)
-    assert names == ["dit", "dit-ft", "flexidit", "dydit", "flexdit"]  # figure order
+    assert names == ["dit", "dit-ft", "flexidit", "dydit", "flexdit", "tome", "fora", "l2c"]  # figure order
     # the torch side: one method per spec, implementing that spec's vocabulary and options
     assert sorted(METHODS) == sorted(names)
     for name, method_spec in SPECS.items():

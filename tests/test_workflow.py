@@ -17,7 +17,8 @@ from PIL import Image
 
 from conftest import TABLE, run_snakemake
 from ditpareto.results import TIMING_COLUMNS, read_metrics_csv
-from ditpareto.study import grid_points
+from ditpareto.spec import FINETUNE_MODES
+from ditpareto.study import budget_steps, grid_points
 
 REPO = Path(__file__).resolve().parents[1]
 # Paper configs name inputs the user provides: tests/test_paper.py plans them with placeholders.
@@ -238,11 +239,16 @@ def test_mini_run_writes_table_and_figure(mini_run):
     assert table.loc[plateau | swept, "latency_ms_per_image"].isna().all() and swept.any()
     # executed FLOPs scale with the step count; per-call cost is the same network
     by_budget = table[table["method"] == "dit"].set_index("budget")
-    assert (by_budget["steps"].astype(str) == by_budget.index).all()  # dit's budget is its step count
+    assert (by_budget["steps"] == [budget_steps(b) for b in by_budget.index]).all()  # dit's budget: its step count
     assert by_budget.loc["4", "gmacs_per_image"] == pytest.approx(2 * by_budget.loc["2", "gmacs_per_image"])
+    # the sampler axis: the same network calls with DPM-Solver++(2M), other samples
+    assert by_budget.loc["4+dpmpp-2m", "gmacs_per_image"] == by_budget.loc["4", "gmacs_per_image"]
+    assert by_budget.loc["4+dpmpp-2m", "fid"] != by_budget.loc["4", "fid"]
     assert by_budget.loc["4", "gmacs_per_call"] == pytest.approx(by_budget.loc["2", "gmacs_per_call"])
     assert (mini_run / "results/figures/pareto_fid_vs_gmacs.pdf").stat().st_size > 1000
-    assert (table.loc[table["method"] != "dit", "train_gmacs"] > 0).all() and (by_budget["train_gmacs"] == 0).all()
+    frozen = table["method"].map(FINETUNE_MODES) == "none"  # dit and the training-free baselines
+    assert (table.loc[~frozen, "train_gmacs"] > 0).all() and (table.loc[frozen, "train_gmacs"] == 0).all()
+    assert {"tome", "fora", "l2c"} <= set(table["method"])  # the baselines on the same grid
     for rule in ["sample", "evaluate", "pretrain", "train_extractor", "calibrate", "reference",
                  "finetune"]:
         assert list((mini_run / "results/benchmarks" / rule).rglob("*.tsv")), rule

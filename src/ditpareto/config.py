@@ -11,11 +11,11 @@ from ditpareto.archs import dit_config, latte_config
 from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
-    OFFICIAL, SamplingSettings, checkpoint_budget, guidance_keys, read_plateau_table, read_recorded_scales,
+    OFFICIAL, SamplingSettings, budget_sampler, checkpoint_budget, guidance_keys, method_steps, read_plateau_table, read_recorded_scales,
     read_noise_table, recorded_selection_seeds, shipped_checkpoint, stale_plateau_rows, stale_rows,
 )
-from ditpareto.spec import FINETUNE_MODES, OFFICIAL_METHODS, STEP_BUDGET_METHODS
-from ditpareto.spec import get_vocabulary
+from ditpareto.spec import FINETUNE_MODES, OFFICIAL_METHODS, STEP_BUDGET_METHODS, split_sampler, with_sampler
+from ditpareto.spec import get_spec, get_vocabulary
 
 
 def resolve_path(path: str, root: str | Path) -> Path:
@@ -24,13 +24,37 @@ def resolve_path(path: str, root: str | Path) -> Path:
     return p if p.is_absolute() else Path(root) / p
 
 
+def _check_method_steps(config: dict, name: str, entry: dict, options) -> None:
+    """methods.<m>.steps: not for a step ladder, unique, realisable; an l2c router samples only the timesteps it
+    was trained for (options.sampler, options.sampler_steps) at every budget's sampler."""
+    if entry.get("steps"):
+        if name in STEP_BUDGET_METHODS:
+            raise InputError(f"config methods.{name}.steps: a step ladder's budgets are its step counts")
+        _unique(f"methods.{name}.steps", entry["steps"])
+        for n in entry["steps"]:
+            space_timesteps(1000, config["sampling"]["sampler"], n)
+    if name != "l2c":
+        return
+    trained = space_timesteps(1000, options.sampler, options.sampler_steps)
+    for n in method_steps(config, name):
+        for text in entry["budgets"]:
+            if space_timesteps(1000, budget_sampler(config, text), n) != trained:
+                raise InputError(
+                    f"config methods.l2c: budget {text} at {n} steps visits other timesteps than the router is "
+                    f"trained for ({options.sampler}, {options.sampler_steps} steps): set methods.l2c.steps to "
+                    f"[{options.sampler_steps}] or options.sampler_steps to the study's")
+
+
 def _budget(method, key: str, text: str):
+    """The method's parsed budget of a config label (without its "+sampler" qualifier), its label checked."""
     try:
-        value = method.parse_budget(text)
+        inner, sampler = split_sampler(text)
+        value = method.parse_budget(inner)
     except InputError as exc:
         raise InputError(f"config {key}: {exc}") from None
-    if method.budget_label(value) != text:
-        raise InputError(f"config {key}: write {text!r} as {method.budget_label(value)!r} (one label per budget)")
+    label = with_sampler(method.budget_label(value), sampler)
+    if label != text:
+        raise InputError(f"config {key}: write {text!r} as {label!r} (one label per budget)")
     return value
 
 
@@ -145,6 +169,7 @@ def check_study(config: dict, root: str | Path) -> None:
         except InputError as exc:
             raise InputError(f"config methods.{name}.options: {exc}") from None
         _labelled(f"methods.{name}.cfg_sweep", entry.get("cfg_sweep", []), "scale")
+        _check_method_steps(config, name, entry, options)
         if name == "flexidit":
             weak = options.weak_patch_size or 2 * model.patch_size
             if model.input_size % weak:
@@ -154,7 +179,7 @@ def check_study(config: dict, root: str | Path) -> None:
         for text in labels:
             value = _budget(method, f"methods.{name}.budgets", text)
             if name in STEP_BUDGET_METHODS:  # dit and dit-ft: the budget is a step count
-                space_timesteps(1000, sampling["sampler"], value.steps)
+                space_timesteps(1000, budget_sampler(config, text), value.steps)
             method.nominal_compute_ratio(value, settings)
         if len(set(labels)) != len(labels):
             raise InputError(f"config methods.{name}.budgets has duplicates: {labels}")
@@ -388,6 +413,8 @@ def check_video_study(video: dict, root: str | Path) -> None:
     latte_config(base["model"], base.get("image_size", 16), in_channels=base["in_channels"],
                  num_classes=base["num_classes"])
     for name, entry in video["methods"].items():
+        if not get_spec(name).video:
+            raise InputError(f"config video.methods.{name}: {name} runs on image DiTs only (not on a Latte base)")
         get_vocabulary(name).parse_options(entry.get("options", {}))
         if FINETUNE_MODES[name] != "none" and not video.get("finetune", {}).get("train_gmacs"):
             raise InputError(f"config video.methods.{name} fine-tunes: set video.finetune.train_gmacs (the shared "

@@ -1,10 +1,10 @@
 """Gaussian diffusion as in DiT (improved-DDPM maths): linear-beta schedule, eps-MSE + learned-variance VLB
-loss, timestep respacing, respaced DDPM (DiT's default sampler) and DDIM.
+loss, timestep respacing, respaced DDPM (DiT's default sampler), DDIM and DPM-Solver++(2M).
 
-The step maths is ours (float64 tables, as DiT); tests check it against diffusers' DDPMScheduler
-(custom timesteps, ``learned_range`` variance) and DDIMScheduler. We do not call diffusers' DDIM at run time
-because it cannot take DiT's ``ddimN`` timestep set (an integer stride giving exactly N steps, e.g. 167 for
-N=6, where diffusers uses 1000 // 6 = 166).
+The step maths is ours (float64 tables, as DiT); tests check it against diffusers' DDPMScheduler (custom
+timesteps, ``learned_range`` variance), DDIMScheduler and DPMSolverMultistepScheduler (custom timesteps). We do not
+call diffusers' DDIM at run time because it cannot take DiT's ``ddimN`` timestep set (an integer stride giving
+exactly N steps, e.g. 167 for N=6, where diffusers uses 1000 // 6 = 166).
 """
 
 from __future__ import annotations
@@ -152,6 +152,31 @@ class GaussianDiffusion:
         return mean + nonzero * sigma * noise
 
 
+    def dpmpp_2m_step(self, model_output, x_t, index: int, previous_x0: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DPM-Solver++(2M) step from respaced index ``index`` to ``index - 1`` (index 0: to the clean sample),
+        as diffusers' DPMSolverMultistepScheduler (data prediction, midpoint, final sigma 0): first order on the
+        first step (``previous_x0`` None) and the last, second order in between. Returns (x_prev, x0 prediction)."""
+        t = torch.full((x_t.shape[0],), index, dtype=torch.long, device=x_t.device)
+        _, _, x0 = self.p_mean_variance(model_output, x_t, t)
+        if index == 0:  # sigma 0: the step lands on the data prediction
+            return x0, x0
+        lam = self._lambdas()
+        abar_s, abar_t = self.alphas_cumprod[index], self.alphas_cumprod_prev[index]
+        h = lam[index - 1] - lam[index]
+        ratio = math.sqrt((1 - abar_t) / (1 - abar_s))
+        coeff = -math.sqrt(abar_t) * math.expm1(-h)  # alpha_t (1 - e^-h)
+        if previous_x0 is None or index + 1 >= self.num_timesteps:
+            return ratio * x_t + coeff * x0, x0
+        r = (lam[index] - lam[index + 1]) / h
+        d1 = (x0 - previous_x0) / r
+        return ratio * x_t + coeff * x0 + 0.5 * coeff * d1, x0
+
+    def _lambdas(self) -> np.ndarray:
+        """Half log-SNR, log(alpha / sigma), per respaced index."""
+        return 0.5 * (np.log(self.alphas_cumprod) - np.log1p(-self.alphas_cumprod))
+
+
 def normal_kl(mean1, logvar1, mean2, logvar2):
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
@@ -234,12 +259,14 @@ def sample_loop(
     ``step`` (0 = first, noisiest) at model timesteps ``model_t``; methods switch networks per step through it."""
     if sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    x = noise
+    x, x0 = noise, None
     steps = list(range(diffusion.num_timesteps))[::-1]
     for step, index in enumerate(steps):
         t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
         output = denoise(x, step, diffusion.model_timesteps(t))
-        if sampler == "ddpm":
+        if sampler == "dpmpp-2m":
+            x, x0 = diffusion.dpmpp_2m_step(output, x, index, x0)
+        elif sampler == "ddpm":
             x = diffusion.ddpm_step(output, x, t, per_sample_randn(generators, x.shape[1:]).to(x.device))
         else:
             step_noise = per_sample_randn(generators, x.shape[1:]).to(x.device) if eta > 0 else None

@@ -16,7 +16,7 @@ import seaborn as sns  # noqa: E402
 from ditpareto.study import (  # noqa: E402
     OFFICIAL, GridPoint, cfg_label, ft_label, interval_budget, parse_ft, samples_file,
 )
-from ditpareto.spec import METHOD_COLORS, METHOD_LABELS, STEP_BUDGET_METHODS
+from ditpareto.spec import METHOD_COLORS, METHOD_LABELS, STEP_BUDGET_METHODS, split_sampler, with_sampler
 
 # Legend mark of points sampled from the method's authors' released checkpoint (finetune_source "official").
 AUTHORS_CHECKPOINT = "authors' checkpoint"
@@ -39,8 +39,10 @@ def _save(fig, out_paths) -> None:
 
 
 def _methods_in(points: pd.DataFrame) -> list[str]:
+    """The series present, in registry order (a method's other-sampler series right after it)."""
     present = set(points["method"])
-    return [m for m in METHOD_LABELS if m in present] + sorted(present - set(METHOD_LABELS))
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    return sorted(present, key=lambda s: (order.get(split_sampler(s)[0], len(order)), s))
 
 
 def at_cfg(table: pd.DataFrame, cfg: float | None) -> pd.DataFrame:
@@ -115,8 +117,22 @@ def summarize_seeds(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     out = grouped.agg(**{x: (x, "mean"), y: (y, "mean"), f"{y}_std": (y, "std"), "seeds": ("seed", "count"),
                          **extra})
     out[f"{y}_std"] = out[f"{y}_std"].fillna(0.0)
-    out["label"] = out["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    # a point off the study's sampler ("B+S") is its own series "method+S"
+    samplers = out["budget"].astype(str).map(lambda b: split_sampler(b)[1]) if "budget" in out else None
+    if samplers is not None and samplers.notna().any():
+        out["method"] = [with_sampler(m, s) if isinstance(s, str) else m for m, s in zip(out["method"], samplers)]
+    out["label"] = out["method"].map(series_label)
     return out
+
+
+def series_label(series: str) -> str:
+    """A series' legend label: the method's, with the sampler of a "method+S" series."""
+    method, sampler = split_sampler(series)
+    label = METHOD_LABELS.get(method, method)
+    return f"{label}, {SAMPLER_LABELS.get(sampler, sampler)}" if sampler else label
+
+
+SAMPLER_LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "dpmpp-2m": "DPM-Solver++(2M)"}
 
 
 def official(points: pd.DataFrame) -> pd.Series:
@@ -182,7 +198,9 @@ def plot_pareto(
     for method in _methods_in(points):
         sub = points[points["method"] == method]
         label = sub["label"].iloc[0]
-        color = palette.get(label)
+        base, sampler = split_sampler(method)
+        color = palette.get(METHOD_LABELS.get(base, base))
+        style = ":" if sampler else "-"  # another sampler: the method's colour, dotted
         if official(sub).any():
             label = f"{label} ({AUTHORS_CHECKPOINT})"
         for steps, group in sub.groupby("steps") if "steps" in sub else [(None, sub)]:
@@ -193,7 +211,7 @@ def plot_pareto(
         cfg = f" (CFG {fixed_cfg:g})" if fixed_cfg is not None and not best.empty else ""
         if fixed_cfg is None and "cfg_selected" in sub and sub["cfg_selected"].fillna(False).astype(bool).any():
             cfg = " (each point at its own CFG)"
-        ax.plot(front[x], front[y], "-", color=color, label=label + cfg)
+        ax.plot(front[x], front[y], style, color=color, label=label + cfg)
         if method in set(best["method"]):
             front = pareto_frontier(best[best["method"] == method], x, y)
             ax.plot(front[x], front[y], "--", color=color, label=f"{label} ({best_label})")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from ditpareto.errors import InputError
 
-SAMPLERS = ("ddim", "ddpm")
+# DPM-Solver++(2M) (Lu et al. 2022, data prediction, diffusers' DPMSolverMultistepScheduler defaults) visits
+# DDIM's timesteps, so a step ladder compares solvers at the same model calls.
+SAMPLERS = ("ddim", "ddpm", "dpmpp-2m")
+SINGLE_STEP_SAMPLERS = ("ddim", "ddpm")  # the ones a training loss can run one step of
 
 
 def space_timesteps(num_timesteps: int, sampler: str, steps: int) -> list[int]:
-    """The original timesteps kept by DiT's respacing (``"ddimN"`` for DDIM, ``"N"`` for DDPM)."""
+    """The original timesteps kept by DiT's respacing (``"ddimN"`` for DDIM and DPM-Solver++, ``"N"`` for DDPM)."""
     if not 1 <= steps <= num_timesteps:
         raise InputError(f"sampling steps must be in [1, {num_timesteps}], got {steps}")
-    if sampler == "ddim":
+    if sampler in ("ddim", "dpmpp-2m"):
         for stride in range(1, num_timesteps):
             if len(range(0, num_timesteps, stride)) == steps:
                 return list(range(0, num_timesteps, stride))

@@ -2,7 +2,8 @@
 
 A grid point is (method, budget, steps, ft, cfg, seed):
   budget  the method's own compute knob (dit: the step count, "10i": 10 steps guided only inside the guidance
-          interval; "full@B": the budget-B model at full compute)
+          interval; "full@B": the budget-B model at full compute), with "+S" sampled by sampler S instead of the
+          study's (the sampler axis: "10+dpmpp-2m", "0.50+dpmpp-2m")
   steps   sampling steps (for dit and dit-ft equal to the budget)
   ft      fine-tuning compute as a multiple of the shared budget: "1.00", "0.00" for dit (no fine-tune), other
           values for the plateau check; "1.00s2": the shared compute with fine-tune seed 2 (seed noise)
@@ -24,7 +25,9 @@ from pathlib import Path
 
 from ditpareto.errors import InputError
 from ditpareto.respacing import SAMPLERS
-from ditpareto.spec import FINETUNE_MODES, FULL_PREFIX, INTERVAL_SUFFIX, STEP_BUDGET_METHODS
+from ditpareto.spec import (
+    FINETUNE_MODES, FULL_PREFIX, INTERVAL_SUFFIX, SAMPLER_QUALIFIER, STEP_BUDGET_METHODS, split_sampler,
+)
 
 # Who trained the model a grid point samples (records' ``finetune_source``): the pipeline, the method's authors
 # (training compute unknown: train_gmacs null), or nobody (the untouched base).
@@ -250,14 +253,24 @@ def parse_ft(label) -> tuple[float, int | None]:
     return float(multiple), int(seed) if seed else None
 
 
+# A grid point's budget label as the workflow's wildcard constraint: the method's label ("full@" for parity points,
+# "i" for the guidance interval) and an optional "+sampler" (spec.split_sampler).
+BUDGET_PATTERN = rf"(full@)?[0-9][0-9.\-]*i?(\{SAMPLER_QUALIFIER}({'|'.join(SAMPLERS)}))?"
+
+
 def interval_budget(budget) -> bool:
-    """Whether a step-count budget guides only inside the guidance interval ("10i")."""
-    return str(budget).endswith(INTERVAL_SUFFIX)
+    """Whether a step-count budget guides only inside the guidance interval ("10i", "10i+dpmpp-2m")."""
+    return split_sampler(budget)[0].endswith(INTERVAL_SUFFIX)
 
 
 def budget_steps(budget) -> int:
-    """The step count of a step-count budget ("10" or "10i")."""
-    return int(str(budget).removesuffix(INTERVAL_SUFFIX))
+    """The step count of a step-count budget ("10", "10i", "10+dpmpp-2m")."""
+    return int(split_sampler(budget)[0].removesuffix(INTERVAL_SUFFIX))
+
+
+def budget_sampler(config: dict, budget) -> str:
+    """The sampler a grid point's budget runs: its "+sampler" qualifier, else the study's (sampling.sampler)."""
+    return split_sampler(budget)[1] or config["sampling"]["sampler"]
 
 
 def budget_cfgs(budget, labels: Iterable[str]) -> list[str]:
@@ -266,7 +279,9 @@ def budget_cfgs(budget, labels: Iterable[str]) -> list[str]:
 
 
 def checkpoint_budget(budget: str) -> str:
-    """The budget whose fine-tune a grid point samples: B for "full@B", else the budget itself."""
+    """The budget whose fine-tune a grid point samples: B for "full@B" (and "full@B+sampler"), else the budget
+    without its sampler qualifier (the sampler changes no weights)."""
+    budget = split_sampler(budget)[0]
     return budget[len(FULL_PREFIX):] if budget.startswith(FULL_PREFIX) else budget
 
 
@@ -345,7 +360,7 @@ def point_dependencies(config: dict, method: str, budget: str) -> dict:
         digest = (entry.get("sha256") or {}).get(shipped_checkpoint(method, budget)[1]) \
             if entry.get("source") == "checkpoint" else None
         gmacs = float(config.get("finetune", {}).get("train_gmacs") or 0.0)
-    return {"checkpoint_sha256": digest.lower() if digest else None, "sampler": config["sampling"]["sampler"],
+    return {"checkpoint_sha256": digest.lower() if digest else None, "sampler": budget_sampler(config, budget),
             "train_gmacs": gmacs}
 
 
@@ -544,12 +559,13 @@ def grid_points(config: dict, recorded: dict | None = None) -> list[GridPoint]:
     and seed-noise points at the scale of the study's own fine-tune there."""
     recorded = recorded or {}
     sampling = config["sampling"]
-    steps, seeds = sampling["steps"], sampling["seeds"]
+    seeds = sampling["seeds"]
     plateau = config.get("finetune", {}).get("plateau", {})
     noise = config.get("finetune", {}).get("seed_noise", {})
     points: list[GridPoint] = []
     for method, entry in config["methods"].items():
         ft = NO_FINETUNE if FINETUNE_MODES[method] == "none" else UNIT_FINETUNE
+        steps = method_steps(config, method)
         for budget in entry["budgets"]:
             counts = [budget_steps(budget)] if method in STEP_BUDGET_METHODS else steps
             points += [GridPoint(method, budget, n, ft, cfg, seed) for n in counts
@@ -570,6 +586,12 @@ def grid_points(config: dict, recorded: dict | None = None) -> list[GridPoint]:
             cfg = cfg_label(recorded.get((method, budget, n, ft), sampling["cfg_scale"]))
             points += [GridPoint(method, budget, n, ft_label(1.0, s), cfg, seeds[0]) for s in noise["seeds"]]
     return list(dict.fromkeys(points))
+
+
+def method_steps(config: dict, method: str) -> list[int]:
+    """The step counts a method that is not a step ladder samples: its own ``methods.<m>.steps`` (a method trained
+    for one step count, as L2C's router), else sampling.steps."""
+    return list(config["methods"][method].get("steps") or config["sampling"]["steps"])
 
 
 def plateau_planned(config: dict) -> bool:

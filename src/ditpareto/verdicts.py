@@ -31,7 +31,7 @@ import pandas as pd
 
 from ditpareto.intervals import CI_LEVEL, Estimate, holm
 from ditpareto.study import OFFICIAL, checkpoint_budget, interval_budget, parse_ft
-from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS
+from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS, split_sampler
 
 OUTCOMES = ("reproduced", "better than claimed", "worse than claimed", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"
@@ -58,15 +58,16 @@ REGIME_CLAIM = "guidance regime: FID(unguided) / FID(guided) of the untouched Di
 def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> pd.DataFrame:
     """One row per grid point at the shared fine-tuning compute, with its replicates: at the fixed guidance scale,
     or, given ``selected`` ((method, budget, steps, ft) -> scale, the select-cfg table), at each point's selected
-    scale (points without one are left out). The static methods' unguided points (CFG 1) are kept too, as their
-    ``unguided`` variant (column ``variant``: guided, unguided, or interval for "<steps>i" budgets; a point guided at
-    scale 1 is unguided).
+    scale (points without one are left out); points off the study's sampler ("B+S" budgets) are left out too (the
+    verdicts compare methods at one sampler; the sampler axis is in the tables and figures). The static methods'
+    unguided points (CFG 1) are kept too, as their ``unguided`` variant (column ``variant``: guided, unguided, or
+    interval for "<steps>i" budgets; a point guided at scale 1 is unguided).
     Raises ValueError when the points of a seed do not all have the same number of samples and replicates (their
     replicates would not be paired)."""
     rows = []
     for r in records:
         ft = str(r.get("ft", "1.00"))
-        if ft not in ("0.00", "1.00"):
+        if ft not in ("0.00", "1.00") or split_sampler(r["budget"])[1]:  # verdicts compare at the study's sampler
             continue
         scale = fixed_cfg if selected is None else selected.get((r["method"], str(r["budget"]), int(r["steps"]), ft))
         cfg = float(r["cfg_scale"])

@@ -31,7 +31,7 @@ RECORDED_SCALES = study.read_recorded_scales(RECORDED_CFG) if RECORDED_CFG else 
 
 wildcard_constraints:
     method="|".join(config["methods"]),
-    budget=r"(full@)?[0-9][0-9.\-]*i?",
+    budget=study.BUDGET_PATTERN,
     steps=r"\d+",
     ft=r"\d+\.\d\d(s\d+)?",
     run=r"(budget~[0-9][0-9.\-]*/)?ft~\d+\.\d\d(s\d+)?",

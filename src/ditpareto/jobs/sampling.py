@@ -6,6 +6,7 @@ One pure function per job: typed inputs, files in, files out, a small summary di
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from ditpareto.runtime import check_precision, precision_scope, resolve_device
 from ditpareto.sampling import counted_macs, generate
 from ditpareto.shards import shard_indices
 from ditpareto.study import NO_SOURCE, PIPELINE, SD_VAE_SCALE, GridPoint, ModelSpec, SamplingSettings, cfg_label
-from ditpareto.spec import STEP_BUDGET_METHODS
+from ditpareto.spec import STEP_BUDGET_METHODS, split_sampler, with_sampler
 from ditpareto.timing import DeviceClock, summarize as summarize_timings
 from ditpareto.spec import MethodOptions
 
@@ -37,6 +38,16 @@ from ditpareto.spec import MethodOptions
 def check_seed(seed: int) -> None:
     if not 0 <= seed <= MAX_SEED:
         raise InputError(f"--seed must be in [0, {MAX_SEED}] (sample i uses generator seed * 2**20 + i), got {seed}")
+
+
+def point_budget(method: Method, budget: str, settings: SamplingSettings) -> tuple[object, SamplingSettings, str]:
+    """A grid point's budget label -> (the method's parsed budget, the settings with the point's sampler: its "+S"
+    qualifier or the study's, the point's canonical label)."""
+    text, sampler = split_sampler(budget)
+    parsed = method.parse_budget(text)
+    if sampler:
+        settings = dataclasses.replace(settings, sampler=sampler)
+    return parsed, settings, with_sampler(method.budget_label(parsed), sampler)
 
 
 def training_fields(checkpoint: str) -> dict:
@@ -70,7 +81,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
     if reference_steps is not None and reference_steps < 1:
         raise InputError(f"--reference-steps must be >= 1, got {reference_steps}")
     indices = shard_indices(num_samples, shard, shards)
-    parsed = method.parse_budget(budget)
+    parsed, settings, label = point_budget(method, budget, settings)
     check_precision(precision)
     target = resolve_device(device)
     autoencoder = load_vae(vae, target) if vae else None
@@ -93,7 +104,7 @@ def sample(*, method: Method, options: MethodOptions, spec: ModelSpec, settings:
     save_npz({"images": batch.images, "labels": batch.labels, "indices": batch.indices}, out, compress=False)
     result = {
         "method": method.name,
-        "budget": method.budget_label(parsed),
+        "budget": label,
         "steps": plan.num_steps,
         "ft": ft,
         "cfg_scale": settings.cfg_scale,
@@ -158,8 +169,9 @@ def _timed_points(entries: list, spec: ModelSpec, sampler: str, guidance_channel
         options = method.parse_options(point.get("options", {}))
         settings = SamplingSettings(sampler=sampler, steps=int(point["steps"]), cfg_scale=float(point["cfg_scale"]),
                                     guidance_channels=guidance_channels)
+        parsed, settings, _ = point_budget(method, point["budget"], settings)
         model = method.load_model(point["checkpoint"], spec, options).to(target)
-        plan = method.plan(model, method.parse_budget(point["budget"]), settings, spec, options)
+        plan = method.plan(model, parsed, settings, spec, options)
         key = GridPoint(point["method"], point["budget"], int(point["steps"]), point["ft"],
                         cfg_label(point["cfg_scale"]), int(point["seed"]))
         with precision_scope(precision, target):
@@ -215,7 +227,10 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
 
     Example: python -m ditpareto flops --method dit --model dit-xl-2 --image-size 256
     """
-    parsed = method.parse_budget(budget) if budget is not None else method.full_budget(settings)
+    if budget is None:
+        parsed, label = method.full_budget(settings), None
+    else:
+        parsed, settings, label = point_budget(method, budget, settings)
     config = model_config(spec.name, spec.image_size, **spec.overrides())
     if checkpoint:
         model = method.load_model(checkpoint, spec, options)
@@ -228,6 +243,6 @@ def flops(*, method: Method, options: MethodOptions, spec: ModelSpec, settings: 
         model = method.convert(base, options).eval()
     plan = method.plan(model, parsed, settings, spec, options)
     macs = counted_macs(plan, config.sample_shape)
-    return {"method": method.name, "budget": method.budget_label(parsed), "model": spec.name,
+    return {"method": method.name, "budget": label or method.budget_label(parsed), "model": spec.name,
             "image_size": spec.image_size, **summarize(macs),
             "analytic_gmacs_per_call_static_dit": dit_macs_per_call(config) / 1e9, "details": plan.details}

@@ -98,8 +98,9 @@ def finetune(*, method: Method, options: MethodOptions, spec: ModelSpec, recipe:
         steps, train_macs = steps_for_train_macs(macs_at, recipe.train_gmacs * 1e9)
     else:
         steps, train_macs = recipe.steps, float(sum(macs_at(i) for i in range(recipe.steps)))
-    train = recipe.train_config(steps, run_id(method=method.name, options=options.to_dict(), budget=budget, spec=spec,
-                                              checkpoint=sha256_of(checkpoint), data=sha256_of(data)), str(target))
+    train = method.training_run(recipe.train_config(steps, run_id(
+        method=method.name, options=options.to_dict(), budget=budget, spec=spec, checkpoint=sha256_of(checkpoint),
+        data=sha256_of(data)), str(target)), options)
     start = time.perf_counter()
     ema = method.finetune(model, dataset, options, parsed, train, state, log_csv)
     if is_main_process():  # under torchrun every rank holds the same weights: rank 0 writes them

@@ -12,6 +12,8 @@ from ditpareto.methods.dit import FineTunedDiT, StaticDiT
 from ditpareto.methods.dydit import DyDiTMethod
 from ditpareto.methods.flexdit import FlexDiTMethod
 from ditpareto.methods.flexidit import FlexiDiTMethod
+from ditpareto.methods.tome import ToMeMethod
+from ditpareto.methods.cache import ForaMethod, L2CMethod
 
 METHODS: dict[str, Method] = {}
 
@@ -29,7 +31,8 @@ def register_method(method: Method) -> Method:
     return method
 
 
-for _method in (StaticDiT(), FineTunedDiT(), DyDiTMethod(), FlexDiTMethod(), FlexiDiTMethod()):
+for _method in (StaticDiT(), FineTunedDiT(), DyDiTMethod(), FlexDiTMethod(), FlexiDiTMethod(), ToMeMethod(), ForaMethod(),
+                L2CMethod()):
     register_method(_method)
 
 __all__ = ["METHODS", "Method", "ModelSpec", "SamplingPlan", "SamplingSettings", "get_method", "register_method"]

@@ -49,6 +49,12 @@ class Method(Vocabulary):
         """
         raise InputError(f"method {self.name} has no fine-tuning stage")
 
+    def training_run(self, train, options: MethodOptions):
+        """The run this method trains with, from the shared recipe's (``train``: a ``ditpareto.train.TrainConfig``):
+        unchanged, except for a method that trains only parameters of its own (L2C's router: its lr, no EMA); the
+        training record states this run."""
+        return train
+
     def train_step_macs(self, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, options: MethodOptions,
                         budget) -> Callable[[int], float]:
         """MACs of fine-tuning step i (forward and backward of everything the loss runs: teachers, complete-model

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from ditpareto.errors import InputError
 from ditpareto.spec.base import (
-    FINETUNE_MODES_ALLOWED, FULL_PREFIX, INTERVAL_SUFFIX, FullCompute, MethodOptions, MethodSpec, Vocabulary,
-    split_full,
+    FINETUNE_MODES_ALLOWED, FULL_PREFIX, INTERVAL_SUFFIX, SAMPLER_QUALIFIER, FullCompute, MethodOptions, MethodSpec,
+    Vocabulary, split_full, split_sampler, with_sampler,
 )
 from ditpareto.spec.dydit import DYDIT
 from ditpareto.spec.flexdit import FLEXDIT
 from ditpareto.spec.flexidit import FLEXIDIT
 from ditpareto.spec.dit import DIT, DIT_FT
+from ditpareto.spec.tome import TOME
+from ditpareto.spec.cache import FORA, L2C
 
 # In figure and table order: the static baselines first. Filled by ``register``, with every table derived from it.
 SPECS: dict[str, MethodSpec] = {}
@@ -41,7 +43,7 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-for _spec in (DIT, DIT_FT, FLEXIDIT, DYDIT, FLEXDIT):
+for _spec in (DIT, DIT_FT, FLEXIDIT, DYDIT, FLEXDIT, TOME, FORA, L2C):
     register(_spec)
 
 
@@ -57,6 +59,7 @@ def get_vocabulary(name: str) -> Vocabulary:
 
 __all__ = [
     "FINETUNE_MODES", "FINETUNE_MODES_ALLOWED", "FULL_PREFIX", "INTERVAL_SUFFIX", "METHOD_COLORS", "METHOD_LABELS",
-    "OFFICIAL_METHODS", "SPECS", "STEP_BUDGET_METHODS", "FullCompute", "MethodOptions", "MethodSpec", "Vocabulary",
-    "get_spec", "get_vocabulary", "register", "split_full",
+    "OFFICIAL_METHODS", "SAMPLER_QUALIFIER", "SPECS", "STEP_BUDGET_METHODS", "FullCompute", "MethodOptions",
+    "MethodSpec", "Vocabulary", "get_spec", "get_vocabulary", "register", "split_full", "split_sampler",
+    "with_sampler",
 ]

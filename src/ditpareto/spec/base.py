@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from ditpareto.errors import InputError
+from ditpareto.respacing import SAMPLERS
 
 if TYPE_CHECKING:
     from ditpareto.study import SamplingSettings
@@ -25,6 +26,27 @@ INTERVAL_SUFFIX = "i"
 FULL_PREFIX = "full@"
 # How a method fine-tunes: "none" (samples the base), "shared" (one fine-tune for all budgets), "per_budget".
 FINETUNE_MODES_ALLOWED = ("none", "shared", "per_budget")
+
+# "B+S": budget B sampled with sampler S instead of the study's (sampling.sampler): the sampler axis of the grid
+# ("10+dpmpp-2m": 10 steps of DPM-Solver++(2M); "0.50+dpmpp-2m": a method's budget 0.50 with it).
+SAMPLER_QUALIFIER = "+"
+
+
+def split_sampler(text) -> tuple[str, str | None]:
+    """(budget label, its sampler or None for the study's): "10+dpmpp-2m" -> ("10", "dpmpp-2m"). InputError names an
+    unknown sampler."""
+    label, _, sampler = str(text).partition(SAMPLER_QUALIFIER)
+    if not sampler:
+        return label, None
+    if sampler not in SAMPLERS:
+        raise InputError(f"budget {text!r} names sampler {sampler!r}; choose one of {SAMPLERS}")
+    return label, sampler
+
+
+def with_sampler(label: str, sampler: str | None) -> str:
+    """The budget label of ``label`` sampled with ``sampler`` (None: the study's)."""
+    return f"{label}{SAMPLER_QUALIFIER}{sampler}" if sampler else label
+
 
 class FullCompute(NamedTuple):
     """Budget "full@B": the model fine-tuned for budget ``of`` run at full compute (the method's parity point)."""
@@ -120,6 +142,7 @@ class MethodSpec:
     finetune_mode: str  # FINETUNE_MODES_ALLOWED
     step_budget: bool = False  # the budget is the step count (the static ladders)
     official: bool = False  # its authors' released checkpoints can replace the pipeline's fine-tunes
+    video: bool = True  # it runs on a Latte base too (the video study)
     # Closed-form MACs of one network call for one image (DiT's convention); the executed-ops counter must agree.
     macs_per_call: Callable | None = None
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from ditpareto.archs import FLEXIDIT_LN_AFFINE, FLEXIDIT_POS_COORDS, FLEXIDIT_TOKENIZERS, FLEXIDIT_VARIANTS
 from ditpareto.errors import InputError
-from ditpareto.respacing import SAMPLERS, space_timesteps
+from ditpareto.respacing import SINGLE_STEP_SAMPLERS, space_timesteps
 from ditpareto.spec.base import MethodOptions, MethodSpec, Vocabulary
 from ditpareto.spec.dit import dit_macs_per_call
 
@@ -89,8 +89,9 @@ def _check_mmd_options(out: dict) -> None:
         raise InputError(f"flexidit option mmd_weight must be a finite number >= 0, got {w!r}")
     integer("mmd_every", 1)
     integer("mmd_batch", 2)
-    if out["mmd_sampler"] not in SAMPLERS:
-        raise InputError(f"flexidit option mmd_sampler must be one of {SAMPLERS}, got {out['mmd_sampler']!r}")
+    if out["mmd_sampler"] not in SINGLE_STEP_SAMPLERS:
+        raise InputError(f"flexidit option mmd_sampler must be one of {SINGLE_STEP_SAMPLERS}, got "
+                         f"{out['mmd_sampler']!r}")
     steps = integer("mmd_sampler_steps", 1)
     try:
         space_timesteps(1000, out["mmd_sampler"], steps)
