@@ -52,7 +52,7 @@ def test_paper_config_states_the_protocol(configfile):
     s = config["sampling"]
     assert (s["sampler"], s["steps"], s["cfg_scale"], s["guidance_channels"], s["num_samples"]) == (
         "ddpm", [250], 1.5, "dit3", 50000)
-    assert set(config["methods"]) == {"dit", "dit-ft", "dydit", "flexdit", "flexidit"}
+    assert set(config["methods"]) == {"dit", "dit-ft", "dydit", "flexdit", "flexidit", "tome", "fora", "l2c"}
     # the published protocol's numerics (DiT's and DyDiT's scripts turn TF32 on), on a GPU: docs/precision.md
     assert (config["device"], s["precision"], config["finetune"]["precision"]) == ("cuda", "tf32", "tf32")
 
