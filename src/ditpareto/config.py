@@ -11,8 +11,9 @@ from ditpareto.archs import dit_config, latte_config
 from ditpareto.errors import InputError
 from ditpareto.respacing import space_timesteps
 from ditpareto.study import (
-    OFFICIAL, SamplingSettings, budget_sampler, checkpoint_budget, guidance_keys, method_steps, read_plateau_table, read_recorded_scales,
-    read_noise_table, recorded_selection_seeds, shipped_checkpoint, stale_plateau_rows, stale_rows,
+    OFFICIAL, SamplingSettings, budget_sampler, checkpoint_budget, guidance_keys, method_steps, read_noise_table,
+    read_plateau_table, read_recorded_scales, recorded_selection_seeds, shipped_checkpoint, stale_plateau_rows,
+    stale_rows,
 )
 from ditpareto.spec import FINETUNE_MODES, OFFICIAL_METHODS, STEP_BUDGET_METHODS, split_sampler, with_sampler
 from ditpareto.spec import get_spec, get_vocabulary
