@@ -122,7 +122,8 @@ def test_recorded_scales_plan_each_point_at_its_own_scale_and_the_selected_verdi
     table = tmp_path / "recorded.csv"
     table.write_text("method,budget,steps,ft,cfg_selected,fid_selection,selection_samples,selection_seed,scales,"
                      "cfg_at_edge,checkpoint_sha256,sampler,train_gmacs\n" +
-                     "".join(f"{m},{b},{n},{ft},{s},5.0,500,4095,1.25 1.5 1.75,False,,ddim,"
+                     "".join(f"{m},{b},{n},{ft},{s},5.0,500,4095,1.25 1.5 1.75,False,,"
+                             f"{point_dependencies(config, m, b)['sampler']},"
                              f"{point_dependencies(config, m, b)['train_gmacs']}\n"
                              for (m, b, n, ft), s in scales.items()))
     config["sampling"]["cfg_recorded"] = {"table": str(table), "sha256": hashlib.sha256(table.read_bytes()).hexdigest()}

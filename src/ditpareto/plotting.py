@@ -181,6 +181,7 @@ def plot_pareto(
     title: str | None = None,
     x_label: str = "GMACs per image (whole trajectory, CFG included)",
     fixed_cfg: float | None = None,
+    log_y: bool = False,
 ) -> None:
     """Per-method points (bars: paired-bootstrap 95 % CI with one seed, std over seeds otherwise) at the fixed guidance
     scale, marker = sampling step count, with each
@@ -227,6 +228,8 @@ def plot_pareto(
     if floor is not None:
         ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="real vs real (floor)")
     log_x(ax)
+    if log_y:  # quality spanning orders of magnitude (a collapsed method beside the others)
+        ax.set_yscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y.upper() if y == "fid" else y)
     ax.set_title(title or "toy scale (dit-toy-2, 16 px glyphs): FID vs compute", fontsize="medium")

@@ -255,7 +255,7 @@ def video_figures(*, table: str, samples: list, pareto: str, strip: str, clips: 
         raise InputError(f"{table} has no fvd or fvd_toy column: not a video study's table")
     scale = "paper setting: FVD (I3D)" if quality == "fvd" else "toy scale (16-frame 16 px glyph clips): FVD-toy"
     plot_pareto(points, [pareto], y=quality, x_label="GMACs per clip (whole trajectory, CFG included)",
-                title=f"{scale} vs compute")
+                title=f"{scale} vs compute", log_y=True)
     loaded = [(path, load_samples(path)["images"]) for path in samples]
     rows, frames = [], []
     for path, clip_set in loaded:
