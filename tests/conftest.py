@@ -113,3 +113,12 @@ SLURM_STARTER = "test_the_slurm_study_starts_in_the_background"
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: item.name != SLURM_STARTER)  # stable: every other test keeps its place
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch at one thread for a module (restored after): small ops beside the background SLURM study."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,13 +37,8 @@ FORA_METHOD, L2C_METHOD = ForaMethod(), L2CMethod()
 L2C_OPTIONS = L2C_METHOD.parse_options({"sampler_steps": STEPS})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread: router training beside the suite's background SLURM study would thrash two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one thread: router training beside the suite's background SLURM study would thrash two
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
