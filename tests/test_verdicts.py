@@ -201,6 +201,28 @@ def test_every_verdict_row_names_its_basis(study):
     assert (ledger["p_holm"] >= ledger["p_value"]).all()
 
 
+def test_training_free_baselines_are_compared_with_the_untouched_ladder_and_trained_ones_with_dit_ft(study):
+    """FORA (no training) at 0.7 GMACs, FID 4.6: above the dit-ft envelope (~4.51) but below the untouched dit's
+    (~5.51): it beats the ladder with its own training compute. L2C (a router trained with the shared compute) at the
+    same point is asked against dit-ft, and a training-free method takes no fine-tune seed spread."""
+    b = np.linspace(-0.1, 0.1, 50)
+    records = [_record("fora", "2", 10, 0.7, 4.6, list(4.6 + b), 0.5, ft="0.00"),
+               _record("l2c", "0.30", 10, 0.7, 4.6, list(4.6 + b), 0.65)]
+    points = pd.concat([study, load_points(records, fixed_cfg=2.0)], ignore_index=True)
+    noise = SeedNoise(pd.DataFrame([{"method": m, "budget": "shared", "finetune_seeds": 3, "finetune_seed_std": 0.02}
+                                    for m in ("dit-ft", "l2c")]))
+    compared = compare_with_envelopes(points, noise).set_index("method")
+    assert compared.loc["fora", "comparator"] == "dit" and compared.loc["l2c", "comparator"] == "dit-ft"
+    assert compared.loc["fora", "envelope_fid"] == pytest.approx(6.0 - np.log(0.7 / 0.5) / np.log(2), abs=1e-6)
+    assert compared.loc["fora", "beats_fewer_steps"] == "yes" and compared.loc["l2c", "beats_fewer_steps"] == "no"
+    assert compared.loc["fora", "finetune_seed_std"] == 0 and compared.loc["l2c", "finetune_seed_std"] > 0
+    ledger = claims_ledger(points, compare_with_envelopes(points, noise), pd.DataFrame(
+        columns=["method", "model", "resolution", "setting", "fid", "compute_ratio"]), full_steps=10)
+    beats = ledger[ledger["claim"].str.startswith("beats fewer steps")].set_index("method")
+    assert beats.loc["fora", "verdict"] == "reproduced" and "dit envelope" in beats.loc["fora", "toy_analogue"]
+    assert beats.loc["l2c", "verdict"] == "worse than claimed" and "dit-ft envelope" in beats.loc["l2c", "toy_analogue"]
+
+
 def test_a_method_without_an_envelope_or_with_only_parity_points_still_gets_an_inconclusive_row(study):
     records = [_record("dit", "10", 10, 1.0, 5.0, [5.0] * 4, ft="0.00"),
                _record("dit-ft", "10", 10, 1.0, 4.0, [4.0] * 4),  # one rung: no envelope
@@ -608,3 +630,25 @@ def test_a_video_claim_is_judged_at_the_budget_nearest_its_compute_within_the_fl
     assert ledger.loc["flexidit", "tolerance"] == pytest.approx(0.1)  # floor 2 / base 20
     assert ledger.loc["flexidit", "verdict"] == "reproduced" and ledger.loc["flexdit", "verdict"] == "worse than claimed"
     assert ledger.loc["flexdit", "compute_mismatch"] == False  # noqa: E712  (45 % executed vs 44 % claimed)
+
+
+def test_dominance_pairs_every_series_at_no_more_compute_and_keeps_other_samplers(study):
+    """FORA at 0.5 GMACs (FID 4.5) beats DyDiT at 0.7 (4.2 + 0.5 = 4.7, paired); the DPM-Solver ladder is its own
+    series (kept only with ``samplers``), and the study sampler's ladders (dit, dit-ft) are not series."""
+    from ditpareto.verdicts import BEATS, LOSES, dominance
+
+    b = np.linspace(-0.1, 0.1, 50)
+    records = [_record("fora", "2", 10, 0.5, 4.5, list(4.5 + b), 0.5, ft="0.00"),
+               _record("dit", "5+dpmpp-2m", 5, 0.5, 4.0, list(4.0 + b), 0.5, ft="0.00"),
+               _record("dydit", "0.50", 10, 0.7, 4.7, list(4.7 + b), 0.5)]
+    points = load_points(records, fixed_cfg=2.0, samplers=True)
+    assert set(load_points(records, fixed_cfg=2.0)["budget"]) == {"2", "0.50"}
+    pairs = dominance(points)
+    assert set(pairs["series"]) | set(pairs["other_series"]) == {"fora", "dit+dpmpp-2m", "dydit"}
+    by = pairs.set_index(["series", "other_series"])
+    assert by.loc[("fora", "dydit"), "outcome"] == BEATS
+    assert by.loc[("fora", "dydit"), "diff"] == pytest.approx(-0.2)
+    assert by.loc[("fora", "dit+dpmpp-2m"), "outcome"] == LOSES  # the same compute: both directions
+    assert by.loc[("dit+dpmpp-2m", "fora"), "outcome"] == BEATS
+    assert ("dydit", "fora") not in by.index  # DyDiT spends more: no claim either way
+    assert (pairs["gmacs_per_image"] <= pairs["other_gmacs_per_image"] * 1.05 + 1e-12).all()

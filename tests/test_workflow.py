@@ -250,6 +250,10 @@ def test_mini_run_writes_table_and_figure(mini_run):
     frozen = table["method"].map(FINETUNE_MODES) == "none"  # dit and the training-free baselines
     assert (table.loc[~frozen, "train_gmacs"] > 0).all() and (table.loc[frozen, "train_gmacs"] == 0).all()
     assert {"tome", "fora", "l2c"} <= set(table["method"])  # the baselines on the same grid
+    pairs = pd.read_csv(mini_run / "results/tables/dominance.csv")  # where each beats each, other samplers too
+    assert {"tome", "fora", "l2c", "dit+dpmpp-2m"} <= set(pairs["series"]) | set(pairs["other_series"])
+    comparator = pd.read_csv(mini_run / "results/tables/comparisons.csv").groupby("method")["comparator"].first()
+    assert comparator["fora"] == "dit" and comparator["l2c"] == "dit-ft"
     for rule in ["sample", "evaluate", "pretrain", "train_extractor", "calibrate", "reference",
                  "finetune"]:
         assert list((mini_run / "results/benchmarks" / rule).rglob("*.tsv")), rule

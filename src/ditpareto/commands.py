@@ -564,6 +564,9 @@ def _verdicts_args(p):
                    help="per-point comparison with the envelopes")
     p.add_argument("--finetune-noise", default=None, type=output_path, metavar="CSV",
                    help="FID spread across fine-tune seeds per repeated (method, budget) (finetune.seed_noise)")
+    p.add_argument("--dominance", default=None, type=output_path, metavar="CSV",
+                   help="also where each method beats each other: every pair of points of two series (methods, "
+                   "baselines, static ladders on another sampler) at no more compute, paired FID difference")
     p.add_argument("--cfg-selection", default=None, metavar="CSV",
                    help="the select-cfg table (each point's selected scale)")
     p.add_argument("--guidance", nargs="+", choices=["fixed", "selected"], default=["fixed"],

@@ -139,8 +139,9 @@ def answer_html(verdicts: pd.DataFrame, scale: str) -> str:
     return (f"<div class='ditpareto-answer' style='font-size:12px'><p><b>{html.escape(QUESTION)}</b></p>"
             f"<p>This run: <b>{html.escape(scale)}</b>.</p><ul>{answer}</ul>{table}"
             "<p>Claims: relative FID change against the untouched DiT at full steps; beats fewer steps: FID minus "
-            "the dit-ft step-ladder envelope at equal GMACs. CIs: 95 % paired bootstrap widened by the recorded "
-            "fine-tune seed spread; one evaluation seed.</p></div>\n")
+            "the step-ladder envelope of the static DiT with the method's training compute (dit-ft; the untouched "
+            "dit for the training-free ToMe and FORA) at equal GMACs. CIs: 95 % paired bootstrap widened by the "
+            "recorded fine-tune seed spread; one evaluation seed.</p></div>\n")
 
 
 def summary_markdown(verdicts: pd.DataFrame, figures: list[str], scale: str, out_dir: str) -> str:

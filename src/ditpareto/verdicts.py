@@ -11,8 +11,9 @@ fine-tune seed noise with the t quantile of its degrees of freedom.
   only, "<steps>i" budgets): each variant's ladder interpolated in
   log-GMACs between its measured neighbours only, then the minimum over variants and over every node with no more
   compute (more compute never hurts: fewer steps remain available). No extrapolation: outside the ladder, NaN.
-* ``diff_vs_envelope``: a method point's FID minus the envelope's at the same GMACs (< 0: the method beats fewer
-  steps).
+* ``diff_vs_envelope``: a method point's FID minus its comparator's envelope at the same GMACs (< 0: the method
+  beats fewer steps). The comparator has the method's training compute (``comparator``): ``dit-ft`` for a method
+  that fine-tunes (or trains a router), the untouched ``dit`` for a training-free one.
 * ``compute_saved``: 1 - GMACs(point) / GMACs at which the envelope first reaches the point's FID (> 0: the method
   needs less compute than fewer steps for the same FID). A replicate better than the whole ladder saves at least
   1 - GMACs / the ladder's largest ("beyond the ladder": the share is reported, and a bound that rests on such
@@ -31,10 +32,17 @@ import pandas as pd
 
 from ditpareto.intervals import CI_LEVEL, Estimate, holm
 from ditpareto.study import OFFICIAL, checkpoint_budget, interval_budget, parse_ft
-from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS, split_sampler
+from ditpareto.spec import FINETUNE_MODES, SAMPLER_QUALIFIER, STEP_BUDGET_METHODS, split_sampler
 
 OUTCOMES = ("reproduced", "better than claimed", "worse than claimed", "inconclusive")
-BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the fine-tuned static DiT's step ladder at equal GMACs"
+BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the static DiT's step ladder at equal GMACs"
+
+
+def comparator(method: str) -> str:
+    """The static ladder a method's "beats fewer steps" question is asked against: the one with its training compute.
+    A training-free method (no fine-tune: ToMe, FORA) against the untouched ``dit``; a method that spends the shared
+    fine-tuning compute (a fine-tune, or L2C's router) against ``dit-ft``, the same DiT fine-tuned with it."""
+    return "dit" if FINETUNE_MODES.get(method) == "none" else "dit-ft"
 ENVELOPE_COLUMNS = ["seed", "nominal_compute_ratio", "executed_compute_ratio", "diff_vs_envelope", "diff_ci_low",
                     "diff_ci_high"]
 # One-sided level of every test (a two-sided 95 % interval excludes a bound at p < 0.025).
@@ -55,19 +63,20 @@ PAPER_REGIME = 9.62 / 2.27
 REGIME_CLAIM = "guidance regime: FID(unguided) / FID(guided) of the untouched DiT at full steps"
 
 
-def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = None) -> pd.DataFrame:
+def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = None,
+                samplers: bool = False) -> pd.DataFrame:
     """One row per grid point at the shared fine-tuning compute, with its replicates: at the fixed guidance scale,
     or, given ``selected`` ((method, budget, steps, ft) -> scale, the select-cfg table), at each point's selected
-    scale (points without one are left out); points off the study's sampler ("B+S" budgets) are left out too (the
-    verdicts compare methods at one sampler; the sampler axis is in the tables and figures). The static methods'
-    unguided points (CFG 1) are kept too, as their ``unguided`` variant (column ``variant``: guided, unguided, or
+    scale (points without one are left out); points off the study's sampler ("B+S" budgets) are left out too unless
+    ``samplers`` (the verdicts compare methods at one sampler; ``dominance`` compares every series). The static
+    methods' unguided points (CFG 1) are kept too, as their ``unguided`` variant (column ``variant``: guided, unguided, or
     interval for "<steps>i" budgets; a point guided at scale 1 is unguided).
     Raises ValueError when the points of a seed do not all have the same number of samples and replicates (their
     replicates would not be paired)."""
     rows = []
     for r in records:
         ft = str(r.get("ft", "1.00"))
-        if ft not in ("0.00", "1.00") or split_sampler(r["budget"])[1]:  # verdicts compare at the study's sampler
+        if ft not in ("0.00", "1.00") or (split_sampler(r["budget"])[1] and not samplers):
             continue
         scale = fixed_cfg if selected is None else selected.get((r["method"], str(r["budget"]), int(r["steps"]), ft))
         cfg = float(r["cfg_scale"])
@@ -243,6 +252,8 @@ class SeedNoise:
                                      / self.pooled_df) if self.pooled_df > 0 else 0.0)
 
     def lookup(self, method: str, budget: str | None = None) -> tuple[float, int | None, str]:
+        if FINETUNE_MODES.get(method) == "none":
+            return 0.0, None, "no fine-tune"
         rows = self.table[self.table["method"] == method]
         if budget is not None and FINETUNE_MODES.get(method) == "per_budget":
             rows = rows[rows["budget"] == checkpoint_budget(budget)]
@@ -363,9 +374,10 @@ def full_static(group: pd.DataFrame, full_steps: int | None = None) -> tuple[pd.
 
 
 def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | SeedNoise | None = None) -> pd.DataFrame:
-    """Per dynamic-method point and seed: FID difference from the dit-ft envelope at equal GMACs (with its seed
-    noise, p-value of "below 0" and of "above 0"), and the compute saved at matched FID against the dit-ft and the
-    dit envelopes, each with its paired-bootstrap CI and the share of replicates beyond the ladder."""
+    """Per dynamic-method point and seed: FID difference from its comparator's envelope at equal GMACs (column
+    ``comparator``: ``comparator(method)``; with both sides' fine-tune seed noise, p-value of "below 0" and of "above
+    0"), and the compute saved at matched FID against the dit-ft and the dit envelopes, each with its paired-bootstrap
+    CI and the share of replicates beyond the ladder."""
     seed_noise = noise if isinstance(noise, SeedNoise) else SeedNoise(noise)
     rows = []
     for seed, group in points.groupby("seed"):
@@ -379,12 +391,14 @@ def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | SeedNoise
                    "nominal_compute_ratio": p["nominal_compute_ratio"],
                    "executed_compute_ratio": p["gmacs"] / full, "fid": p["fid"], "precision": p["precision"],
                    "recall": p["recall"], "finetune_source": p.get("finetune_source")}
-            if "dit-ft" in nodes:
+            ladder = comparator(p["method"])
+            row["comparator"] = ladder
+            if ladder in nodes:
                 x = math.log(p["gmacs"])
-                envelope = float(envelope_at(nodes["dit-ft"], x, False)[0])
-                diffs = p["replicates"] - envelope_at(nodes["dit-ft"], x, True)[:, 0]
+                envelope = float(envelope_at(nodes[ladder], x, False)[0])
+                diffs = p["replicates"] - envelope_at(nodes[ladder], x, True)[:, 0]
                 std, df, source = seed_noise.combined(seed_noise.lookup(p["method"], p["budget"]),
-                                                      seed_noise.lookup("dit-ft"))
+                                                      seed_noise.lookup(ladder))
                 estimate = Estimate(p["fid"] - envelope, diffs, "percentile", std, df)
                 row.update(envelope_fid=envelope, diff_vs_envelope=estimate.value, finetune_seed_std=std,
                            finetune_seed_df=df, finetune_seed_source=source)
@@ -405,6 +419,47 @@ def compare_with_envelopes(points: pd.DataFrame, noise: pd.DataFrame | SeedNoise
                                                                   share, float(short.mean()))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+DOMINANCE_COLUMNS = ["seed", "series", "budget", "steps", "variant", "gmacs_per_image", "fid", "other_series",
+                     "other_budget", "other_steps", "other_variant", "other_gmacs_per_image", "other_fid",
+                     "compute_ratio", "diff", "diff_ci_low", "diff_ci_high", "finetune_seed_std", "outcome"]
+BEATS = "beats it with no more compute"
+LOSES = "worse (the other spends at least as much)"
+
+
+def series_name(method: str, budget: str) -> str:
+    """A point's pareto series: its method, with the sampler qualifier when it samples off the study's sampler."""
+    sampler = split_sampler(budget)[1]
+    return f"{method}{SAMPLER_QUALIFIER}{sampler}" if sampler else method
+
+
+def dominance(points: pd.DataFrame, noise: pd.DataFrame | SeedNoise | None = None) -> pd.DataFrame:
+    """Where each method beats each other: every pair of points of two series (a method; a static DiT ladder on
+    another sampler, e.g. ``dit+dpmpp-2m``; the study sampler's static ladders are the envelopes of
+    ``compare_with_envelopes`` and are left out) where the first uses no more GMACs than the second (within
+    ``COMPUTE_MISMATCH``), with the paired FID difference first - second, its CI (both fine-tunes' seed spreads in
+    quadrature) and the outcome: ``BEATS`` (CI below 0), ``LOSES`` (CI above 0) or "not significant"."""
+    seed_noise = noise if isinstance(noise, SeedNoise) else SeedNoise(noise)
+    rows = []
+    for seed, group in points.groupby("seed"):
+        series = group.assign(series=[series_name(m, b) for m, b in zip(group["method"], group["budget"])])
+        series = series[~series["series"].isin(STEP_BUDGET_METHODS)]
+        for _, a in series.iterrows():
+            for _, b in series[(series["series"] != a["series"])
+                               & (series["gmacs"] >= a["gmacs"] * (1 - COMPUTE_MISMATCH))].iterrows():
+                std, df, _ = seed_noise.combined(seed_noise.lookup(a["method"], a["budget"]),
+                                                 seed_noise.lookup(b["method"], b["budget"]))
+                estimate = Estimate(a["fid"] - b["fid"], a["replicates"] - b["replicates"], "percentile", std, df)
+                low, high = estimate.interval()
+                rows.append({"seed": seed, "series": a["series"], "budget": a["budget"], "steps": a["steps"],
+                             "variant": a["variant"], "gmacs_per_image": a["gmacs"], "fid": a["fid"],
+                             "other_series": b["series"], "other_budget": b["budget"], "other_steps": b["steps"],
+                             "other_variant": b["variant"], "other_gmacs_per_image": b["gmacs"],
+                             "other_fid": b["fid"], "compute_ratio": a["gmacs"] / b["gmacs"], "diff": estimate.value,
+                             "diff_ci_low": low, "diff_ci_high": high, "finetune_seed_std": std,
+                             "outcome": BEATS if high < 0 else LOSES if low > 0 else "not significant"})
+    return pd.DataFrame(rows, columns=DOMINANCE_COLUMNS)
 
 
 def saved_text(value: float, beyond: bool, low: float, high: float, beyond_share: float, short_share: float) -> str:
@@ -618,23 +673,24 @@ def regime_row(group: pd.DataFrame, full_steps: int, seed) -> dict:
 
 
 def _beats_rows(comparisons: pd.DataFrame, group: pd.DataFrame, seed) -> list[dict]:
-    """The "beats fewer steps" row of each method: reproduced when some point's CI lies below the dit-ft envelope
-    (p: the smallest point's, Bonferroni-multiplied by the points tried), worse than claimed when every point's lies
-    above (p: the largest), else inconclusive."""
+    """The "beats fewer steps" row of each method: reproduced when some point's CI lies below its comparator's
+    envelope (``comparator``: dit-ft, or dit for a training-free method; p: the smallest point's, Bonferroni-multiplied
+    by the points tried), worse than claimed when every point's lies above (p: the largest), else inconclusive."""
     rows = []
     if comparisons.empty or "seed" not in comparisons:
         return rows
     scope = comparisons.reindex(columns=[*comparisons.columns.difference(ENVELOPE_COLUMNS), *ENVELOPE_COLUMNS])
     scope = scope[scope["seed"] == seed]
-    ladder = group[group["method"] == "dit-ft"]
     for method, sub in scope.groupby("method"):
+        name = comparator(method)
+        ladder = group[group["method"] == name]
         # the question is about saving compute: full-compute (parity) points do not answer it
         sub = sub[~(sub["nominal_compute_ratio"] >= 1 - 1e-9)].dropna(subset=["diff_ci_high"])
-        if sub.empty:  # no dit-ft ladder around any of its points: say so rather than drop the question
+        if sub.empty:  # no comparator ladder around any of its points: say so rather than drop the question
             rows.append({"method": method, "seed": seed, "claim": BEATS_FEWER_STEPS, "verdict": "inconclusive",
                          "p_value": math.nan,
-                         "toy_analogue": "FID difference from the dit-ft envelope (log-GMACs interpolation)",
-                         "basis": f"no dit-ft step ladder (>= 2 step counts) spans its GMACs (seed {seed})"})
+                         "toy_analogue": f"FID difference from the {name} envelope (log-GMACs interpolation)",
+                         "basis": f"no {name} step ladder (>= 2 step counts) spans its GMACs (seed {seed})"})
             continue
         best = sub.loc[sub["diff_vs_envelope"].idxmin()]
         authors = "finetune_source" in sub and bool((sub["finetune_source"] == OFFICIAL).any())
@@ -647,7 +703,7 @@ def _beats_rows(comparisons: pd.DataFrame, group: pd.DataFrame, seed) -> list[di
         near = ladder.iloc[(ladder["gmacs"] - best["gmacs_per_image"]).abs().argsort()[:1]] if len(ladder) else None
         rows.append({
             "method": method, "seed": seed, "claim": BEATS_FEWER_STEPS,
-            "toy_analogue": "FID difference from the dit-ft envelope (lower envelope of its unguided, guided and "
+            "toy_analogue": f"FID difference from the {name} envelope (lower envelope of its unguided, guided and "
                             "guidance-interval ladders, log-GMACs chords between measured neighbours), best point",
             "estimate": best["diff_vs_envelope"], "ci_low": best["diff_ci_low"], "ci_high": best["diff_ci_high"],
             "tolerance": 0.0, "verdict": verdict, "p_value": p,
@@ -659,7 +715,7 @@ def _beats_rows(comparisons: pd.DataFrame, group: pd.DataFrame, seed) -> list[di
             "finetune_seed_std": best.get("finetune_seed_std"), "finetune_seed_source": best.get("finetune_seed_source"),
             "basis": "; ".join(f"{r.budget}@{r.steps}: {r.diff_vs_envelope:+.2f} [{r.diff_ci_low:+.2f}, "
                                f"{r.diff_ci_high:+.2f}]" for r in sub.itertuples()) + f" (seed {seed}; p over "
-                     f"{len(sub)} points, Bonferroni-multiplied; comparator precision/recall: the dit-ft rung "
+                     f"{len(sub)} points, Bonferroni-multiplied; comparator precision/recall: the {name} rung "
                      f"nearest in GMACs)" + (f"; {AUTHORS_NOTE}" if authors else ""),
         })
     return rows

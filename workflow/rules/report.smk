@@ -76,6 +76,11 @@ rule verdicts:
             caption="../report/comparisons.rst",
             category="2. Verdicts",
         ),
+        dominance=report(
+            "results/tables/dominance.csv",
+            caption="../report/dominance.rst",
+            category="2. Verdicts",
+        ),
         noise="results/tables/finetune_noise.csv",
         plateau="results/tables/plateau_points.json",
     log:
@@ -94,7 +99,7 @@ rule verdicts:
         "python -m ditpareto verdicts {input.metrics:q} --claims {input.claims:q} --fixed-cfg {params.fixed_cfg} "
         "--full-steps {params.full_steps} --comparisons {output.comparisons:q} {params.selection} {params.guidance} "
         "{params.noise} --finetune-noise {output.noise:q} {params.plateau} --plateau-out {output.plateau:q} "
-        "--out {output.verdicts:q} "
+        "--dominance {output.dominance:q} --out {output.verdicts:q} "
         "> {log:q} 2>&1"
 
 

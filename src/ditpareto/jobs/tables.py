@@ -154,10 +154,11 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
              finetune_noise: str | None = None, cfg_selection: str | None = None,
              guidance: list = ("fixed",), noise_recorded: str | None = None, noise_sha256: str | None = None,
              plateau_out: str | None = None, plateau_recorded: str | None = None,
-             plateau_sha256: str | None = None) -> dict:
+             plateau_sha256: str | None = None, dominance: str | None = None) -> dict:
     """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
     matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
-    row per method), with paired-bootstrap CIs; per ``guidance`` (column of the same name): every point at the fixed
+    row per method), with paired-bootstrap CIs, and (``dominance``) where each method beats each other; per
+    ``guidance`` (column of the same name): every point at the fixed
     scale, and/or every point at its selected scale (the select-cfg table).
 
     Example: python -m ditpareto verdicts results/metrics/*/*/*/*/*/seed~0.json --claims results/published/claims.csv
@@ -179,6 +180,7 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         SeedNoise, claims_ledger, compare_with_envelopes, finetune_seed_noise, load_plateau, load_points,
         plateau_rows, with_recorded_plateau,
     )
+    from ditpareto.verdicts import dominance as dominance_table
 
     try:
         published = pd.read_csv(claims, dtype={"resolution": int})
@@ -195,6 +197,7 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         records = [read_metrics_record(p) for p in metrics]
         unique_points(records, metrics)
         points = {name: load_points(records, fixed_cfg, selected) for name, selected in bases}
+        every_sampler = {name: load_points(records, fixed_cfg, selected, samplers=True) for name, selected in bases}
         plateaus = {name: load_plateau(records, fixed_cfg, selected) for name, selected in bases}
         if plateau_recorded:
             recorded = _read_recorded_plateau(plateau_recorded, plateau_sha256)
@@ -222,6 +225,10 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         Path(plateau_out).parent.mkdir(parents=True, exist_ok=True)
         Path(plateau_out).write_text(json.dumps({"rows": plateau_rows(records, fixed_cfg, bases[-1][1])}) + "\n")
     tables = [(compared, comparisons), (ledger, out)] + ([(noise, finetune_noise)] if finetune_noise else [])
+    if dominance:
+        pairs = pd.concat([dominance_table(every_sampler[name], seed_noise).assign(guidance=name)
+                           for name, _ in bases], ignore_index=True)
+        tables.append((pairs, dominance))
     for table, path in tables:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
