@@ -171,6 +171,18 @@ def test_the_shipped_recorded_table_matches_the_default_and_refuses_other_checkp
         check_study(longer, REPO)
 
 
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "config/overlays").glob("*.yaml")
+                                         if not p.name.startswith("video")), ids=lambda p: p.name)
+def test_image_overlays_on_the_default_are_valid_and_covered_by_its_recorded_tables(path):
+    """An overlay merged onto config/config.yaml the way snakemake merges --configfile (dicts recursively, lists
+    replaced) passes every check the default does: its points have recorded guidance and pinned checkpoints."""
+    from snakemake.utils import update_config
+
+    config = load(REPO / "config/config.yaml")
+    update_config(config, load(path))
+    check_study(with_defaults(config), REPO)
+
+
 def test_the_shipped_seed_noise_table_is_checked_like_the_guidance_table():
     config = with_defaults(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
     config["sampling"].pop("cfg_recorded")

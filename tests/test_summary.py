@@ -53,7 +53,7 @@ def test_the_answer_in_three_lines():
 
     lines = answer_lines(_ledger())
     assert len(lines) == 3
-    assert lines[0].endswith("equal executed compute: flexidit reproduced.")
+    assert lines[0].endswith("for a training-free baseline): flexidit reproduced.")
     assert lines[1] == "The papers' 1 headline claim: 1 inconclusive."
     assert "1.01×" in lines[2] and "guidance hardly matters here" in lines[2]
     strong = _ledger().assign(verdict=["better than claimed", "reproduced", "reproduced"],

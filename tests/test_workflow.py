@@ -309,7 +309,7 @@ def test_html_report_has_every_figure_and_the_table(venv_env, mini_run):
     assert "<table" in table and "beats fewer steps" in table
     assert "1. The answer" in html
     # the landing page itself holds the answer in three lines and the ledger as a table (results/answer.html)
-    assert "ditpareto-answer" in html and "Beats the fine-tuned DiT with fewer steps" in html
+    assert "ditpareto-answer" in html and "Beats the static DiT with fewer steps" in html
     assert "class='ditpareto-ledger'" in html and "not here yet" not in html
 
 

@@ -81,7 +81,8 @@ def answer_lines(verdicts: pd.DataFrame) -> list[str]:
     claims = verdicts[kinds == "claim"]
     tally = claims["verdict"].value_counts()
     regime = verdicts.loc[kinds == "regime"]
-    lines = [f"Beats the fine-tuned DiT with fewer steps at equal executed compute: "
+    lines = [f"Beats the static DiT with fewer steps at equal executed compute (the fine-tuned one; the untouched one "
+             f"for a training-free baseline): "
              f"{_method_verdicts(verdicts[kinds == 'beats'])}.",
              f"The papers' {len(claims)} headline claim{'' if len(claims) == 1 else 's'}: "
              + (", ".join(f"{n} {verdict}" for verdict, n in tally.items()) or "none tested") + "."]
