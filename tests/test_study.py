@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ditpareto.archs import DiTConfig
@@ -128,3 +129,20 @@ def test_recorded_scales_replace_the_fixed_one_point_by_point():
                       ("dydit", "0.50", 5, "1.00", "3.00"), ("dydit", "full@0.50", 10, "1.00", "1.25"),
                       ("dydit", "0.50", 10, "1.00s1", "2.00")}  # the repeat at its own fine-tune's scale
     assert {p.cfg for p in grid_points(config)} == {"1.50"}
+
+
+def test_a_parity_point_is_compared_with_dit_ft_at_its_own_sampler():
+    """dit-ft at 10 steps on DDIM and on DPM-Solver++ are two references: each full-compute point takes the one at
+    its sampler (one table with both used to fail on an ambiguous lookup)."""
+    import pandas as pd
+
+    from ditpareto.results import mark_parity
+
+    rows = [("dit-ft", "10", 3.0), ("dit-ft", "10+dpmpp-2m", 2.0), ("flexidit", "0.00", 3.5),
+            ("flexidit", "0.00+dpmpp-2m", 2.1), ("flexidit", "0.50", 9.0)]
+    table = pd.DataFrame([{"method": m, "budget": b, "fid": f, "steps": 10, "ft": "1.00", "cfg_scale": 1.5, "seed": 0,
+                           "nominal_compute_ratio": 0.5 if b == "0.50" else 1.0} for m, b, f in rows])
+    gaps = mark_parity(table).set_index("budget")
+    assert gaps.loc["0.00", "parity_gap"] == pytest.approx(0.5) and bool(gaps.loc["0.00", "conversion_cost"])
+    assert gaps.loc["0.00+dpmpp-2m", "parity_gap"] == pytest.approx(0.1)
+    assert not gaps.loc["0.00+dpmpp-2m", "conversion_cost"] and pd.isna(gaps.loc["0.50", "parity_gap"])

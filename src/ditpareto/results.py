@@ -235,13 +235,13 @@ def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.Data
 
 def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     """``parity_gap``: a dynamic method's FID at full compute (nominal ratio 1: FlexiDiT 0.00, DyDiT with routers
-    bypassed, FlexDiT at the full grid) minus dit-ft's at the same steps, guidance, seed and fine-tuning compute (or,
-    for rows at their selected scale without such a pair, dit-ft's at its own selected scale);
+    bypassed, FlexDiT at the full grid) minus dit-ft's at the same steps, sampler, guidance, seed and fine-tuning
+    compute (or, for rows at their selected scale without such a pair, dit-ft's at its own selected scale);
     ``conversion_cost``: the gap exceeds ``study.PARITY_TOLERANCE`` (empty on other rows)."""
     import pandas as pd
 
     from ditpareto.study import PARITY_TOLERANCE, interval_budget
-    from ditpareto.spec import STEP_BUDGET_METHODS
+    from ditpareto.spec import STEP_BUDGET_METHODS, split_sampler
 
     table = table.copy()
     table["parity_gap"] = float("nan")
@@ -250,13 +250,15 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     if not needed <= set(table.columns):
         return table
     full = ((table["nominal_compute_ratio"] - 1).abs() < 1e-9) & ~table["budget"].astype(str).map(interval_budget)
+    sampler = table["budget"].astype(str).map(lambda b: split_sampler(b)[1] or "")
     passes = [(["steps", "ft", "cfg_scale", "seed"], full)]
     if "cfg_selected" in table:  # then each at its own selected scale, where no same-scale pair exists
         passes.append((["steps", "ft", "seed"], full & table["cfg_selected"].fillna(False).astype(bool)))
     for keys, rows in passes:
-        reference = table[rows & (table["method"] == "dit-ft")].set_index(keys)["fid"]
-        for index, row in table[rows & ~table["method"].isin(STEP_BUDGET_METHODS)].iterrows():
-            key = tuple(row[k] for k in keys)
+        keyed = table.assign(sampler_=sampler)
+        reference = keyed[rows & (table["method"] == "dit-ft")].set_index([*keys, "sampler_"])["fid"]
+        for index, row in keyed[rows & ~table["method"].isin(STEP_BUDGET_METHODS)].iterrows():
+            key = tuple(row[k] for k in [*keys, "sampler_"])
             if key in reference.index and pd.isna(table.loc[index, "parity_gap"]):
                 gap = float(row["fid"]) - float(reference.loc[key])
                 table.loc[index, "parity_gap"] = gap
