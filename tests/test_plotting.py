@@ -143,3 +143,18 @@ def test_the_claims_figure_keeps_its_range_on_the_claims():
     _clip_far_points(ax_nothing, points.iloc[1:], {})
     assert ax_nothing.get_title(loc="left") == ""
     plt.close("all")
+
+
+def test_a_collapsed_method_turns_the_quality_axis_logarithmic(monkeypatch):
+    """FIDs spanning more than LOG_Y_SPAN (ToMe at 40 beside a frontier at 4) get a log y axis; a narrow range stays
+    linear; log_y=False forces linear."""
+    import ditpareto.plotting as plotting
+
+    scales = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, paths: scales.append(fig.axes[0].get_yscale()))
+    table = _table()
+    plot_pareto(table, [], fixed_cfg=2.0)
+    collapsed = table.assign(fid=table["fid"].where(table["method"] != "dit", table["fid"] * 10))
+    plot_pareto(collapsed, [], fixed_cfg=2.0)
+    plot_pareto(collapsed, [], fixed_cfg=2.0, log_y=False)
+    assert scales == ["linear", "log", "linear"]

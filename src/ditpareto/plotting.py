@@ -30,6 +30,10 @@ def set_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
+# plot_pareto's quality axis turns logarithmic when its largest value exceeds the smallest this many times.
+LOG_Y_SPAN = 8.0
+
+
 def _save(fig, out_paths) -> None:
     for path in out_paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -69,13 +73,14 @@ def full_static(table: pd.DataFrame) -> pd.DataFrame:
     return full
 
 
-def log_x(ax) -> None:
-    """A log x axis labelled at 1, 2, 3, 5 and 7 times each power of ten in plain numbers: at least four labels
-    over the one decade a study usually spans, no crowded minor labels."""
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+def log_x(ax, axis: str = "x") -> None:
+    """A log axis (x, or ``axis="y"``) labelled at 1, 2, 3, 5 and 7 times each power of ten in plain numbers: at
+    least four labels over the one decade a study usually spans, no crowded minor labels."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def pareto_frontier(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -181,14 +186,16 @@ def plot_pareto(
     title: str | None = None,
     x_label: str = "GMACs per image (whole trajectory, CFG included)",
     fixed_cfg: float | None = None,
-    log_y: bool = False,
+    log_y: bool | None = None,
 ) -> None:
     """Per-method points (bars: paired-bootstrap 95 % CI with one seed, std over seeds otherwise) at the fixed guidance
     scale, marker = sampling step count, with each
     method's pareto frontier over all its budgets and step counts as a solid line; methods sampled at several scales
     add their selected-CFG frontier (held-out seed; else the best CFG on the evaluation FID), dashed. Parity points (a method at full compute) whose FID exceeds
     dit-ft's at full steps by more than the tolerance are labelled "conversion cost". Points of the authors' released
-    checkpoints (finetune_source "official") are hollow and their method's legend says "authors' checkpoint"."""
+    checkpoints (finetune_source "official") are hollow and their method's legend says "authors' checkpoint".
+    ``log_y``: a log quality axis; None: where the plotted values span more than ``LOG_Y_SPAN`` (a collapsed method
+    beside the others would flatten them)."""
     set_style()
     points, best = cfg_curves(summarize_seeds(main_grid(table), x, y), fixed_cfg, y)
     selected = "cfg_selected" in best and best["cfg_selected"].fillna(False).astype(bool).all() and not best.empty
@@ -228,14 +235,15 @@ def plot_pareto(
     if floor is not None:
         ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="real vs real (floor)")
     log_x(ax)
-    if log_y:  # quality spanning orders of magnitude (a collapsed method beside the others)
-        ax.set_yscale("log")
+    values = points[y][points[y] > 0]
+    if log_y or (log_y is None and len(values) and values.max() > LOG_Y_SPAN * values.min()):
+        log_x(ax, "y")  # quality spanning orders of magnitude (a collapsed method beside the others)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y.upper() if y == "fid" else y)
     ax.set_title(title or "toy scale (dit-toy-2, 16 px glyphs): FID vs compute", fontsize="medium")
-    # below the axes: a long legend never widens the figure beyond the plot
-    ax.legend(frameon=True, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    fig.tight_layout()
+    # below the axes and the x label, at a fixed distance: a long legend never squeezes the plot (the saved figure
+    # grows to hold it: bbox_inches="tight")
+    ax.legend(frameon=True, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     _save(fig, out_paths)
 
 
