@@ -54,6 +54,21 @@ def test_the_table_takes_the_latency_jobs_medians(tmp_path):
     assert out.loc["2", "latency_ms_min"] == 0.9 and out.loc["4", "sampling_latency_ms_per_image"] == 9.0
 
 
+def test_every_guided_scale_of_a_point_takes_its_timing_and_an_unguided_one_does_not(tmp_path):
+    """The latency job times each compute once, at the fixed scale (1.5): the same point at a recorded scale (3.0)
+    does the same work and takes that timing; at CFG 1 (one call a step) it is not timed."""
+    table = pd.DataFrame({"method": ["dit"] * 3, "budget": ["4"] * 3, "steps": [4] * 3, "ft": ["0.00"] * 3,
+                          "cfg_scale": [1.5, 3.0, 1.0], "fid": [1.0, 2.0, 3.0]})
+    latency = pd.DataFrame({"method": ["dit"] * 2, "budget": ["4"] * 2, "steps": [4] * 2, "ft": ["0.00"] * 2,
+                            "cfg_scale": [1.5] * 2, "batch_size": [1, 64], "latency_ms_per_image": [8.0, 2.0],
+                            "latency_ms_min": [7.0, 1.9], "latency_ms_max": [9.0, 2.1]})
+    latency.to_csv(tmp_path / "latency.csv", index=False)
+    out = with_latency(table, tmp_path / "latency.csv").set_index("cfg_scale")
+    assert len(out) == 3 and "guided_" not in out
+    assert out.loc[1.5, "latency_ms_per_image"] == out.loc[3.0, "latency_ms_per_image"] == 2.0
+    assert out.loc[3.0, "latency_ms_batch1"] == 8.0 and pd.isna(out.loc[1.0, "latency_ms_per_image"])
+
+
 def test_one_timing_statistic():
     from ditpareto.timing import summarize, time_repeated
 

@@ -196,7 +196,8 @@ def metrics_table(paths: list[str | os.PathLike]) -> pd.DataFrame:
 
 
 def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.DataFrame:
-    """The latency job's medians (ms per image) joined on (method, budget, steps, ft, cfg_scale): ``latency_ms_per_image`` and
+    """The latency job's medians (ms per image) joined on (method, budget, steps, ft, guided or not; the job times each
+    compute once, at the fixed scale, and any guided scale does the same work): ``latency_ms_per_image`` and
     its min/max at the largest batch timed (the sampling batch), ``latency_ms_batch1*`` at batch 1. The sampling
     jobs' in-process timing stays as ``sampling_latency_ms_per_image``; the job's device and precision become
     ``latency_device`` and ``latency_precision``."""
@@ -212,8 +213,12 @@ def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.Data
               "latency_ms_max"}
     if not needed <= set(latency.columns):
         raise InputError(f"latency table {latency_csv} lacks {sorted(needed - set(latency.columns))}")
-    # the guidance scale too: an unguided point (one call a step) is not timed as its guided neighbour
-    keys = ["method", "budget", "steps", "ft"] + (["cfg_scale"] if {"cfg_scale"} <= set(latency) & set(table) else [])
+    # guided or not: an unguided point (one call a step) is not timed as its guided neighbour
+    keys = ["method", "budget", "steps", "ft"]
+    if {"cfg_scale"} <= set(latency) & set(table):
+        keys.append("guided_")
+        latency = latency.assign(guided_=(latency["cfg_scale"].astype(float) - 1).abs() > 1e-9)
+        table = table.assign(guided_=(table["cfg_scale"].astype(float) - 1).abs() > 1e-9)
     table = table.rename(columns={"latency_ms_per_image": "sampling_latency_ms_per_image",
                                   "latency_ms_per_image_std": "sampling_latency_ms_per_image_std"})
     latency = latency.rename(columns={"device": "latency_device", "precision": "latency_precision"})
@@ -223,14 +228,11 @@ def with_latency(table: pd.DataFrame, latency_csv: str | os.PathLike) -> pd.Data
     small = latency[latency["batch_size"] == latency["batch_size"].min()][keys + columns[:3]].rename(
         columns={"latency_ms_per_image": "latency_ms_batch1", "latency_ms_min": "latency_ms_batch1_min",
                  "latency_ms_max": "latency_ms_batch1_max"})
-    if "cfg_scale" in keys:
-        table = table.assign(cfg_scale=table["cfg_scale"].astype(float).round(6))
     for part in (large, small):
         part["steps"] = part["steps"].astype(int)
-        if "cfg_scale" in keys:
-            part["cfg_scale"] = part["cfg_scale"].astype(float).round(6)
+        part = part.drop_duplicates(keys)
         table = table.merge(part, on=keys, how="left")
-    return table
+    return table.drop(columns=["guided_"], errors="ignore")
 
 
 def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
