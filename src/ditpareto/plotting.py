@@ -73,7 +73,7 @@ def full_static(table: pd.DataFrame) -> pd.DataFrame:
     return full
 
 
-def log_x(ax, axis: str = "x") -> None:
+def log_axis(ax, axis: str = "x") -> None:
     """A log axis (x, or ``axis="y"``) labelled at 1, 2, 3, 5 and 7 times each power of ten in plain numbers: at
     least four labels over the one decade a study usually spans, no crowded minor labels."""
     target = ax.xaxis if axis == "x" else ax.yaxis
@@ -234,10 +234,10 @@ def plot_pareto(
         ax.plot([], [], marker, color="0.3", linestyle="none", label=f"{steps} steps")
     if floor is not None:
         ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="real vs real (floor)")
-    log_x(ax)
+    log_axis(ax)
     values = points[y][points[y] > 0]
     if log_y or (log_y is None and len(values) and values.max() > LOG_Y_SPAN * values.min()):
-        log_x(ax, "y")  # quality spanning orders of magnitude (a collapsed method beside the others)
+        log_axis(ax, "y")  # quality spanning orders of magnitude (a collapsed method beside the others)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y.upper() if y == "fid" else y)
     ax.set_title(title or "toy scale (dit-toy-2, 16 px glyphs): FID vs compute", fontsize="medium")
@@ -280,7 +280,7 @@ def plot_plateau(table: pd.DataFrame, out_paths, y: str = "fid") -> None:
         for _, row in sub.iterrows():
             ax.annotate(f"{parse_ft(row['ft'])[0]:g}x", (row["train_gmacs"] / 1e3, row[y]), fontsize="x-small",
                         xytext=(3, 3), textcoords="offset points")
-    log_x(ax)
+    log_axis(ax)
     ax.set_xlabel("fine-tuning compute, TMACs (forward + backward)")
     ax.set_ylabel(y.upper() if y == "fid" else y)
     ax.set_title("plateau check (toy scale)", fontsize="medium")

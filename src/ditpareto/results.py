@@ -252,15 +252,16 @@ def mark_parity(table: pd.DataFrame) -> pd.DataFrame:
     if not needed <= set(table.columns):
         return table
     full = ((table["nominal_compute_ratio"] - 1).abs() < 1e-9) & ~table["budget"].astype(str).map(interval_budget)
-    sampler = table["budget"].astype(str).map(lambda b: split_sampler(b)[1] or "")
+    # keyed by the sampler too: a point on DPM-Solver++ is compared with dit-ft on DPM-Solver++
+    keyed = table.assign(sampler_=table["budget"].astype(str).map(lambda b: split_sampler(b)[1] or ""))
     passes = [(["steps", "ft", "cfg_scale", "seed"], full)]
     if "cfg_selected" in table:  # then each at its own selected scale, where no same-scale pair exists
         passes.append((["steps", "ft", "seed"], full & table["cfg_selected"].fillna(False).astype(bool)))
     for keys, rows in passes:
-        keyed = table.assign(sampler_=sampler)
-        reference = keyed[rows & (table["method"] == "dit-ft")].set_index([*keys, "sampler_"])["fid"]
+        keys = [*keys, "sampler_"]
+        reference = keyed[rows & (table["method"] == "dit-ft")].set_index(keys)["fid"]
         for index, row in keyed[rows & ~table["method"].isin(STEP_BUDGET_METHODS)].iterrows():
-            key = tuple(row[k] for k in [*keys, "sampler_"])
+            key = tuple(row[k] for k in keys)
             if key in reference.index and pd.isna(table.loc[index, "parity_gap"]):
                 gap = float(row["fid"]) - float(reference.loc[key])
                 table.loc[index, "parity_gap"] = gap

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ditpareto.intervals import CI_LEVEL, Estimate, holm
 from ditpareto.study import OFFICIAL, checkpoint_budget, interval_budget, parse_ft
-from ditpareto.spec import FINETUNE_MODES, SAMPLER_QUALIFIER, STEP_BUDGET_METHODS, split_sampler
+from ditpareto.spec import FINETUNE_MODES, STEP_BUDGET_METHODS, split_sampler, with_sampler
 
 OUTCOMES = ("reproduced", "better than claimed", "worse than claimed", "inconclusive")
 BEATS_FEWER_STEPS = "beats fewer steps: lower FID than the static DiT's step ladder at equal GMACs"
@@ -69,8 +69,8 @@ def load_points(records: list[dict], fixed_cfg: float, selected: dict | None = N
     or, given ``selected`` ((method, budget, steps, ft) -> scale, the select-cfg table), at each point's selected
     scale (points without one are left out); points off the study's sampler ("B+S" budgets) are left out too unless
     ``samplers`` (the verdicts compare methods at one sampler; ``dominance`` compares every series). The static
-    methods' unguided points (CFG 1) are kept too, as their ``unguided`` variant (column ``variant``: guided, unguided, or
-    interval for "<steps>i" budgets; a point guided at scale 1 is unguided).
+    methods' unguided points (CFG 1) are kept too, as their ``unguided`` variant (column ``variant``: guided,
+    unguided, or interval for "<steps>i" budgets; a point guided at scale 1 is unguided).
     Raises ValueError when the points of a seed do not all have the same number of samples and replicates (their
     replicates would not be paired)."""
     rows = []
@@ -428,12 +428,6 @@ BEATS = "beats it with no more compute"
 LOSES = "worse (the other spends at least as much)"
 
 
-def series_name(method: str, budget: str) -> str:
-    """A point's pareto series: its method, with the sampler qualifier when it samples off the study's sampler."""
-    sampler = split_sampler(budget)[1]
-    return f"{method}{SAMPLER_QUALIFIER}{sampler}" if sampler else method
-
-
 def dominance(points: pd.DataFrame, noise: pd.DataFrame | SeedNoise | None = None) -> pd.DataFrame:
     """Where each method beats each other: every pair of points of two series (a method; a static DiT ladder on
     another sampler, e.g. ``dit+dpmpp-2m``; the study sampler's static ladders are the envelopes of
@@ -443,7 +437,9 @@ def dominance(points: pd.DataFrame, noise: pd.DataFrame | SeedNoise | None = Non
     seed_noise = noise if isinstance(noise, SeedNoise) else SeedNoise(noise)
     rows = []
     for seed, group in points.groupby("seed"):
-        series = group.assign(series=[series_name(m, b) for m, b in zip(group["method"], group["budget"])])
+        # a point off the study's sampler is its own series "method+S", as on the pareto
+        series = group.assign(series=[with_sampler(m, split_sampler(b)[1])
+                                      for m, b in zip(group["method"], group["budget"])])
         series = series[~series["series"].isin(STEP_BUDGET_METHODS)]
         for _, a in series.iterrows():
             for _, b in series[(series["series"] != a["series"])

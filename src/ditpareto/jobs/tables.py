@@ -158,8 +158,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
     """Each dynamic-method point against the static envelopes (FID difference at equal GMACs, compute saved at
     matched FID) and the claims ledger (one row per published claim with a toy analogue, one "beats fewer steps?"
     row per method), with paired-bootstrap CIs, and (``dominance``) where each method beats each other; per
-    ``guidance`` (column of the same name): every point at the fixed
-    scale, and/or every point at its selected scale (the select-cfg table).
+    ``guidance`` (column of the same name): every point at the fixed scale, and/or every point at its selected scale
+    (the select-cfg table).
 
     Example: python -m ditpareto verdicts results/metrics/*/*/*/*/*/seed~0.json --claims results/published/claims.csv
     --fixed-cfg 1.5 --full-steps 10 --comparisons comparisons.csv --finetune-noise finetune_noise.csv
@@ -197,7 +197,8 @@ def verdicts(*, metrics: list, claims: str, out: str, comparisons: str, fixed_cf
         records = [read_metrics_record(p) for p in metrics]
         unique_points(records, metrics)
         points = {name: load_points(records, fixed_cfg, selected) for name, selected in bases}
-        every_sampler = {name: load_points(records, fixed_cfg, selected, samplers=True) for name, selected in bases}
+        every_sampler = ({name: load_points(records, fixed_cfg, selected, samplers=True) for name, selected in bases}
+                         if dominance else {})
         plateaus = {name: load_plateau(records, fixed_cfg, selected) for name, selected in bases}
         if plateau_recorded:
             recorded = _read_recorded_plateau(plateau_recorded, plateau_sha256)
